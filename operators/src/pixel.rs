@@ -1,0 +1,37 @@
+//! The pixel types detectors produce.
+
+/// A pixel value that reductions can accumulate: detectors give `u16` (AGIPD, JUNGFRAU raw,
+/// ePix), `f32` (calibrated), and a few others.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow_operators::Pixel;
+/// assert_eq!(7u16.to_f64(), 7.0);
+/// assert_eq!(true.to_f64(), 1.0);
+/// ```
+pub trait Pixel: Copy + Send + Sync + 'static {
+    /// The value as `f64`.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! pixel {
+    ($($t:ty),*) => {$(
+        impl Pixel for $t {
+            #[inline(always)]
+            fn to_f64(self) -> f64 { self as f64 }
+        }
+    )*};
+}
+pixel!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+
+impl Pixel for bool {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        if self {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}

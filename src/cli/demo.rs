@@ -1,0 +1,65 @@
+//! `shotflow demo`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use shotflow::demo::{self, DemoConfig};
+use shotflow::runtime::Launch;
+use shotflow::source::Synthetic;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Number of shots.
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Shots per batch (one timely timestamp each).
+    #[arg(long, default_value_t = 256)]
+    batch_size: u64,
+    /// Seed of the synthetic run.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// Detector frame shape ROWSxCOLS, or "none" for scalar-only shots.
+    #[arg(long, default_value = "512x128")]
+    frame: String,
+    /// Drop shots whose pulse energy (mJ) is below this.
+    #[arg(long, default_value_t = 0.7)]
+    energy_cut: f64,
+    /// Fail on purpose at this event id (to see how a failing worker ends a run).
+    #[arg(long, hide = true)]
+    fail_at: Option<u64>,
+    #[command(flatten)]
+    launch: Launch,
+}
+
+fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (rows, cols) = text
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--frame {text:?}: expected ROWSxCOLS, e.g. 512x128"))?;
+    let rows: usize = rows.trim().parse().with_context(|| format!("--frame {text:?}"))?;
+    let cols: usize = cols.trim().parse().with_context(|| format!("--frame {text:?}"))?;
+    if rows == 0 || cols == 0 {
+        bail!("--frame {text:?}: both dimensions must be positive");
+    }
+    Ok(Some([rows, cols]))
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let plan = args.launch.plan()?;
+    let config = DemoConfig {
+        source: Synthetic {
+            events: args.events,
+            batch_size: args.batch_size.max(1),
+            seed: args.seed,
+            frame: parse_frame(&args.frame)?,
+            ..Synthetic::default()
+        },
+        energy_cut: args.energy_cut,
+        fail_at: args.fail_at,
+    };
+    if let Some(report) = demo::run(&config, &plan)? {
+        print!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! The showcase pipeline behind `shotflow demo`: a pump-probe reduction of synthetic shots.
+//!
+//! ```text
+//! synthetic shots ─▶ reduce each frame ─▶ cut on pulse energy ─▶ ordered sink on worker 0
+//!  (frame, I0,        (photon count, ROI    (drop weak shots)       (photons / I0 binned by
+//!   delay, laser)      sum; frame dropped)                            delay, laser on and off)
+//! ```
+//!
+//! Frames never leave the worker that generated them; only the reduced rows move.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shotflow_operators::photons::count_photons;
+use shotflow_operators::roi::{roi_stats, Roi};
+use timely::dataflow::operators::vec::{Filter, Map};
+
+use crate::event::{EventId, HasEventId};
+use crate::runtime::{execute_plan, Plan, RunError};
+use crate::sink::SinkExt;
+use crate::source::synthetic::{PEDESTAL, PHOTON_ADU};
+use crate::source::{Synthetic, SyntheticSource};
+
+/// Options of the demo pipeline.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// The synthetic run.
+    pub source: Synthetic,
+    /// Shots with a pulse energy below this (mJ) are dropped.
+    pub energy_cut: f64,
+    /// Panic while reducing this event id: shows (and tests) how a failing worker ends a run.
+    pub fail_at: Option<EventId>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            source: Synthetic::default(),
+            energy_cut: 0.7,
+            fail_at: None,
+        }
+    }
+}
+
+/// One shot reduced to a row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShotRow {
+    /// Event id.
+    pub id: EventId,
+    /// Pulse energy, mJ.
+    pub pulse_energy: f64,
+    /// Delay, ps.
+    pub delay: f64,
+    /// Pump laser fired.
+    pub laser_on: bool,
+    /// Photons counted in the frame (0 without a frame).
+    pub photons: u64,
+    /// Sum of the pixels at or above half a photon in the central region, ADU.
+    pub roi_sum: f64,
+}
+
+impl HasEventId for ShotRow {
+    fn event_id(&self) -> EventId {
+        self.id
+    }
+}
+
+/// The region summed in [`ShotRow::roi_sum`] for a frame of `[rows, cols]`: the middle half.
+pub fn demo_roi(shape: [usize; 2]) -> Roi {
+    Roi::new(shape[0] / 4..3 * shape[0] / 4, shape[1] / 4..3 * shape[1] / 4)
+}
+
+/// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
+pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
+    let keys = config.keys();
+    let (photons, roi_sum) = match event.array::<u16>(keys.frame) {
+        Some(frame) => {
+            let frame = frame
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("the synthetic frame is 2-D");
+            let shape = [frame.nrows(), frame.ncols()];
+            let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
+            (
+                count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
+                roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
+            )
+        }
+        None => (0, 0.0),
+    };
+    ShotRow {
+        id: event.id,
+        pulse_energy: event.get_f64(keys.pulse_energy).unwrap_or(f64::NAN),
+        delay: event.get_f64(keys.delay).unwrap_or(f64::NAN),
+        laser_on: event.get::<bool>(keys.laser_on).unwrap_or(false),
+        photons,
+        roi_sum,
+    }
+}
+
+/// Accumulated normalised signal (photons per mJ) at one delay.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DelayPoint {
+    /// Delay, ps.
+    pub delay: f64,
+    /// Shots with the laser on.
+    pub n_on: u64,
+    /// Sum of photons / pulse energy, laser on.
+    pub sum_on: f64,
+    /// Shots with the laser off.
+    pub n_off: u64,
+    /// Sum of photons / pulse energy, laser off.
+    pub sum_off: f64,
+}
+
+impl DelayPoint {
+    /// Mean normalised signal with the laser on.
+    pub fn mean_on(&self) -> f64 {
+        self.sum_on / self.n_on as f64
+    }
+    /// Mean normalised signal with the laser off.
+    pub fn mean_off(&self) -> f64 {
+        self.sum_off / self.n_off as f64
+    }
+}
+
+/// Folds rows, in event order, into the pump-probe curve. The demo's sink calls it on worker
+/// 0; tests call it on a sequential reference.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Curve {
+    /// Rows kept.
+    pub kept: u64,
+    /// Points keyed by the delay's bit pattern (delays are exact scan set points).
+    pub points: BTreeMap<u64, DelayPoint>,
+}
+
+impl Curve {
+    /// Adds one row.
+    pub fn add(&mut self, row: &ShotRow) {
+        self.kept += 1;
+        let point = self
+            .points
+            .entry(row.delay.to_bits())
+            .or_insert_with(|| DelayPoint {
+                delay: row.delay,
+                ..DelayPoint::default()
+            });
+        let signal = row.photons as f64 / row.pulse_energy;
+        if row.laser_on {
+            point.n_on += 1;
+            point.sum_on += signal;
+        } else {
+            point.n_off += 1;
+            point.sum_off += signal;
+        }
+    }
+
+    /// The points in increasing delay.
+    pub fn sorted(&self) -> Vec<DelayPoint> {
+        let mut points: Vec<DelayPoint> = self.points.values().cloned().collect();
+        points.sort_by(|a, b| a.delay.total_cmp(&b.delay));
+        points
+    }
+}
+
+/// What the demo found.
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    /// Events produced by the source.
+    pub events: u64,
+    /// The pump-probe curve of the kept events.
+    pub curve: Curve,
+    /// Wall time of the dataflow on this process.
+    pub elapsed: Duration,
+    /// Where it ran.
+    pub plan: String,
+}
+
+/// Runs the demo on `plan`. Returns the report on process 0 (worker 0 collects the results)
+/// and `None` on other processes.
+pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunError> {
+    let started = Instant::now();
+    let config = config.clone();
+    let results = execute_plan(plan, move |worker| {
+        let curve = Arc::new(Mutex::new(Curve::default()));
+        let produced = Arc::new(Mutex::new(0u64));
+        let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
+        let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
+        worker.dataflow(|scope| {
+            let rows = scope
+                .synthetic(&source)
+                .map(move |event| {
+                    if fail_at == Some(event.id) {
+                        panic!("injected failure at event {}", event.id);
+                    }
+                    reduce(&source, &event)
+                });
+            // Every worker reports how many rows it made, so worker 0 can count the whole run.
+            rows.clone()
+                .map(|row| (row.id, 1u64))
+                .ordered("Produced", move |_batch, rows| *p.lock().unwrap() += rows.len() as u64);
+            rows.filter(move |row| row.pulse_energy >= cut)
+                .ordered("PumpProbe", move |_batch, rows: &[ShotRow]| {
+                    let mut curve = c.lock().unwrap();
+                    rows.iter().for_each(|row| curve.add(row));
+                });
+        });
+        crate::runtime::run_to_completion(worker)?;
+        let curve = std::mem::take(&mut *curve.lock().unwrap());
+        let events = *produced.lock().unwrap();
+        Ok::<_, crate::runtime::Aborted>((worker.index(), curve, events))
+    })?;
+    Ok(results
+        .into_iter()
+        .find(|(index, _, _)| *index == 0)
+        .map(|(_, curve, events)| DemoReport {
+            events,
+            curve,
+            elapsed: started.elapsed(),
+            plan: plan.describe(),
+        }))
+}
+
+impl std::fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        writeln!(f, "shotflow demo: synthetic pump-probe run on {}", self.plan)?;
+        writeln!(
+            f,
+            "  events {:>9}   kept {:>9} ({:.1}%)   {:.3} s   {:.0} events/s",
+            self.events,
+            self.curve.kept,
+            100.0 * self.curve.kept as f64 / self.events.max(1) as f64,
+            seconds,
+            self.events as f64 / seconds
+        )?;
+        writeln!(
+            f,
+            "  {:>9} {:>8} {:>14} {:>8} {:>14} {:>12}",
+            "delay/ps", "n(on)", "photons/mJ on", "n(off)", "photons/mJ off", "on - off"
+        )?;
+        for p in self.curve.sorted() {
+            writeln!(
+                f,
+                "  {:>9.3} {:>8} {:>14.2} {:>8} {:>14.2} {:>12.2}",
+                p.delay,
+                p.n_on,
+                p.mean_on(),
+                p.n_off,
+                p.mean_off(),
+                p.mean_on() - p.mean_off()
+            )?;
+        }
+        Ok(())
+    }
+}

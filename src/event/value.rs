@@ -1,0 +1,344 @@
+//! Field values: scalars and n-dimensional arrays of the numeric types detectors and
+//! facilities produce, plus `bool`.
+//!
+//! Scalars are stored inline; arrays are boxed so that a [`Value`] stays 16 bytes and an event
+//! of a few scalars is a few cache lines.
+
+use std::fmt;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+/// The element type of a value.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum DType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl DType {
+    /// Every dtype, in declaration order.
+    pub const ALL: [DType; 11] = [
+        DType::Bool,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::F32,
+        DType::F64,
+    ];
+
+    /// NumPy's name for the type (`"uint16"`, `"float64"`, ...), as users see it in h5py.
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::I8 => "int8",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bool | DType::U8 | DType::I8 => 1,
+            DType::U16 | DType::I16 => 2,
+            DType::U32 | DType::I32 | DType::F32 => 4,
+            DType::U64 | DType::I64 | DType::F64 => 8,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.numpy_name())
+    }
+}
+
+/// An n-dimensional array of one of the supported element types.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Array {
+    Bool(ArrayD<bool>),
+    U8(ArrayD<u8>),
+    U16(ArrayD<u16>),
+    U32(ArrayD<u32>),
+    U64(ArrayD<u64>),
+    I8(ArrayD<i8>),
+    I16(ArrayD<i16>),
+    I32(ArrayD<i32>),
+    I64(ArrayD<i64>),
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+}
+
+/// Applies `$body` to the typed array inside an [`Array`], whatever its element type.
+macro_rules! each_array {
+    ($array:expr, $a:ident => $body:expr) => {
+        match $array {
+            Array::Bool($a) => $body,
+            Array::U8($a) => $body,
+            Array::U16($a) => $body,
+            Array::U32($a) => $body,
+            Array::U64($a) => $body,
+            Array::I8($a) => $body,
+            Array::I16($a) => $body,
+            Array::I32($a) => $body,
+            Array::I64($a) => $body,
+            Array::F32($a) => $body,
+            Array::F64($a) => $body,
+        }
+    };
+}
+pub(crate) use each_array;
+
+impl Array {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Array::Bool(_) => DType::Bool,
+            Array::U8(_) => DType::U8,
+            Array::U16(_) => DType::U16,
+            Array::U32(_) => DType::U32,
+            Array::U64(_) => DType::U64,
+            Array::I8(_) => DType::I8,
+            Array::I16(_) => DType::I16,
+            Array::I32(_) => DType::I32,
+            Array::I64(_) => DType::I64,
+            Array::F32(_) => DType::F32,
+            Array::F64(_) => DType::F64,
+        }
+    }
+
+    /// Shape (row-major).
+    pub fn shape(&self) -> &[usize] {
+        each_array!(self, a => a.shape())
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        each_array!(self, a => a.len())
+    }
+
+    /// True if the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements converted to `f64`, in row-major order (`true` is 1).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        each_array!(self, a => a.iter().map(|x| x.to_f64()).collect())
+    }
+}
+
+/// One field value: a scalar or an array.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::event::{DType, Value};
+/// use ndarray::ArrayD;
+///
+/// let energy = Value::from(1.25_f64);
+/// assert_eq!(energy.dtype(), DType::F64);
+/// assert!(energy.shape().is_empty());
+///
+/// let frame = Value::from(ArrayD::<u16>::zeros(vec![512, 128]));
+/// assert_eq!(frame.dtype(), DType::U16);
+/// assert_eq!(frame.shape(), &[512, 128]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Value {
+    Bool(bool),
+    U8(u8),
+    U16(u16),
+    U32(u32),
+    U64(u64),
+    I8(i8),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Array(Box<Array>),
+}
+
+impl Value {
+    /// Element type (of the scalar, or of the array's elements).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Value::Bool(_) => DType::Bool,
+            Value::U8(_) => DType::U8,
+            Value::U16(_) => DType::U16,
+            Value::U32(_) => DType::U32,
+            Value::U64(_) => DType::U64,
+            Value::I8(_) => DType::I8,
+            Value::I16(_) => DType::I16,
+            Value::I32(_) => DType::I32,
+            Value::I64(_) => DType::I64,
+            Value::F32(_) => DType::F32,
+            Value::F64(_) => DType::F64,
+            Value::Array(a) => a.dtype(),
+        }
+    }
+
+    /// Shape: empty for a scalar.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::Array(a) => a.shape(),
+            _ => &[],
+        }
+    }
+
+    /// A scalar converted to `f64` (`true` is 1); `None` for arrays.
+    pub fn as_f64(&self) -> Option<f64> {
+        Some(match *self {
+            Value::Bool(x) => x.to_f64(),
+            Value::U8(x) => x.to_f64(),
+            Value::U16(x) => x.to_f64(),
+            Value::U32(x) => x.to_f64(),
+            Value::U64(x) => x.to_f64(),
+            Value::I8(x) => x.to_f64(),
+            Value::I16(x) => x.to_f64(),
+            Value::I32(x) => x.to_f64(),
+            Value::I64(x) => x.to_f64(),
+            Value::F32(x) => x.to_f64(),
+            Value::F64(x) => x,
+            Value::Array(_) => return None,
+        })
+    }
+
+    /// The array inside, if this is an array value.
+    pub fn as_array(&self) -> Option<&Array> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// A Rust type that can be a field element: `bool` and the fixed-width integers and floats.
+///
+/// It connects a Rust type with its [`DType`] and with the [`Value`] and [`Array`] variants that
+/// hold it, so that typed access needs no conversion.
+pub trait Element: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
+    /// The dtype of this type.
+    const DTYPE: DType;
+    /// Wraps a scalar.
+    fn into_value(self) -> Value;
+    /// Unwraps a scalar of exactly this type.
+    fn from_value(value: &Value) -> Option<Self>;
+    /// Wraps an array.
+    fn into_array(array: ArrayD<Self>) -> Array;
+    /// Views an array of exactly this element type.
+    fn view(array: &Array) -> Option<ArrayViewD<'_, Self>>;
+    /// Lossy conversion to `f64` (`true` is 1), for reductions and summaries.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident, $x:ident => $to_f64:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn into_value(self) -> Value {
+                Value::$variant(self)
+            }
+            fn from_value(value: &Value) -> Option<Self> {
+                match value {
+                    Value::$variant(x) => Some(*x),
+                    _ => None,
+                }
+            }
+            fn into_array(array: ArrayD<Self>) -> Array {
+                Array::$variant(array)
+            }
+            fn view(array: &Array) -> Option<ArrayViewD<'_, Self>> {
+                match array {
+                    Array::$variant(a) => Some(a.view()),
+                    _ => None,
+                }
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                let $x = self;
+                $to_f64
+            }
+        }
+
+        impl From<$t> for Value {
+            fn from(x: $t) -> Value {
+                Value::$variant(x)
+            }
+        }
+
+        impl From<ArrayD<$t>> for Value {
+            fn from(a: ArrayD<$t>) -> Value {
+                Value::Array(Box::new(Array::$variant(a)))
+            }
+        }
+
+        impl From<Vec<$t>> for Value {
+            fn from(v: Vec<$t>) -> Value {
+                let n = v.len();
+                Value::from(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d shape"))
+            }
+        }
+    };
+}
+
+element!(bool, Bool, x => if x { 1.0 } else { 0.0 });
+element!(u8, U8, x => x as f64);
+element!(u16, U16, x => x as f64);
+element!(u32, U32, x => x as f64);
+element!(u64, U64, x => x as f64);
+element!(i8, I8, x => x as f64);
+element!(i16, I16, x => x as f64);
+element!(i32, I32, x => x as f64);
+element!(i64, I64, x => x as f64);
+element!(f32, F32, x => x as f64);
+element!(f64, F64, x => x);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_stay_small() {
+        // A scalar-heavy event must not pay for the array variant's size.
+        assert_eq!(std::mem::size_of::<Value>(), 16);
+    }
+
+    #[test]
+    fn typed_access_is_exact() {
+        let v = Value::from(3_u16);
+        assert_eq!(u16::from_value(&v), Some(3));
+        assert_eq!(u32::from_value(&v), None);
+        assert_eq!(v.as_f64(), Some(3.0));
+        let a = Value::from(vec![1.5_f32, 2.5]);
+        assert_eq!(a.shape(), &[2]);
+        assert_eq!(f32::view(a.as_array().unwrap()).unwrap().sum(), 4.0);
+        assert!(f64::view(a.as_array().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! How one failing worker ends the whole run, quickly and with a useful message.
+//!
+//! Every worker of a run shares a [`RunState`]. A worker whose code returns an error or panics,
+//! or an operator that calls [`fail`], records the cause and raises the abort flag; every
+//! worker's stepping loop sees the flag within one park interval and stops. In a cluster the
+//! failing process also shuts its sockets down, so the other processes' timely communication
+//! threads see the connection close, their workers stop in turn, and every process exits
+//! non-zero instead of waiting forever for progress that will not come.
+
+use std::cell::RefCell;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+/// Why a worker stopped.
+#[derive(Clone, Debug)]
+pub struct WorkerFailure {
+    /// Global worker index.
+    pub worker: usize,
+    /// Process index.
+    pub process: usize,
+    /// The cause, as text (errors cross threads and processes as messages).
+    pub cause: String,
+    /// True when the cause is only that another process went away.
+    pub secondary: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct RunState {
+    pub(crate) abort: AtomicBool,
+    failures: Mutex<Vec<WorkerFailure>>,
+    sockets: Mutex<Vec<TcpStream>>,
+}
+
+impl RunState {
+    pub(crate) fn set_sockets(&self, sockets: Vec<TcpStream>) {
+        *self.sockets.lock().unwrap() = sockets;
+    }
+
+    pub(crate) fn record(&self, failure: WorkerFailure) {
+        tracing::debug!(?failure, "worker failed");
+        self.failures.lock().unwrap().push(failure);
+        if !self.abort.swap(true, Ordering::SeqCst) {
+            super::cluster::shut_down(&self.sockets.lock().unwrap());
+        }
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// The root cause: the first failure that is not merely a lost connection.
+    pub(crate) fn first_failure(&self) -> Option<WorkerFailure> {
+        let failures = self.failures.lock().unwrap();
+        failures
+            .iter()
+            .find(|f| !f.secondary)
+            .or(failures.first())
+            .cloned()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<(Arc<RunState>, usize, usize)>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn enter(state: Arc<RunState>, worker: usize, process: usize) {
+    CURRENT.with(|c| *c.borrow_mut() = Some((state, worker, process)));
+}
+
+pub(crate) fn leave() {
+    CURRENT.with(|c| *c.borrow_mut() = None);
+}
+
+/// Ends the run from inside an operator: records `cause` for this worker and stops every worker
+/// of the run (in every process). The operator should stop producing output after calling it.
+///
+/// Outside a run started by [`crate::runtime::execute`] (e.g. under plain `timely::execute`)
+/// there is no one to tell, so it panics with the cause instead.
+pub fn fail(cause: impl std::fmt::Display) {
+    let cause = cause.to_string();
+    let recorded = CURRENT.with(|c| {
+        if let Some((state, worker, process)) = c.borrow().as_ref() {
+            state.record(WorkerFailure {
+                worker: *worker,
+                process: *process,
+                cause: cause.clone(),
+                secondary: false,
+            });
+            true
+        } else {
+            false
+        }
+    });
+    if !recorded {
+        panic!("{cause}");
+    }
+}
+
+/// True once any worker of this run has failed; long-running operators may check it.
+pub fn aborted() -> bool {
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(s, _, _)| s.aborted()))
+}
+
+static COMM_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keeps timely's communication-thread panics (a peer process went away) out of the user's
+/// terminal: they are consequences, reported once as such by the worker that notices.
+pub(crate) fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("");
+            if name.starts_with("timely:send") || name.starts_with("timely:recv") {
+                let message = panic_message(info.payload());
+                tracing::debug!("{name}: {message}");
+                COMM_ERROR.lock().unwrap().get_or_insert(message);
+            } else if name.starts_with("timely:work") && is_lost_peer(&panic_message(info.payload())) {
+                tracing::debug!("{name}: peer lost");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+pub(crate) fn is_lost_peer(message: &str) -> bool {
+    message.contains("MergeQueue poisoned") || message.contains("timely communication error")
+}
+
+pub(crate) fn lost_peer_cause() -> String {
+    match COMM_ERROR.lock().unwrap().as_ref() {
+        Some(e) => format!("lost the connection to another process ({e}); that process failed or was killed, see its own message"),
+        None => "lost the connection to another process; that process failed or was killed, see its own message".to_string(),
+    }
+}

@@ -1,0 +1,323 @@
+//! Where a run executes: one launch configuration from command-line options and the
+//! environment, never from the program's code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::cluster::Peers;
+use super::environment::{self, Launcher};
+use super::RunError;
+
+/// Launch options shared by every `shotflow` subcommand and by user programs that embed them
+/// in their own clap parser (`#[command(flatten)] launch: Launch`).
+///
+/// * nothing: one worker thread;
+/// * `--workers N`: N threads in this process;
+/// * `--processes P --process I [--hostfile F]`: process I of a P-process cluster over TCP
+///   (without a hostfile, process i listens on `127.0.0.1:PORT+i`);
+/// * under `mpirun` or `srun`: rank and size from the launcher's environment; processes on one
+///   host find each other through a temporary rendezvous directory, processes on several hosts
+///   need `--hostfile` or a shared `--rendezvous DIR`.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use shotflow::runtime::{Launch, Plan};
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     launch: Launch,
+/// }
+///
+/// let cli = Cli::parse_from(["prog", "--workers", "3"]);
+/// assert_eq!(cli.launch.plan_from(std::iter::empty()).unwrap(), Plan::Process { workers: 3 });
+/// ```
+#[derive(Args, Clone, Debug, Default)]
+pub struct Launch {
+    /// Worker threads per process.
+    #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
+    /// Number of processes in the cluster (omit under mpirun/srun, which say it themselves).
+    #[arg(long, requires = "process")]
+    pub processes: Option<usize>,
+    /// Index of this process, 0..processes.
+    #[arg(long, requires = "processes")]
+    pub process: Option<usize>,
+    /// File with one `host:port` per line, in process order.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// Directory shared by all processes where they publish their addresses (mpirun/srun
+    /// across several hosts).
+    #[arg(long)]
+    pub rendezvous: Option<PathBuf>,
+    /// First port when processes listen on 127.0.0.1 without a hostfile.
+    #[arg(long, default_value_t = 2101)]
+    pub port: u16,
+    /// Seconds to wait for the other processes to connect.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
+}
+
+/// The resolved plan: how many workers, in which processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// One worker thread.
+    Thread,
+    /// Several worker threads in this process.
+    Process {
+        /// Threads.
+        workers: usize,
+    },
+    /// One process of a TCP cluster.
+    Cluster {
+        /// Threads per process.
+        workers: usize,
+        /// This process's index.
+        process: usize,
+        /// Number of processes.
+        processes: usize,
+        /// How the processes find each other.
+        peers: Peers,
+        /// Deadline for connecting.
+        timeout: Duration,
+        /// Who launched us (for messages), if a launcher did.
+        launcher: Option<&'static str>,
+    },
+}
+
+impl Plan {
+    /// Total number of workers in the run.
+    pub fn peers(&self) -> usize {
+        match self {
+            Plan::Thread => 1,
+            Plan::Process { workers } => *workers,
+            Plan::Cluster {
+                workers, processes, ..
+            } => workers * processes,
+        }
+    }
+
+    /// This process's index (0 unless in a cluster).
+    pub fn process(&self) -> usize {
+        match self {
+            Plan::Cluster { process, .. } => *process,
+            _ => 0,
+        }
+    }
+
+    /// A short human description: "1 worker", "2 processes × 3 workers (Open MPI)".
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::Thread => "1 worker".to_string(),
+            Plan::Process { workers } => format!("{workers} workers in 1 process"),
+            Plan::Cluster {
+                workers,
+                processes,
+                launcher,
+                ..
+            } => format!(
+                "{processes} processes × {workers} worker{}{}",
+                if *workers == 1 { "" } else { "s" },
+                launcher.map(|l| format!(" ({l})")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+impl Launch {
+    /// Options for `n` worker threads in this process.
+    pub fn threads(n: u16) -> Launch {
+        Launch {
+            workers: n,
+            port: 2101,
+            connect_timeout: 60,
+            ..Launch::default()
+        }
+    }
+
+    /// Resolves the plan from these options and the process environment.
+    pub fn plan(&self) -> Result<Plan, RunError> {
+        self.plan_from(std::env::vars())
+    }
+
+    /// Resolves the plan from these options and the given environment variables.
+    pub fn plan_from(&self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Plan, RunError> {
+        let workers = self.workers as usize;
+        let timeout = Duration::from_secs(self.connect_timeout);
+        let launcher = environment::detect(vars).map_err(RunError::Launch)?;
+        let hostfile = match &self.hostfile {
+            Some(path) => Some(read_hostfile(path)?),
+            None => None,
+        };
+
+        let (process, processes, launcher): (usize, usize, Option<Launcher>) =
+            match (self.processes, self.process, launcher) {
+                (Some(n), Some(i), _) => (i, n, None),
+                (None, None, Some(l)) => (l.rank, l.size, Some(l)),
+                (None, None, None) => {
+                    return Ok(if workers == 1 {
+                        Plan::Thread
+                    } else {
+                        Plan::Process { workers }
+                    })
+                }
+                _ => unreachable!("clap requires --processes and --process together"),
+            };
+        if processes == 0 || process >= processes {
+            return Err(RunError::Launch(format!(
+                "--process {process} is not in 0..{processes}"
+            )));
+        }
+        if processes == 1 {
+            return Ok(if workers == 1 {
+                Plan::Thread
+            } else {
+                Plan::Process { workers }
+            });
+        }
+
+        let peers = if let Some(addresses) = hostfile {
+            if addresses.len() < processes {
+                return Err(RunError::Launch(format!(
+                    "hostfile lists {} addresses for {processes} processes",
+                    addresses.len()
+                )));
+            }
+            Peers::Addresses(addresses[..processes].to_vec())
+        } else if let Some(l) = &launcher {
+            let local = l.single_host == Some(true);
+            let dir = match (&self.rendezvous, local) {
+                (Some(dir), _) => dir.clone(),
+                (None, true) => std::env::temp_dir().join(format!(
+                    "shotflow-rendezvous-{}",
+                    sanitize(&l.job)
+                )),
+                (None, false) => {
+                    return Err(RunError::Launch(format!(
+                        "{} started {processes} processes that may be on several hosts: give \
+                         --hostfile FILE or --rendezvous DIR (a directory all hosts share)",
+                        l.name
+                    )))
+                }
+            };
+            Peers::Rendezvous {
+                dir,
+                job: l.job.clone(),
+                local,
+            }
+        } else {
+            Peers::Addresses(
+                (0..processes)
+                    .map(|i| format!("127.0.0.1:{}", self.port as usize + i))
+                    .collect(),
+            )
+        };
+        Ok(Plan::Cluster {
+            workers,
+            process,
+            processes,
+            peers,
+            timeout,
+            launcher: launcher.map(|l| l.name),
+        })
+    }
+}
+
+fn sanitize(job: &str) -> String {
+    job.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect()
+}
+
+fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>, RunError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::Launch(format!("hostfile {}: {e}", path.display())))?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = hosts.iter().find(|h| !h.contains(':')) {
+        return Err(RunError::Launch(format!(
+            "hostfile {}: {bad:?} is not host:port",
+            path.display()
+        )));
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn explicit_processes_use_loopback_ports() {
+        let launch = Launch {
+            processes: Some(2),
+            process: Some(1),
+            ..Launch::threads(3)
+        };
+        let plan = launch.plan_from(env(&[])).unwrap();
+        assert_eq!(plan.peers(), 6);
+        match plan {
+            Plan::Cluster { peers, process, .. } => {
+                assert_eq!(process, 1);
+                assert_eq!(
+                    peers,
+                    Peers::Addresses(vec!["127.0.0.1:2101".into(), "127.0.0.1:2102".into()])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mpirun_on_one_host_uses_a_rendezvous() {
+        let vars = env(&[
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+            ("OMPI_MCA_ess_base_jobid", "4242"),
+        ]);
+        match Launch::threads(1).plan_from(vars).unwrap() {
+            Plan::Cluster {
+                peers: Peers::Rendezvous { job, local, .. },
+                launcher,
+                ..
+            } => {
+                assert_eq!(job, "4242");
+                assert!(local);
+                assert_eq!(launcher, Some("Open MPI"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn several_hosts_without_addresses_is_an_error() {
+        let vars = env(&[("PMI_RANK", "0"), ("PMI_SIZE", "2")]);
+        let e = Launch::threads(1).plan_from(vars).unwrap_err().to_string();
+        assert!(e.contains("--hostfile"), "{e}");
+    }
+
+    #[test]
+    fn a_single_rank_launch_is_just_threads() {
+        let vars = env(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1")]);
+        assert_eq!(
+            Launch::threads(2).plan_from(vars).unwrap(),
+            Plan::Process { workers: 2 }
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Starting workers: threads, processes, `mpirun`/`srun`, and ending the run cleanly when one
+//! of them fails.
+//!
+//! [`execute`] is timely's `execute` with three differences that matter on a beamline: the
+//! configuration comes from [`Launch`] (clap options plus the launcher's environment), idle
+//! workers park instead of spinning, and a failure anywhere ends the whole run within seconds
+//! with a message that names the worker and the cause, instead of a hang.
+//!
+//! # Examples
+//!
+//! ```
+//! use shotflow::runtime::{execute, Launch};
+//! use timely::dataflow::operators::{ToStream, Inspect};
+//!
+//! let counts = execute(&Launch::threads(2), |worker| {
+//!     let index = worker.index();
+//!     worker.dataflow::<u64, _, _>(|scope| {
+//!         (0..10u64).filter(move |x| *x as usize % 2 == index)
+//!             .to_stream(scope)
+//!             .container::<Vec<_>>()
+//!             .inspect(|_| ());
+//!     });
+//!     Ok::<_, std::convert::Infallible>(index)
+//! })
+//! .unwrap();
+//! assert_eq!(counts, vec![0, 1]);
+//! ```
+
+mod cluster;
+pub mod environment;
+mod failure;
+mod launch;
+
+pub use cluster::Peers;
+pub use failure::{aborted, fail, WorkerFailure};
+pub use launch::{Launch, Plan};
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::ProcessBuilder;
+use timely::communication::{AllocatorBuilder, Hooks};
+use timely::worker::Worker;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use failure::RunState;
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The launch options or the launcher's environment are inconsistent.
+    #[error("cannot launch: {0}")]
+    Launch(String),
+    /// The processes could not form a cluster.
+    #[error("process {process} cannot join the cluster: {message}")]
+    Connect {
+        /// This process.
+        process: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A worker failed; the run was stopped everywhere.
+    #[error("worker {} (process {}) failed: {}", .0.worker, .0.process, .0.cause)]
+    Worker(WorkerFailure),
+}
+
+/// How long an idle worker parks before looking at the abort flag again.
+const PARK: Duration = Duration::from_millis(20);
+/// How long the other workers get to stop after a failure before the run is reported anyway.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `func` on every worker of this process, then steps each worker until its dataflows are
+/// complete. Returns the workers' results in worker order, or the first failure of the run.
+///
+/// `func` builds dataflows on its worker and may drive them itself with
+/// [`run_to_completion`]; whatever it leaves unfinished is completed after it returns.
+pub fn execute<T, E, F>(launch: &Launch, func: F) -> Result<Vec<T>, RunError>
+where
+    T: Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
+{
+    let plan = launch.plan()?;
+    execute_plan(&plan, func)
+}
+
+/// [`execute`] for an already resolved [`Plan`].
+pub fn execute_plan<T, E, F>(plan: &Plan, func: F) -> Result<Vec<T>, RunError>
+where
+    T: Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
+{
+    failure::install_panic_hook();
+    let state = Arc::new(RunState::default());
+    let process = plan.process();
+
+    let (builders, others): (Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>) = match plan {
+        Plan::Thread => CommunicationConfig::Thread.try_build(),
+        Plan::Process { workers } => CommunicationConfig::Process(*workers).try_build(),
+        Plan::Cluster {
+            workers,
+            process,
+            processes,
+            peers,
+            timeout,
+            ..
+        } => {
+            let sockets = cluster::connect(*process, *processes, peers, *timeout)?;
+            let clones = sockets
+                .iter()
+                .flatten()
+                .map(|s| s.try_clone())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| RunError::Connect {
+                    process: *process,
+                    message: e.to_string(),
+                })?;
+            state.set_sockets(clones);
+            let hooks = Hooks::default();
+            let locals =
+                ProcessBuilder::new_typed_vector(*workers, hooks.refill.clone(), hooks.spill.clone());
+            initialize_networking_from_sockets(locals, sockets, *process, *workers, hooks)
+                .map(|(builders, guard)| {
+                    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+                    (builders, Box::new(guard) as Box<dyn std::any::Any + Send>)
+                })
+                .map_err(|e| e.to_string())
+        }
+    }
+    .map_err(|message| RunError::Connect { process, message })?;
+
+    let results: Arc<Mutex<Vec<(usize, T)>>> = Arc::new(Mutex::new(Vec::new()));
+    let guards = {
+        let state = Arc::clone(&state);
+        let results = Arc::clone(&results);
+        timely::execute::execute_from(builders, others, WorkerConfig::default(), move |worker| {
+            let index = worker.index();
+            failure::enter(Arc::clone(&state), index, process);
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
+                run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
+                Ok::<T, (String, bool)>(value)
+            }));
+            let cause = match outcome {
+                Ok(Ok(value)) => {
+                    results.lock().unwrap().push((index, value));
+                    None
+                }
+                Ok(Err(cause)) => Some(cause),
+                Err(payload) => {
+                    let message = failure::panic_message(&*payload);
+                    if failure::is_lost_peer(&message) {
+                        Some((failure::lost_peer_cause(), true))
+                    } else {
+                        Some((format!("panicked: {message}"), false))
+                    }
+                }
+            };
+            if let Some((cause, secondary)) = cause {
+                // An operator that called `fail` has already recorded the real cause.
+                if !state.aborted() || !secondary {
+                    state.record(WorkerFailure {
+                        worker: index,
+                        process,
+                        cause,
+                        secondary,
+                    });
+                }
+            }
+            failure::leave();
+        })
+        .map_err(|message| RunError::Connect { process, message })?
+    };
+
+    let mut aborted_at = None;
+    loop {
+        if guards.guards().iter().all(|g| g.is_finished()) {
+            break;
+        }
+        if state.aborted() {
+            let since = *aborted_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > GRACE {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    if let Some(failure) = state.first_failure() {
+        // Joining would wait on communication threads whose peers are gone (and timely's guard
+        // panics on their errors); the process is about to report and exit anyway.
+        std::mem::forget(guards);
+        return Err(RunError::Worker(failure));
+    }
+    for outcome in guards.join() {
+        if let Err(message) = outcome {
+            return Err(RunError::Worker(WorkerFailure {
+                worker: usize::MAX,
+                process,
+                cause: message,
+                secondary: false,
+            }));
+        }
+    }
+    let mut results = std::mem::take(&mut *results.lock().unwrap());
+    results.sort_by_key(|(index, _)| *index);
+    Ok(results.into_iter().map(|(_, value)| value).collect())
+}
+
+/// Steps `worker` until all its dataflows are complete, parking while idle. Stops early with an
+/// error when another worker of the run failed.
+pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
+    while worker.has_dataflows() {
+        if aborted() {
+            return Err(Aborted);
+        }
+        worker.step_or_park(Some(PARK));
+    }
+    if aborted() {
+        return Err(Aborted);
+    }
+    Ok(())
+}
+
+/// The run was stopped because some worker failed.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped because another worker failed")]
+pub struct Aborted;
