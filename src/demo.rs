@@ -69,7 +69,10 @@ impl HasEventId for ShotRow {
 
 /// The region summed in [`ShotRow::roi_sum`] for a frame of `[rows, cols]`: the middle half.
 pub fn demo_roi(shape: [usize; 2]) -> Roi {
-    Roi::new(shape[0] / 4..3 * shape[0] / 4, shape[1] / 4..3 * shape[1] / 4)
+    Roi::new(
+        shape[0] / 4..3 * shape[0] / 4,
+        shape[1] / 4..3 * shape[1] / 4,
+    )
 }
 
 /// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
@@ -100,7 +103,7 @@ pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
 }
 
 /// Accumulated normalised signal (photons per mJ) at one delay.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DelayPoint {
     /// Delay, ps.
     pub delay: f64,
@@ -127,7 +130,7 @@ impl DelayPoint {
 
 /// Folds rows, in event order, into the pump-probe curve. The demo's sink calls it on worker
 /// 0; tests call it on a sequential reference.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Curve {
     /// Rows kept.
     pub kept: u64,
@@ -188,23 +191,25 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
         let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
         worker.dataflow(|scope| {
-            let rows = scope
-                .synthetic(&source)
-                .map(move |event| {
-                    if fail_at == Some(event.id) {
-                        panic!("injected failure at event {}", event.id);
-                    }
-                    reduce(&source, &event)
-                });
+            let rows = scope.synthetic(&source).map(move |event| {
+                if fail_at == Some(event.id) {
+                    panic!("injected failure at event {}", event.id);
+                }
+                reduce(&source, &event)
+            });
             // Every worker reports how many rows it made, so worker 0 can count the whole run.
             rows.clone()
                 .map(|row| (row.id, 1u64))
-                .ordered("Produced", move |_batch, rows| *p.lock().unwrap() += rows.len() as u64);
-            rows.filter(move |row| row.pulse_energy >= cut)
-                .ordered("PumpProbe", move |_batch, rows: &[ShotRow]| {
+                .ordered("Produced", move |_batch, rows| {
+                    *p.lock().unwrap() += rows.len() as u64
+                });
+            rows.filter(move |row| row.pulse_energy >= cut).ordered(
+                "PumpProbe",
+                move |_batch, rows: &[ShotRow]| {
                     let mut curve = c.lock().unwrap();
                     rows.iter().for_each(|row| curve.add(row));
-                });
+                },
+            );
         });
         crate::runtime::run_to_completion(worker)?;
         let curve = std::mem::take(&mut *curve.lock().unwrap());
@@ -225,7 +230,11 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
 impl std::fmt::Display for DemoReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let seconds = self.elapsed.as_secs_f64();
-        writeln!(f, "shotflow demo: synthetic pump-probe run on {}", self.plan)?;
+        writeln!(
+            f,
+            "shotflow demo: synthetic pump-probe run on {}",
+            self.plan
+        )?;
         writeln!(
             f,
             "  events {:>9}   kept {:>9} ({:.1}%)   {:.3} s   {:.0} events/s",

@@ -15,8 +15,8 @@
 
 #![warn(missing_docs)]
 
-pub mod pixel;
 pub mod photons;
+pub mod pixel;
 pub mod roi;
 
 pub use pixel::Pixel;

@@ -94,7 +94,9 @@ mod tests {
 
     #[test]
     fn matches_a_direct_reference() {
-        let frame = Array2::<u16>::from_shape_fn((37, 23), |(y, x)| ((y * 7919 + x * 104_729) % 251) as u16);
+        let frame = Array2::<u16>::from_shape_fn((37, 23), |(y, x)| {
+            ((y * 7919 + x * 104_729) % 251) as u16
+        });
         let roi = Roi::new(5..30, 2..19);
         let mut sum = 0.0;
         let mut max = 0.0f64;
@@ -119,7 +121,12 @@ mod tests {
     #[test]
     fn regions_are_clipped_to_the_frame() {
         let frame = Array2::<f32>::ones((4, 4));
-        assert_eq!(roi_stats(frame.view(), Roi::new(2..10, 3..10), None).sum, 2.0);
-        assert!(roi_stats(frame.view(), Roi::new(5..10, 0..1), None).max.is_nan());
+        assert_eq!(
+            roi_stats(frame.view(), Roi::new(2..10, 3..10), None).sum,
+            2.0
+        );
+        assert!(roi_stats(frame.view(), Roi::new(5..10, 0..1), None)
+            .max
+            .is_nan());
     }
 }

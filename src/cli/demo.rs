@@ -9,7 +9,7 @@ use shotflow::source::Synthetic;
 #[derive(Args)]
 pub struct DemoArgs {
     /// Number of shots.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     events: u64,
     /// Shots per batch (one timely timestamp each).
     #[arg(long, default_value_t = 256)]
@@ -20,9 +20,15 @@ pub struct DemoArgs {
     /// Detector frame shape ROWSxCOLS, or "none" for scalar-only shots.
     #[arg(long, default_value = "512x128")]
     frame: String,
+    /// Mean photons per frame at 1 mJ.
+    #[arg(long, default_value_t = 400.0)]
+    photons: f64,
     /// Drop shots whose pulse energy (mJ) is below this.
     #[arg(long, default_value_t = 0.7)]
     energy_cut: f64,
+    /// Print the result as JSON (exact values) instead of a table.
+    #[arg(long)]
+    json: bool,
     /// Fail on purpose at this event id (to see how a failing worker ends a run).
     #[arg(long, hide = true)]
     fail_at: Option<u64>,
@@ -37,8 +43,14 @@ fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
     let (rows, cols) = text
         .split_once(['x', 'X'])
         .with_context(|| format!("--frame {text:?}: expected ROWSxCOLS, e.g. 512x128"))?;
-    let rows: usize = rows.trim().parse().with_context(|| format!("--frame {text:?}"))?;
-    let cols: usize = cols.trim().parse().with_context(|| format!("--frame {text:?}"))?;
+    let rows: usize = rows
+        .trim()
+        .parse()
+        .with_context(|| format!("--frame {text:?}"))?;
+    let cols: usize = cols
+        .trim()
+        .parse()
+        .with_context(|| format!("--frame {text:?}"))?;
     if rows == 0 || cols == 0 {
         bail!("--frame {text:?}: both dimensions must be positive");
     }
@@ -53,13 +65,25 @@ pub fn run(args: DemoArgs) -> Result<()> {
             batch_size: args.batch_size.max(1),
             seed: args.seed,
             frame: parse_frame(&args.frame)?,
+            photons: args.photons,
             ..Synthetic::default()
         },
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
     };
     if let Some(report) = demo::run(&config, &plan)? {
-        print!("{report}");
+        if args.json {
+            let json = serde_json::json!({
+                "events": report.events,
+                "kept": report.curve.kept,
+                "points": report.curve.sorted(),
+                "seconds": report.elapsed.as_secs_f64(),
+                "plan": report.plan,
+            });
+            println!("{json}");
+        } else {
+            print!("{report}");
+        }
     }
     Ok(())
 }

@@ -58,7 +58,10 @@ impl Key {
     pub fn new(name: &str) -> Key {
         let hash = fnv1a(name.as_bytes());
         if let Some(existing) = registry().read().expect("key registry").get(&hash) {
-            assert_eq!(*existing, name, "field names {existing:?} and {name:?} collide");
+            assert_eq!(
+                *existing, name,
+                "field names {existing:?} and {name:?} collide"
+            );
             return Key(hash);
         }
         let mut map = registry().write().expect("key registry");

@@ -111,7 +111,6 @@ macro_rules! each_array {
         }
     };
 }
-pub(crate) use each_array;
 
 impl Array {
     /// Element type.

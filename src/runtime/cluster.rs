@@ -62,15 +62,24 @@ pub(crate) fn connect(
         Peers::Rendezvous { dir, job, local } => {
             let listener = TcpListener::bind(if *local { "127.0.0.1:0" } else { "0.0.0.0:0" })
                 .map_err(|e| err(format!("cannot listen: {e}")))?;
-            let port = listener.local_addr().map_err(|e| err(e.to_string()))?.port();
+            let port = listener
+                .local_addr()
+                .map_err(|e| err(e.to_string()))?
+                .port();
             let host = if *local {
                 "127.0.0.1".to_string()
             } else {
                 hostname().map_err(err)?
             };
-            let addresses =
-                rendezvous(dir, job, process, processes, &format!("{host}:{port}"), deadline)
-                    .map_err(err)?;
+            let addresses = rendezvous(
+                dir,
+                job,
+                process,
+                processes,
+                &format!("{host}:{port}"),
+                deadline,
+            )
+            .map_err(err)?;
             (listener, addresses)
         }
     };
@@ -105,7 +114,9 @@ pub(crate) fn connect(
                 Ok(peer) => {
                     tracing::warn!("process {process}: unexpected second connection from process {peer} ({from}); ignored");
                 }
-                Err(e) => tracing::warn!("process {process}: ignored a connection from {from}: {e}"),
+                Err(e) => {
+                    tracing::warn!("process {process}: ignored a connection from {from}: {e}")
+                }
             },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
@@ -123,8 +134,12 @@ pub(crate) fn connect(
     }
 
     for stream in sockets.iter().flatten() {
-        stream.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
-        stream.set_read_timeout(None).map_err(|e| err(e.to_string()))?;
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| err(e.to_string()))?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
     }
     if let Peers::Rendezvous { dir, .. } = peers {
@@ -164,7 +179,9 @@ fn handshake(stream: &mut TcpStream, processes: usize, deadline: Instant) -> Res
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(100));
-    stream.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
     let mut hello = [0u8; 24];
     stream.read_exact(&mut hello).map_err(|e| e.to_string())?;
     if &hello[..8] != MAGIC {

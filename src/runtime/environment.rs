@@ -38,7 +38,9 @@ pub struct Launcher {
 ///     .unwrap();
 /// assert_eq!((launcher.rank, launcher.size, launcher.single_host), (1, 2, Some(true)));
 /// ```
-pub fn detect(vars: impl IntoIterator<Item = (String, String)>) -> Result<Option<Launcher>, String> {
+pub fn detect(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Option<Launcher>, String> {
     let vars: HashMap<String, String> = vars.into_iter().collect();
     let get = |name: &str| vars.get(name).map(String::as_str);
     let number = |name: &str| -> Result<Option<usize>, String> {

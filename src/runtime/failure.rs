@@ -117,7 +117,9 @@ pub(crate) fn install_panic_hook() {
                 let message = panic_message(info.payload());
                 tracing::debug!("{name}: {message}");
                 COMM_ERROR.lock().unwrap().get_or_insert(message);
-            } else if name.starts_with("timely:work") && is_lost_peer(&panic_message(info.payload())) {
+            } else if name.starts_with("timely:work")
+                && is_lost_peer(&panic_message(info.payload()))
+            {
                 tracing::debug!("{name}: peer lost");
             } else {
                 previous(info);

@@ -50,8 +50,8 @@ pub struct Launch {
     /// File with one `host:port` per line, in process order.
     #[arg(long)]
     pub hostfile: Option<PathBuf>,
-    /// Directory shared by all processes where they publish their addresses (mpirun/srun
-    /// across several hosts).
+    /// Directory shared by all processes where they publish their addresses: needed by
+    /// mpirun/srun across several hosts; with --processes on one host it replaces port numbers.
     #[arg(long)]
     pub rendezvous: Option<PathBuf>,
     /// First port when processes listen on 127.0.0.1 without a hostfile.
@@ -145,7 +145,10 @@ impl Launch {
     }
 
     /// Resolves the plan from these options and the given environment variables.
-    pub fn plan_from(&self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Plan, RunError> {
+    pub fn plan_from(
+        &self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Plan, RunError> {
         let workers = self.workers as usize;
         let timeout = Duration::from_secs(self.connect_timeout);
         let launcher = environment::detect(vars).map_err(RunError::Launch)?;
@@ -192,10 +195,9 @@ impl Launch {
             let local = l.single_host == Some(true);
             let dir = match (&self.rendezvous, local) {
                 (Some(dir), _) => dir.clone(),
-                (None, true) => std::env::temp_dir().join(format!(
-                    "shotflow-rendezvous-{}",
-                    sanitize(&l.job)
-                )),
+                (None, true) => {
+                    std::env::temp_dir().join(format!("shotflow-rendezvous-{}", sanitize(&l.job)))
+                }
                 (None, false) => {
                     return Err(RunError::Launch(format!(
                         "{} started {processes} processes that may be on several hosts: give \
@@ -208,6 +210,14 @@ impl Launch {
                 dir,
                 job: l.job.clone(),
                 local,
+            }
+        } else if let Some(dir) = &self.rendezvous {
+            // Without a launcher nobody says where the processes are: loopback, as without a
+            // hostfile; several hosts need a hostfile.
+            Peers::Rendezvous {
+                dir: dir.clone(),
+                job: format!("explicit-{processes}"),
+                local: true,
             }
         } else {
             Peers::Addresses(
@@ -229,7 +239,13 @@ impl Launch {
 
 fn sanitize(job: &str) -> String {
     job.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -120,8 +120,11 @@ where
                 })?;
             state.set_sockets(clones);
             let hooks = Hooks::default();
-            let locals =
-                ProcessBuilder::new_typed_vector(*workers, hooks.refill.clone(), hooks.spill.clone());
+            let locals = ProcessBuilder::new_typed_vector(
+                *workers,
+                hooks.refill.clone(),
+                hooks.spill.clone(),
+            );
             initialize_networking_from_sockets(locals, sockets, *process, *workers, hooks)
                 .map(|(builders, guard)| {
                     let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
@@ -136,7 +139,11 @@ where
     let guards = {
         let state = Arc::clone(&state);
         let results = Arc::clone(&results);
-        timely::execute::execute_from(builders, others, WorkerConfig::default(), move |worker| {
+        // timely's `execute_from` would step leftover dataflows with an unbounded park after
+        // `func` returns, which hangs a run whose peer failed; this loop owns the worker instead.
+        timely::communication::initialize_from(builders, others, move |allocator| {
+            let mut worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
+            let worker = &mut worker;
             let index = worker.index();
             failure::enter(Arc::clone(&state), index, process);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -169,6 +176,15 @@ where
                         secondary,
                     });
                 }
+            }
+            if state.aborted() {
+                // Dropping the dataflows closes their sinks (files stay readable) and lets the
+                // worker end without waiting for progress that will never come.
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    for dataflow in worker.installed_dataflows() {
+                        worker.drop_dataflow(dataflow);
+                    }
+                }));
             }
             failure::leave();
         })

@@ -158,7 +158,11 @@ impl<D: ExchangeData> SinkExt<D> for StreamVec<'_, Batch, D> {
             Routing::Local => self.sink(Pipeline, name, drive(operator, sink)),
             Routing::Worker(target) => {
                 let target = target as u64;
-                self.sink(Exchange::new(move |_: &D| target), name, drive(operator, sink))
+                self.sink(
+                    Exchange::new(move |_: &D| target),
+                    name,
+                    drive(operator, sink),
+                )
             }
             Routing::By(route) => self.sink(
                 Exchange::new(move |row: &D| route(row) % peers),
@@ -212,7 +216,8 @@ trait ForEachTime<D> {
     }
 }
 
-impl<D, P> ForEachTime<D> for timely::dataflow::operators::generic::InputHandleCore<Batch, Vec<D>, P>
+impl<D, P> ForEachTime<D>
+    for timely::dataflow::operators::generic::InputHandleCore<Batch, Vec<D>, P>
 where
     P: timely::communication::Pull<timely::dataflow::channels::Message<Batch, Vec<D>>>,
 {

@@ -66,7 +66,9 @@ where
         let mut owned = owned_batches(batches, scope.index(), scope.peers()).peekable();
         let mut capability = Some(capability);
         move |output| {
-            let Some(cap) = capability.as_mut() else { return };
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
             match owned.next() {
                 Some(batch) => {
                     cap.downgrade(&batch);

@@ -14,7 +14,8 @@
 //!   photons of 60 ADU each on a ring; the photon yield scales with the pulse energy and, when
 //!   the laser is on after time zero, rises with the delay (the "pump-probe signal").
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::{Array2, ArrayD};
 use rand::{Rng, SeedableRng};
@@ -100,12 +101,24 @@ pub struct SyntheticKeys {
 /// Number of precomputed noise samples; a power of two so that wrapping is a mask.
 const NOISE_TABLE: usize = 1 << 20;
 
+/// The noise table of `seed`, made once per process: [`Synthetic::event`] is called per event
+/// by references and tests.
 fn noise_table(seed: u64) -> Arc<Vec<i8>> {
+    static TABLES: OnceLock<Mutex<HashMap<u64, Arc<Vec<i8>>>>> = OnceLock::new();
+    let mut tables = TABLES.get_or_init(Default::default).lock().unwrap();
+    Arc::clone(tables.entry(seed).or_insert_with(|| make_noise_table(seed)))
+}
+
+fn make_noise_table(seed: u64) -> Arc<Vec<i8>> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x6e6f_6973_6521);
     let normal = Normal::new(0.0, 3.0).unwrap();
     Arc::new(
         (0..NOISE_TABLE)
-            .map(|_| (normal.sample(&mut rng) as f64).round().clamp(-127.0, 127.0) as i8)
+            .map(|_| {
+                (normal.sample(&mut rng) as f64)
+                    .round()
+                    .clamp(-127.0, 127.0) as i8
+            })
             .collect(),
     )
 }
@@ -143,7 +156,8 @@ impl Synthetic {
         if steps == 1 {
             self.delay_start
         } else {
-            self.delay_start + (self.delay_stop - self.delay_start) * step as f64 / (steps - 1) as f64
+            self.delay_start
+                + (self.delay_stop - self.delay_start) * step as f64 / (steps - 1) as f64
         }
     }
 

@@ -1,0 +1,297 @@
+//! Real processes on loopback: the `shotflow` binary and this test binary started several
+//! times, checked against sequential references computed here; and a run under `mpirun`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{demo_reference, small_demo, small_demo_args, spawn, wait_bounded};
+use shotflow::demo::Curve;
+use shotflow::prelude::*;
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::Exchange;
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn curve_of(stdout: &[u8]) -> (u64, Curve) {
+    let json: serde_json::Value = serde_json::from_slice(stdout).expect("demo --json output");
+    let mut curve = Curve {
+        kept: json["kept"].as_u64().unwrap(),
+        ..Curve::default()
+    };
+    for p in
+        serde_json::from_value::<Vec<shotflow::demo::DelayPoint>>(json["points"].clone()).unwrap()
+    {
+        curve.points.insert(p.delay.to_bits(), p);
+    }
+    (json["events"].as_u64().unwrap(), curve)
+}
+
+fn cluster_args(
+    processes: usize,
+    process: usize,
+    workers: usize,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    vec![
+        "--processes".into(),
+        processes.to_string(),
+        "--process".into(),
+        process.to_string(),
+        "--workers".into(),
+        workers.to_string(),
+        "--rendezvous".into(),
+        dir.display().to_string(),
+        "--connect-timeout".into(),
+        "30".into(),
+    ]
+}
+
+#[test]
+fn demo_on_two_processes_matches_sequential_reference() {
+    let want = demo_reference(&small_demo());
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|p| {
+                let mut args = small_demo_args();
+                args.extend(cluster_args(2, p, workers, dir.path()));
+                spawn(SHOTFLOW, &args)
+            })
+            .collect();
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| wait_bounded(c, LIMIT))
+            .collect();
+        for out in &outputs {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (events, curve) = curve_of(&outputs[0].stdout);
+        assert_eq!(events, 1203);
+        assert_eq!(curve, want, "2 processes × {workers} workers");
+        assert!(outputs[1].stdout.is_empty(), "only process 0 reports");
+    }
+}
+
+/// Per delay: (count, max energy, sum of ids) of laser-on shots above 0.9 mJ.
+type Reduced = BTreeMap<u64, (u64, f64, u64)>;
+
+fn pipeline_config() -> Synthetic {
+    Synthetic {
+        events: 12_345,
+        batch_size: 64,
+        frame: None,
+        ..Synthetic::default()
+    }
+}
+
+/// The child side of `map_filter_reduce_on_two_processes`: one process of the cluster, which
+/// prints its workers' partial results.
+#[test]
+#[ignore = "helper: started as a child process by map_filter_reduce_on_two_processes"]
+fn cluster_child() {
+    let process: usize = std::env::var("SHOTFLOW_TEST_PROCESS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = std::env::var("SHOTFLOW_TEST_RENDEZVOUS").unwrap();
+    let launch = Launch {
+        processes: Some(2),
+        process: Some(process),
+        rendezvous: Some(dir.into()),
+        ..Launch::threads(2)
+    };
+    let config = pipeline_config();
+    let keys = config.keys();
+    let parts = execute(&launch, move |worker| {
+        let part = Arc::new(Mutex::new(Reduced::new()));
+        let out = Arc::clone(&part);
+        let config = config.clone();
+        worker.dataflow(|scope| {
+            scope
+                .synthetic(&config)
+                .filter(move |e| e.get::<bool>(keys.laser_on) == Some(true))
+                .map(move |e| {
+                    (
+                        e.id,
+                        e.get_f64(keys.delay).unwrap().to_bits(),
+                        e.get_f64(keys.pulse_energy).unwrap(),
+                    )
+                })
+                .filter(|r| r.2 > 0.9)
+                .exchange(|r| r.1)
+                .for_each_batch("Reduce", move |_, rows| {
+                    let mut part = out.lock().unwrap();
+                    for &(id, delay, energy) in rows {
+                        let slot = part.entry(delay).or_insert((0, f64::MIN, 0));
+                        slot.0 += 1;
+                        slot.1 = slot.1.max(energy);
+                        slot.2 += id;
+                    }
+                });
+        });
+        shotflow::runtime::run_to_completion(worker)?;
+        let part = std::mem::take(&mut *part.lock().unwrap());
+        Ok::<_, shotflow::runtime::Aborted>(part)
+    })
+    .unwrap();
+    for part in parts {
+        println!("PARTIAL {}", serde_json::to_string(&part).unwrap());
+    }
+}
+
+#[test]
+fn map_filter_reduce_on_two_processes() {
+    let config = pipeline_config();
+    let keys = config.keys();
+    let mut want = Reduced::new();
+    for i in 0..config.events {
+        let e = config.event(i);
+        let energy = e.get_f64(keys.pulse_energy).unwrap();
+        if e.get::<bool>(keys.laser_on).unwrap() && energy > 0.9 {
+            let slot = want
+                .entry(e.get_f64(keys.delay).unwrap().to_bits())
+                .or_insert((0, f64::MIN, 0));
+            slot.0 += 1;
+            slot.1 = slot.1.max(energy);
+            slot.2 += e.id;
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            Command::new(&me)
+                .args([
+                    "cluster_child",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("SHOTFLOW_TEST_PROCESS", p.to_string())
+                .env("SHOTFLOW_TEST_RENDEZVOUS", dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut got = Reduced::new();
+    let mut partials = 0;
+    for child in children {
+        let out = wait_bounded(child, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // The test harness may print its own "test ... " prefix on the same line.
+            if let Some(json) = line.split_once("PARTIAL ").map(|(_, json)| json) {
+                partials += 1;
+                let part: Reduced = serde_json::from_str(json).unwrap();
+                for (delay, (n, max, ids)) in part {
+                    // Exchanged by delay: each delay lives on exactly one worker.
+                    assert!(got.insert(delay, (n, max, ids)).is_none());
+                }
+            }
+        }
+    }
+    assert_eq!(partials, 4, "2 processes × 2 workers");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_failing_process_ends_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args = small_demo_args();
+            args.extend(cluster_args(2, p, 1, dir.path()));
+            if p == 1 {
+                // An event of a batch that process 1 owns (batch 13 of 50 events).
+                args.extend([
+                    "--fail-at".into(),
+                    (1_000_000_000u64 + 13 * 50 + 7).to_string(),
+                ]);
+            }
+            spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| wait_bounded(c, LIMIT))
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let failing = String::from_utf8_lossy(&outputs[1].stderr);
+    let other = String::from_utf8_lossy(&outputs[0].stderr);
+    assert_eq!(outputs[1].status.code(), Some(1));
+    assert!(
+        failing.contains(
+            "worker 1 (process 1) failed: panicked: injected failure at event 1000000657"
+        ),
+        "{failing}"
+    );
+    assert_eq!(outputs[0].status.code(), Some(1), "{other}");
+    assert!(
+        other.contains("lost the connection to another process"),
+        "{other}"
+    );
+}
+
+#[test]
+fn a_missing_process_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = small_demo_args();
+    args.extend(cluster_args(2, 0, 1, dir.path()));
+    let n = args.len();
+    args[n - 1] = "2".into(); // --connect-timeout 2
+    let started = Instant::now();
+    let out = wait_bounded(spawn(SHOTFLOW, &args), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("processes [1] did not appear"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn demo_under_mpirun_matches_sequential_reference() {
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("mpirun is not installed: skipped (CI installs Open MPI)");
+        return;
+    }
+    let want = demo_reference(&small_demo());
+    let mut args: Vec<String> = [
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-n",
+        "2",
+        SHOTFLOW,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(small_demo_args());
+    let out = wait_bounded(spawn("mpirun", &args), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (events, curve) = curve_of(&out.stdout);
+    assert_eq!(events, 1203);
+    assert_eq!(curve, want);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["plan"], "2 processes × 1 worker (Open MPI)");
+}

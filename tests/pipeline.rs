@@ -1,0 +1,237 @@
+//! Dataflow results against sequential references computed here, at 1, 2 and 3 workers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+mod common;
+
+use common::{demo_reference, small_demo};
+use shotflow::demo::{self, DemoConfig};
+use shotflow::prelude::*;
+use shotflow::runtime::{execute_plan, Plan};
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::Exchange;
+
+fn plans() -> Vec<Plan> {
+    vec![
+        Plan::Thread,
+        Plan::Process { workers: 2 },
+        Plan::Process { workers: 3 },
+    ]
+}
+
+/// Per delay: (count, max energy, sum of energies, sum of ids) of laser-on shots above 0.9 mJ.
+type Reduced = BTreeMap<u64, (u64, f64, f64, u64)>;
+
+fn source() -> Synthetic {
+    Synthetic {
+        events: 20_011, // not a multiple of the batch size: the last batch is short
+        batch_size: 97,
+        frame: None,
+        ..Synthetic::default()
+    }
+}
+
+fn sequential(config: &Synthetic) -> Reduced {
+    let keys = config.keys();
+    let mut out = Reduced::new();
+    for i in 0..config.events {
+        let e = config.event(i);
+        let energy = e.get_f64(keys.pulse_energy).unwrap();
+        if e.get::<bool>(keys.laser_on).unwrap() && energy > 0.9 {
+            let slot = out
+                .entry(e.get_f64(keys.delay).unwrap().to_bits())
+                .or_insert((0, f64::MIN, 0.0, 0));
+            slot.0 += 1;
+            slot.1 = slot.1.max(energy);
+            slot.2 += energy;
+            slot.3 += e.id;
+        }
+    }
+    out
+}
+
+fn merge(into: &mut Reduced, part: Reduced) {
+    for (delay, (n, max, sum, ids)) in part {
+        let slot = into.entry(delay).or_insert((0, f64::MIN, 0.0, 0));
+        slot.0 += n;
+        slot.1 = slot.1.max(max);
+        slot.2 += sum;
+        slot.3 += ids;
+    }
+}
+
+/// map → filter → exchange by delay → per-worker reduction; partial results merged here.
+fn dataflow(config: Synthetic, plan: &Plan) -> Reduced {
+    let keys = config.keys();
+    let parts = execute_plan(plan, move |worker| {
+        let part = Arc::new(Mutex::new(Reduced::new()));
+        let out = Arc::clone(&part);
+        let config = config.clone();
+        worker.dataflow(|scope| {
+            scope
+                .synthetic(&config)
+                .filter(move |e| e.get::<bool>(keys.laser_on) == Some(true))
+                .map(move |e| {
+                    let delay = e.get_f64(keys.delay).unwrap().to_bits();
+                    (e.id, delay, e.get_f64(keys.pulse_energy).unwrap())
+                })
+                .filter(|(_, _, energy)| *energy > 0.9)
+                .exchange(|(_, delay, _)| *delay)
+                .for_each_batch("Reduce", move |_, rows| {
+                    let mut part = out.lock().unwrap();
+                    for &(id, delay, energy) in rows {
+                        let slot = part.entry(delay).or_insert((0, f64::MIN, 0.0, 0));
+                        slot.0 += 1;
+                        slot.1 = slot.1.max(energy);
+                        slot.2 += energy;
+                        slot.3 += id;
+                    }
+                });
+        });
+        shotflow::runtime::run_to_completion(worker)?;
+        let part = std::mem::take(&mut *part.lock().unwrap());
+        Ok::<_, shotflow::runtime::Aborted>(part)
+    })
+    .unwrap();
+    let mut all = Reduced::new();
+    parts.into_iter().for_each(|p| merge(&mut all, p));
+    all
+}
+
+fn assert_reduced_eq(got: &Reduced, want: &Reduced) {
+    assert_eq!(got.len(), want.len());
+    for ((d1, a), (d2, b)) in got.iter().zip(want) {
+        assert_eq!(d1, d2);
+        assert_eq!(
+            (a.0, a.1, a.3),
+            (b.0, b.1, b.3),
+            "delay {}",
+            f64::from_bits(*d1)
+        );
+        // Worker partial sums add in another order than the sequential loop.
+        assert!((a.2 - b.2).abs() <= 1e-9 * b.2.abs(), "{} vs {}", a.2, b.2);
+    }
+}
+
+#[test]
+fn map_filter_exchange_reduce_matches_sequential_reference() {
+    let config = source();
+    let want = sequential(&config);
+    assert!(want.values().map(|v| v.0).sum::<u64>() > 3000);
+    for plan in plans() {
+        let got = dataflow(config.clone(), &plan);
+        assert_reduced_eq(&got, &want);
+    }
+}
+
+#[test]
+fn demo_matches_sequential_reference_bit_for_bit() {
+    let config = small_demo();
+    let want = demo_reference(&config);
+    assert!(want.kept > 900 && want.points.len() == 8);
+    for plan in plans() {
+        let report = demo::run(&config, &plan)
+            .unwrap()
+            .expect("process 0 reports");
+        assert_eq!(report.events, config.source.events);
+        // The ordered sink adds rows in event order, so even float sums are identical.
+        assert_eq!(report.curve, want, "{}", plan.describe());
+    }
+}
+
+#[test]
+fn the_pump_probe_signal_is_there() {
+    // Independent of the engine: laser-on shots after time zero carry more photons per mJ.
+    let curve = demo_reference(&DemoConfig {
+        source: Synthetic {
+            events: 4_000,
+            frame: Some([64, 32]),
+            photons: 40.0,
+            ..Synthetic::default()
+        },
+        ..DemoConfig::default()
+    });
+    for p in curve.sorted() {
+        let diff = p.mean_on() - p.mean_off();
+        if p.delay > 1.0 {
+            assert!(diff > 5.0, "delay {}: on-off {diff}", p.delay);
+        } else if p.delay < 0.0 {
+            assert!(diff.abs() < 4.0, "delay {}: on-off {diff}", p.delay);
+        }
+    }
+}
+
+#[test]
+fn every_event_arrives_once_in_order() {
+    let config = source();
+    for plan in plans() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&seen);
+        let c = config.clone();
+        execute_plan(&plan, move |worker| {
+            let out = Arc::clone(&out);
+            worker.dataflow(|scope| {
+                scope
+                    .synthetic(&c)
+                    .map(|e| e.id)
+                    .ordered("Ids", move |_, ids: &[u64]| {
+                        out.lock().unwrap().extend_from_slice(ids)
+                    });
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let want: Vec<u64> = (0..config.events).map(|i| config.first_id + i).collect();
+        assert_eq!(*seen.lock().unwrap(), want, "{}", plan.describe());
+    }
+}
+
+#[test]
+fn a_failing_worker_ends_the_run_with_its_name_and_cause() {
+    for plan in plans() {
+        let started = std::time::Instant::now();
+        let config = source();
+        let peers = plan.peers();
+        let error = execute_plan(&plan, move |worker| {
+            let last = peers - 1;
+            let index = worker.index();
+            worker.dataflow(|scope| {
+                scope
+                    .synthetic(&config)
+                    .for_each_batch("Check", move |batch, _| {
+                        if index == last && batch >= 20 {
+                            shotflow::runtime::fail(format!("bad batch {batch}"));
+                        }
+                    });
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with(&format!(
+                "worker {} (process 0) failed: bad batch",
+                peers - 1
+            )),
+            "{error}"
+        );
+        assert!(started.elapsed().as_secs() < 10);
+    }
+}
+
+#[test]
+fn a_worker_error_is_reported() {
+    let error = execute_plan(&Plan::Process { workers: 2 }, |worker| {
+        if worker.index() == 1 {
+            return Err("cannot open run directory /nonexistent".to_string());
+        }
+        Ok(())
+    })
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "worker 1 (process 0) failed: cannot open run directory /nonexistent"
+    );
+}
