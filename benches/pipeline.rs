@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shotflow::prelude::*;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
 

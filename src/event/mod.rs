@@ -32,11 +32,21 @@ impl HasEventId for EventId {
     }
 }
 
-impl<T> HasEventId for (EventId, T) {
-    fn event_id(&self) -> EventId {
-        self.0
-    }
+/// Tuples whose first element is the event id: `(id, value)`, `(id, a, b)`, ...
+macro_rules! tuple_event_id {
+    ($($t:ident),*) => {
+        impl<$($t),*> HasEventId for (EventId, $($t),*) {
+            fn event_id(&self) -> EventId {
+                self.0
+            }
+        }
+    };
 }
+tuple_event_id!(A);
+tuple_event_id!(A, B);
+tuple_event_id!(A, B, C);
+tuple_event_id!(A, B, C, D);
+tuple_event_id!(A, B, C, D, E);
 
 /// One event: an id and named fields.
 ///

@@ -111,14 +111,10 @@ fn noise_table(seed: u64) -> Arc<Vec<i8>> {
 
 fn make_noise_table(seed: u64) -> Arc<Vec<i8>> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x6e6f_6973_6521);
-    let normal = Normal::new(0.0, 3.0).unwrap();
+    let normal = Normal::<f64>::new(0.0, 3.0).unwrap();
     Arc::new(
         (0..NOISE_TABLE)
-            .map(|_| {
-                (normal.sample(&mut rng) as f64)
-                    .round()
-                    .clamp(-127.0, 127.0) as i8
-            })
+            .map(|_| normal.sample(&mut rng).round().clamp(-127.0, 127.0) as i8)
             .collect(),
     )
 }
@@ -236,14 +232,18 @@ pub trait SyntheticSource<'scope> {
     /// # Examples
     ///
     /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use shotflow::sink::SinkExt;
     /// use shotflow::source::{Synthetic, SyntheticSource};
-    /// use timely::dataflow::operators::capture::{Capture, Extract};
     ///
     /// let config = Synthetic { events: 1000, batch_size: 64, frame: None, ..Synthetic::default() };
     /// let expected: Vec<_> = (0..1000).map(|i| config.event(i)).collect();
-    /// let c = config.clone();
-    /// let captured = timely::example(move |scope| scope.synthetic(&c).capture());
-    /// let events: Vec<_> = captured.extract().into_iter().flat_map(|(_, e)| e).collect();
+    /// let (c, seen) = (config.clone(), Arc::new(Mutex::new(Vec::new())));
+    /// let out = Arc::clone(&seen);
+    /// timely::example(move |scope| {
+    ///     scope.synthetic(&c).ordered("Collect", move |_, events| out.lock().unwrap().extend_from_slice(events));
+    /// });
+    /// let events = seen.lock().unwrap().clone();
     /// assert_eq!(events, expected);
     /// ```
     fn synthetic(self, config: &Synthetic) -> StreamVec<'scope, Batch, Event>;
