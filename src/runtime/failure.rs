@@ -61,11 +61,21 @@ impl RunState {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<(Arc<RunState>, usize, usize)>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<(Arc<RunState>, usize, usize, usize)>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn enter(state: Arc<RunState>, worker: usize, process: usize) {
-    CURRENT.with(|c| *c.borrow_mut() = Some((state, worker, process)));
+pub(crate) fn enter(state: Arc<RunState>, worker: usize, process: usize, local_workers: usize) {
+    CURRENT.with(|c| *c.borrow_mut() = Some((state, worker, process, local_workers)));
+}
+
+/// Index of the current worker (`None` outside [`crate::runtime::execute`]).
+pub fn current_worker() -> Option<usize> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(_, worker, _, _)| *worker))
+}
+
+/// Worker threads per process in the current run (`None` outside [`crate::runtime::execute`]).
+pub fn workers_per_process() -> Option<usize> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(_, _, _, local)| *local))
 }
 
 pub(crate) fn leave() {
@@ -80,7 +90,7 @@ pub(crate) fn leave() {
 pub fn fail(cause: impl std::fmt::Display) {
     let cause = cause.to_string();
     let recorded = CURRENT.with(|c| {
-        if let Some((state, worker, process)) = c.borrow().as_ref() {
+        if let Some((state, worker, process, _)) = c.borrow().as_ref() {
             state.record(WorkerFailure {
                 worker: *worker,
                 process: *process,
@@ -99,7 +109,7 @@ pub fn fail(cause: impl std::fmt::Display) {
 
 /// True once any worker of this run has failed; long-running operators may check it.
 pub fn aborted() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(s, _, _)| s.aborted()))
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(s, _, _, _)| s.aborted()))
 }
 
 static COMM_ERROR: Mutex<Option<String>> = Mutex::new(None);

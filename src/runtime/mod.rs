@@ -32,7 +32,7 @@ mod failure;
 mod launch;
 
 pub use cluster::Peers;
-pub use failure::{aborted, fail, WorkerFailure};
+pub use failure::{aborted, current_worker, fail, workers_per_process, WorkerFailure};
 pub use launch::{Launch, Plan};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -135,6 +135,7 @@ where
     }
     .map_err(|message| RunError::Connect { process, message })?;
 
+    let local_workers = builders.len();
     let results: Arc<Mutex<Vec<(usize, T)>>> = Arc::new(Mutex::new(Vec::new()));
     let guards = {
         let state = Arc::clone(&state);
@@ -145,7 +146,7 @@ where
             let mut worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
             let worker = &mut worker;
             let index = worker.index();
-            failure::enter(Arc::clone(&state), index, process);
+            failure::enter(Arc::clone(&state), index, process, local_workers);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;

@@ -29,6 +29,7 @@
 
 mod callback;
 mod ordered;
+pub mod smalldata;
 
 pub use callback::ForEachBatch;
 pub use ordered::Ordered;

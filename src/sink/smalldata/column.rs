@@ -1,0 +1,207 @@
+//! Typed per-key write caches, and the fill value that marks a missing row.
+//!
+//! One rule gives the fill value of every dtype, and the same value is used for rows cached
+//! in memory, for the part files' HDF5 fill property (rows created by a resize, e.g. a key
+//! first seen late) and for the master's virtual-dataset fill (a part file that never saw the
+//! key): NaN for floats; -99999 where the integer type holds it; else the type's minimum
+//! (signed) or maximum (unsigned); false for bool. psana wraps -99999 into narrow integers
+//! and clamps it in the VDS, so one missing event reads as two different numbers there.
+
+use hdf5::H5Type;
+
+use crate::event::{DType, Element, EventId, Key, Value};
+
+/// The "missing" value of an element type.
+pub trait Fill: Element + H5Type {
+    /// The fill value.
+    const FILL: Self;
+}
+
+macro_rules! fill {
+    ($($t:ty => $v:expr),* $(,)?) => {$(impl Fill for $t { const FILL: Self = $v; })*};
+}
+fill!(
+    bool => false,
+    u8 => u8::MAX, u16 => u16::MAX, u32 => u32::MAX, u64 => u64::MAX,
+    i8 => i8::MIN, i16 => i16::MIN, i32 => -99_999, i64 => -99_999,
+    f32 => f32::NAN, f64 => f64::NAN,
+);
+
+/// Cached rows of one key, flattened row-major.
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub enum Data {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Applies `$body` with `$v` bound to the typed vector and `$t` to its element type.
+macro_rules! with_data {
+    ($data:expr, $v:ident : $t:ident => $body:expr) => {
+        match $data {
+            $crate::sink::smalldata::column::Data::Bool($v) => { type $t = bool; $body }
+            $crate::sink::smalldata::column::Data::U8($v) => { type $t = u8; $body }
+            $crate::sink::smalldata::column::Data::U16($v) => { type $t = u16; $body }
+            $crate::sink::smalldata::column::Data::U32($v) => { type $t = u32; $body }
+            $crate::sink::smalldata::column::Data::U64($v) => { type $t = u64; $body }
+            $crate::sink::smalldata::column::Data::I8($v) => { type $t = i8; $body }
+            $crate::sink::smalldata::column::Data::I16($v) => { type $t = i16; $body }
+            $crate::sink::smalldata::column::Data::I32($v) => { type $t = i32; $body }
+            $crate::sink::smalldata::column::Data::I64($v) => { type $t = i64; $body }
+            $crate::sink::smalldata::column::Data::F32($v) => { type $t = f32; $body }
+            $crate::sink::smalldata::column::Data::F64($v) => { type $t = f64; $body }
+        }
+    };
+}
+pub(crate) use with_data;
+
+impl Data {
+    fn new(dtype: DType) -> Data {
+        match dtype {
+            DType::Bool => Data::Bool(Vec::new()),
+            DType::U8 => Data::U8(Vec::new()),
+            DType::U16 => Data::U16(Vec::new()),
+            DType::U32 => Data::U32(Vec::new()),
+            DType::U64 => Data::U64(Vec::new()),
+            DType::I8 => Data::I8(Vec::new()),
+            DType::I16 => Data::I16(Vec::new()),
+            DType::I32 => Data::I32(Vec::new()),
+            DType::I64 => Data::I64(Vec::new()),
+            DType::F32 => Data::F32(Vec::new()),
+            DType::F64 => Data::F64(Vec::new()),
+        }
+    }
+}
+
+/// A value whose dtype or shape differs from the key's first value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("key {key:?} at event {event}: got {got}, but its first value (event {first_event}) fixed it as {expected}; values are never cast")]
+pub struct SchemaError {
+    /// The key.
+    pub key: String,
+    /// The event whose value conflicts.
+    pub event: EventId,
+    /// The event that fixed the schema.
+    pub first_event: EventId,
+    /// Type and shape fixed by the first value, e.g. `float64[8]`.
+    pub expected: String,
+    /// Type and shape of the conflicting value.
+    pub got: String,
+}
+
+/// `float32[8]`, `uint16[512, 128]`, `int64` (scalar).
+pub fn describe(dtype: DType, shape: &[usize]) -> String {
+    if shape.is_empty() {
+        dtype.to_string()
+    } else {
+        format!("{dtype}{shape:?}")
+    }
+}
+
+/// The cache of one key in a part file.
+#[derive(Debug)]
+pub(crate) struct Column {
+    pub key: Key,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Data,
+    /// Rows in `data`.
+    pub cached: usize,
+    /// The part file's row index after the last row this column received (to spot events
+    /// that lack the key).
+    pub filled_to: usize,
+    pub first_event: EventId,
+}
+
+fn extend<T: Fill>(out: &mut Vec<T>, value: &Value) {
+    match value {
+        Value::Array(array) => out.extend(T::view(array).expect("dtype checked").iter().copied()),
+        scalar => out.push(T::from_value(scalar).expect("dtype checked")),
+    }
+}
+
+impl Column {
+    pub fn new(key: Key, value: &Value, event: EventId) -> Column {
+        Column {
+            key,
+            dtype: value.dtype(),
+            shape: value.shape().to_vec(),
+            data: Data::new(value.dtype()),
+            cached: 0,
+            filled_to: 0,
+            first_event: event,
+        }
+    }
+
+    /// Elements per row.
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_len() * self.dtype.size()
+    }
+
+    pub fn push(&mut self, value: &Value, event: EventId) -> Result<(), SchemaError> {
+        if value.dtype() != self.dtype || value.shape() != self.shape.as_slice() {
+            return Err(SchemaError {
+                key: self.key.name().to_string(),
+                event,
+                first_event: self.first_event,
+                expected: describe(self.dtype, &self.shape),
+                got: describe(value.dtype(), value.shape()),
+            });
+        }
+        with_data!(&mut self.data, v: T => extend::<T>(v, value));
+        self.cached += 1;
+        Ok(())
+    }
+
+    pub fn push_fill(&mut self, rows: usize) {
+        let n = rows * self.row_len();
+        with_data!(&mut self.data, v: T => v.extend(std::iter::repeat_n(T::FILL, n)));
+        self.cached += rows;
+    }
+
+    pub fn clear(&mut self) {
+        with_data!(&mut self.data, v: T => { let _: &mut Vec<T> = v; v.clear() });
+        self.cached = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_values_are_representable_and_distinct_from_zero() {
+        assert_eq!(<i16 as Fill>::FILL, -32768);
+        assert_eq!(<i32 as Fill>::FILL, -99_999);
+        assert_eq!(<u16 as Fill>::FILL, 65535);
+        assert!(<f32 as Fill>::FILL.is_nan());
+    }
+
+    #[test]
+    fn conflicting_values_name_key_event_and_types() {
+        let key = Key::new("detector/sum");
+        let mut column = Column::new(key, &Value::F64(1.0), 10);
+        column.push(&Value::F64(1.0), 10).unwrap();
+        let error = column.push(&Value::F32(2.0), 11).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "key \"detector/sum\" at event 11: got float32, but its first value (event 10) fixed it as float64; values are never cast"
+        );
+        let error = column.push(&Value::from(vec![1.0f64, 2.0]), 12).unwrap_err();
+        assert_eq!(error.got, "float64[2]");
+    }
+}

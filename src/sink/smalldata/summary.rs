@@ -1,0 +1,142 @@
+//! Run summaries: sum, min, max, mean, count and fixed-bin histograms of a key, reduced per
+//! batch on the writer that owns the batch and combined in batch order on worker 0, so the
+//! floating-point result has the same bits whatever the number of workers or processes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Key};
+
+/// What to summarise about a key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Summary {
+    /// Element-wise sum, min, max, mean and the number of events with the key.
+    Stats(String),
+    /// Counts of a scalar key's values in `bins` equal bins over `[lo, hi)`, plus
+    /// underflow and overflow.
+    Histogram {
+        /// The key.
+        key: String,
+        /// Lower edge.
+        lo: f64,
+        /// Upper edge.
+        hi: f64,
+        /// Number of bins.
+        bins: usize,
+    },
+}
+
+impl Summary {
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Summary::Stats(k) => k,
+            Summary::Histogram { key, .. } => key,
+        }
+    }
+}
+
+/// A partial (one batch) or final result of a [`Summary`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reduced {
+    /// Element-wise statistics (a scalar key has one element).
+    Stats {
+        /// Events that had the key.
+        count: u64,
+        /// Element-wise sums.
+        sum: Vec<f64>,
+        /// Element-wise minima.
+        min: Vec<f64>,
+        /// Element-wise maxima.
+        max: Vec<f64>,
+        /// Per-event shape of the key.
+        shape: Vec<usize>,
+    },
+    /// Histogram counts: `[underflow, bins..., overflow]`.
+    Histogram(Vec<u64>),
+}
+
+impl Reduced {
+    /// An empty result (a batch, or a whole run, without the key).
+    pub(crate) fn empty(summary: &Summary) -> Reduced {
+        match summary {
+            Summary::Stats(_) => Reduced::Stats {
+                count: 0,
+                sum: Vec::new(),
+                min: Vec::new(),
+                max: Vec::new(),
+                shape: Vec::new(),
+            },
+            Summary::Histogram { bins, .. } => Reduced::Histogram(vec![0; bins + 2]),
+        }
+    }
+
+    /// Reduces one batch, in event order.
+    pub(crate) fn of_batch(summary: &Summary, events: &[Event]) -> Reduced {
+        let key = Key::new(summary.key());
+        let mut out = Reduced::empty(summary);
+        for value in events.iter().filter_map(|e| e.value(key)) {
+            let values = match value.as_array() {
+                Some(array) => array.to_f64_vec(),
+                None => vec![value.as_f64().unwrap_or(f64::NAN)],
+            };
+            match (&mut out, summary) {
+                (Reduced::Stats { count, sum, min, max, shape }, _) => {
+                    if *count == 0 {
+                        *shape = value.shape().to_vec();
+                        *sum = vec![0.0; values.len()];
+                        *min = vec![f64::INFINITY; values.len()];
+                        *max = vec![f64::NEG_INFINITY; values.len()];
+                    }
+                    if values.len() != sum.len() {
+                        continue; // the part writer reports the shape conflict
+                    }
+                    *count += 1;
+                    for (i, v) in values.iter().enumerate() {
+                        sum[i] += v;
+                        min[i] = min[i].min(*v);
+                        max[i] = max[i].max(*v);
+                    }
+                }
+                (Reduced::Histogram(counts), Summary::Histogram { lo, hi, bins, .. }) => {
+                    for v in values {
+                        let slot = if v < *lo {
+                            0
+                        } else if v >= *hi {
+                            bins + 1
+                        } else {
+                            1 + (((v - lo) / (hi - lo) * *bins as f64) as usize).min(bins - 1)
+                        };
+                        counts[slot] += 1;
+                    }
+                }
+                _ => unreachable!("a histogram summary has histogram results"),
+            }
+        }
+        out
+    }
+
+    /// Adds a later batch's result.
+    pub(crate) fn combine(&mut self, later: &Reduced) {
+        match (self, later) {
+            (Reduced::Histogram(a), Reduced::Histogram(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+            (
+                Reduced::Stats { count, sum, min, max, shape },
+                Reduced::Stats { count: c2, sum: s2, min: n2, max: x2, shape: sh2 },
+            ) => {
+                if *c2 == 0 {
+                    return;
+                }
+                if *count == 0 {
+                    (*count, *sum, *min, *max, *shape) = (*c2, s2.clone(), n2.clone(), x2.clone(), sh2.clone());
+                    return;
+                }
+                *count += c2;
+                for i in 0..sum.len().min(s2.len()) {
+                    sum[i] += s2[i];
+                    min[i] = min[i].min(n2[i]);
+                    max[i] = max[i].max(x2[i]);
+                }
+            }
+            _ => unreachable!("results of one summary have one kind"),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The smalldata sink: values written at 1, 2 and 3 workers and 2 writers read back (with the
+//! hdf5 crate here, with h5py in `smalldata_h5py_reads_the_master`) and compared with the
+//! values given, fill values, order, and summaries against a sequential reference.
+
+use std::path::Path;
+use std::process::Command;
+
+use shotflow::event::{Event, Key};
+use shotflow::runtime::{execute_plan, Plan};
+use shotflow::sink::smalldata::{Reduced, SmallData, SmallDataExt};
+use shotflow::source::{Synthetic, SyntheticSource};
+use timely::dataflow::operators::vec::Map;
+
+const EVENTS: u64 = 3_001;
+const BATCH: u64 = 64;
+
+fn config() -> Synthetic {
+    Synthetic {
+        events: EVENTS,
+        batch_size: BATCH,
+        frame: None,
+        ..Synthetic::default()
+    }
+}
+
+/// The fields each event gets before the sink: a mix of dtypes, shapes, gaps and late keys.
+fn decorate(mut e: Event, first_id: u64) -> Event {
+    let i = e.id - first_id;
+    e.set(Key::new("counter"), i as i32);
+    e.set(Key::new("spectrum"), (0..8).map(|k| (i * 8 + k) as f32 * 0.5).collect::<Vec<f32>>());
+    if i % 3 != 0 {
+        e.set(Key::new("det/roi/sum"), i as u16);
+    }
+    if i >= 2_000 {
+        e.set(Key::new("late"), i as f64 * 2.0);
+    }
+    if i % 5 == 0 {
+        e.set(Key::new("small"), -(i as i8 % 100));
+    }
+    e
+}
+
+fn run(plan: &Plan, path: &Path, writers: Option<usize>) -> Vec<(shotflow::sink::smalldata::Summary, Reduced)> {
+    let mut output = SmallData::new(path)
+        .stats("pulse_energy")
+        .stats("spectrum")
+        .histogram("pulse_energy", 0.0, 2.0, 20);
+    if let Some(w) = writers {
+        output = output.writers(w);
+    }
+    let result = output.result();
+    let source = config();
+    execute_plan(plan, move |worker| {
+        let (output, source) = (output.clone(), source.clone());
+        worker.dataflow(|scope| {
+            let first = source.first_id;
+            scope.synthetic(&source).map(move |e| decorate(e, first)).smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let result = result.lock().unwrap().clone().expect("master written");
+    assert_eq!(result.rows, EVENTS);
+    result.summaries
+}
+
+fn check_file(path: &Path) {
+    let file = hdf5::File::open(path).unwrap();
+    let source = config();
+    let ts = file.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
+    let want_ids: Vec<i64> = (0..EVENTS).map(|i| (source.first_id + i) as i64).collect();
+    assert_eq!(ts, want_ids);
+    let counter = file.dataset("counter").unwrap().read_raw::<i32>().unwrap();
+    assert_eq!(counter, (0..EVENTS as i32).collect::<Vec<_>>());
+    let spectrum = file.dataset("spectrum").unwrap().read_2d::<f32>().unwrap();
+    assert_eq!(spectrum.dim(), (EVENTS as usize, 8));
+    for (i, row) in spectrum.rows().into_iter().enumerate() {
+        for (k, v) in row.iter().enumerate() {
+            assert_eq!(*v, (i * 8 + k) as f32 * 0.5);
+        }
+    }
+    let roi = file.dataset("det/roi/sum").unwrap().read_raw::<u16>().unwrap();
+    for (i, v) in roi.iter().enumerate() {
+        assert_eq!(*v, if i % 3 != 0 { i as u16 } else { u16::MAX }, "row {i}");
+    }
+    let late = file.dataset("late").unwrap().read_raw::<f64>().unwrap();
+    for (i, v) in late.iter().enumerate() {
+        if i >= 2_000 {
+            assert_eq!(*v, i as f64 * 2.0);
+        } else {
+            assert!(v.is_nan(), "row {i} before the key appeared: {v}");
+        }
+    }
+    let small = file.dataset("small").unwrap().read_raw::<i8>().unwrap();
+    for (i, v) in small.iter().enumerate() {
+        assert_eq!(*v, if i % 5 == 0 { -(i as i8 % 100) } else { i8::MIN }, "row {i}");
+    }
+    let energy = file.dataset("pulse_energy").unwrap().read_raw::<f64>().unwrap();
+    let keys = source.keys();
+    for (i, v) in energy.iter().enumerate() {
+        assert_eq!(Some(*v), source.event(i as u64).get_f64(keys.pulse_energy));
+    }
+}
+
+/// Sum, min, max per batch in event order, then combined in batch order.
+fn reference_summary() -> (u64, f64, f64, f64, Vec<u64>) {
+    let source = config();
+    let keys = source.keys();
+    let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+    let mut hist = vec![0u64; 22];
+    for b in 0..source.batches() {
+        let mut part = 0.0;
+        for i in b * BATCH..((b + 1) * BATCH).min(EVENTS) {
+            let v = source.event(i).get_f64(keys.pulse_energy).unwrap();
+            part += v;
+            min = min.min(v);
+            max = max.max(v);
+            let slot = if v < 0.0 { 0 } else if v >= 2.0 { 21 } else { 1 + ((v / 2.0 * 20.0) as usize).min(19) };
+            hist[slot] += 1;
+        }
+        sum += part;
+    }
+    (EVENTS, sum, min, max, hist)
+}
+
+#[test]
+fn round_trip_at_1_2_3_workers_and_2_writers() {
+    let (count, sum, min, max, hist) = reference_summary();
+    let cases: Vec<(Plan, Option<usize>)> = vec![
+        (Plan::Thread, None),
+        (Plan::Process { workers: 2 }, None),
+        (Plan::Process { workers: 3 }, None),
+        (Plan::Process { workers: 2 }, Some(2)),
+        (Plan::Process { workers: 3 }, Some(3)),
+    ];
+    let mut masters = Vec::new();
+    for (plan, writers) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let summaries = run(&plan, &path, writers);
+        check_file(&path);
+        match &summaries[0].1 {
+            Reduced::Stats { count: c, sum: s, min: lo, max: hi, .. } => {
+                assert_eq!(*c, count);
+                assert_eq!(s[0].to_bits(), sum.to_bits(), "{} writers {writers:?}", plan.describe());
+                assert_eq!((lo[0], hi[0]), (min, max));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(summaries[2].1, Reduced::Histogram(hist.clone()));
+        let file = hdf5::File::open(&path).unwrap();
+        let s = file.dataset("summary/pulse_energy/sum").unwrap().read_scalar::<f64>().unwrap();
+        assert_eq!(s.to_bits(), sum.to_bits());
+        let mean = file.dataset("summary/spectrum/mean").unwrap().read_raw::<f64>().unwrap();
+        assert_eq!(mean.len(), 8);
+        let parts = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        assert_eq!(parts, writers.unwrap_or(1), "one part per writer");
+        masters.push((dir, path));
+    }
+}
+
+#[test]
+fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.h5");
+    let output = SmallData::new(&path);
+    let source = config();
+    let error = execute_plan(&Plan::Process { workers: 2 }, move |worker| {
+        let (output, source) = (output.clone(), source.clone());
+        worker.dataflow(|scope| {
+            let first = source.first_id;
+            scope
+                .synthetic(&source)
+                .map(move |mut e| {
+                    let i = e.id - first;
+                    if i == 2_500 {
+                        e.set(Key::new("counter2"), 1.5f64);
+                    } else {
+                        e.set(Key::new("counter2"), i as i64);
+                    }
+                    e
+                })
+                .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("key \"counter2\" at event 1000002500: got float64, but its first value (event 1000000000) fixed it as int64"),
+        "{error}"
+    );
+    assert!(!path.exists(), "no master after a failed run");
+    let part = hdf5::File::open(dir.path().join("bad_part0.h5")).expect("part file readable");
+    let ts = part.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
+    assert!(ts.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn smalldata_h5py_reads_the_master() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import h5py, numpy"]).output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        panic!("h5py is required for this test: ./run test installs it");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let path = out.join("run.h5");
+    run(&Plan::Process { workers: 3 }, &path, Some(3));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_smalldata.py");
+    let check = |master: &Path| {
+        let o = Command::new(&python).arg(&script).arg(master).arg(EVENTS.to_string()).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    check(&path);
+    // Moved as a whole, the VDS still resolves its sources.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    check(&moved.join("run.h5"));
+}
