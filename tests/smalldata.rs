@@ -12,6 +12,16 @@ use shotflow::source::{Synthetic, SyntheticSource};
 use timely::dataflow::operators::vec::Map;
 
 const EVENTS: u64 = 3_001;
+
+/// Runs the tests of this file one at a time. Concurrent runs in one process occasionally read
+/// a master's VDS as all fill values or fail to lock a part file (HDF5 1.10 file locking and
+/// its per-process open-file cache); one run per process, the normal case, is not affected.
+/// Left as an open question in the closing note.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 const BATCH: u64 = 64;
 
 fn config() -> Synthetic {
@@ -35,7 +45,7 @@ fn decorate(mut e: Event, first_id: u64) -> Event {
         e.set(Key::new("late"), i as f64 * 2.0);
     }
     if i % 5 == 0 {
-        e.set(Key::new("small"), -(i as i8 % 100));
+        e.set(Key::new("small"), -((i % 100) as i8));
     }
     e
 }
@@ -64,14 +74,22 @@ fn run(plan: &Plan, path: &Path, writers: Option<usize>) -> Vec<(shotflow::sink:
     result.summaries
 }
 
+/// Compares without printing thousands of values: the first differing row is enough.
+fn same<T: PartialEq + std::fmt::Debug>(name: &str, got: &[T], want: &[T]) {
+    assert_eq!(got.len(), want.len(), "{name}: rows");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+        panic!("{name}: row {i}: got {:?}, want {:?}", got[i], want[i]);
+    }
+}
+
 fn check_file(path: &Path) {
     let file = hdf5::File::open(path).unwrap();
     let source = config();
     let ts = file.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
     let want_ids: Vec<i64> = (0..EVENTS).map(|i| (source.first_id + i) as i64).collect();
-    assert_eq!(ts, want_ids);
+    same("timestamp", &ts, &want_ids);
     let counter = file.dataset("counter").unwrap().read_raw::<i32>().unwrap();
-    assert_eq!(counter, (0..EVENTS as i32).collect::<Vec<_>>());
+    same("counter", &counter, &(0..EVENTS as i32).collect::<Vec<_>>());
     let spectrum = file.dataset("spectrum").unwrap().read_2d::<f32>().unwrap();
     assert_eq!(spectrum.dim(), (EVENTS as usize, 8));
     for (i, row) in spectrum.rows().into_iter().enumerate() {
@@ -93,7 +111,7 @@ fn check_file(path: &Path) {
     }
     let small = file.dataset("small").unwrap().read_raw::<i8>().unwrap();
     for (i, v) in small.iter().enumerate() {
-        assert_eq!(*v, if i % 5 == 0 { -(i as i8 % 100) } else { i8::MIN }, "row {i}");
+        assert_eq!(*v, if i % 5 == 0 { -((i % 100) as i8) } else { i8::MIN }, "row {i}");
     }
     let energy = file.dataset("pulse_energy").unwrap().read_raw::<f64>().unwrap();
     let keys = source.keys();
@@ -125,6 +143,7 @@ fn reference_summary() -> (u64, f64, f64, f64, Vec<u64>) {
 
 #[test]
 fn round_trip_at_1_2_3_workers_and_2_writers() {
+    let _serial = serial();
     let (count, sum, min, max, hist) = reference_summary();
     let cases: Vec<(Plan, Option<usize>)> = vec![
         (Plan::Thread, None),
@@ -161,6 +180,7 @@ fn round_trip_at_1_2_3_workers_and_2_writers() {
 
 #[test]
 fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.h5");
     let output = SmallData::new(&path);
@@ -198,6 +218,7 @@ fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
 
 #[test]
 fn smalldata_h5py_reads_the_master() {
+    let _serial = serial();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python).args(["-c", "import h5py, numpy"]).output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {

@@ -319,7 +319,8 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
         let mut blocks: Vec<master::Block> = Vec::new();
         let mut partials: BTreeMap<Batch, Vec<Reduced>> = BTreeMap::new();
         let mut parts: BTreeMap<usize, PartSchema> = BTreeMap::new();
-        let mut done = false;
+        // Every report is routed to worker 0; the others only see their (empty) input end.
+        let mut done = self_is_master(&reports);
         reports.sink(Exchange::new(|_: &Report| 0), "SmallDataMaster", move |(input, frontier)| {
             input.for_each(|_, data| {
                 for report in data.drain(..) {
@@ -364,6 +365,10 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
             }
         });
     }
+}
+
+fn self_is_master(reports: &StreamVec<'_, Batch, Report>) -> bool {
+    reports.scope().index() != 0
 }
 
 /// Part files of an earlier run with more writers would be mistaken for this run's.
