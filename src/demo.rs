@@ -19,6 +19,7 @@ use timely::dataflow::operators::vec::{Filter, Map};
 
 use crate::event::{EventId, HasEventId};
 use crate::runtime::{execute_plan, Plan, RunError};
+use crate::sink::smalldata::{SmallData, SmallDataExt};
 use crate::sink::SinkExt;
 use crate::source::synthetic::{PEDESTAL, PHOTON_ADU};
 use crate::source::{Synthetic, SyntheticSource};
@@ -30,6 +31,8 @@ pub struct DemoConfig {
     pub source: Synthetic,
     /// Shots with a pulse energy below this (mJ) are dropped.
     pub energy_cut: f64,
+    /// Where to write the per-shot smalldata file (`None`: no file).
+    pub output: Option<std::path::PathBuf>,
     /// Panic while reducing this event id: shows (and tests) how a failing worker ends a run.
     pub fail_at: Option<EventId>,
 }
@@ -40,6 +43,7 @@ impl Default for DemoConfig {
             source: Synthetic::default(),
             energy_cut: 0.7,
             fail_at: None,
+            output: None,
         }
     }
 }
@@ -59,6 +63,18 @@ pub struct ShotRow {
     pub photons: u64,
     /// Sum of the pixels at or above half a photon in the central region, ADU.
     pub roi_sum: f64,
+}
+
+impl ShotRow {
+    /// The row as an event, for the smalldata sink.
+    pub fn to_event(&self) -> crate::event::Event {
+        crate::event::Event::with_capacity(self.id, 5)
+            .with(crate::event::Key::new("pulse_energy"), self.pulse_energy)
+            .with(crate::event::Key::new("delay"), self.delay)
+            .with(crate::event::Key::new("laser_on"), self.laser_on)
+            .with(crate::event::Key::new("photons"), self.photons)
+            .with(crate::event::Key::new("roi_sum"), self.roi_sum)
+    }
 }
 
 impl HasEventId for ShotRow {
@@ -189,6 +205,7 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
         let curve = Arc::new(Mutex::new(Curve::default()));
         let produced = Arc::new(Mutex::new(0u64));
         let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
+        let output = config.output.clone();
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
         worker.dataflow(|scope| {
             let rows = scope.synthetic(&source).map(move |event| {
@@ -203,13 +220,18 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
                 .ordered("Produced", move |_batch, rows| {
                     *p.lock().unwrap() += rows.len() as u64
                 });
-            rows.filter(move |row| row.pulse_energy >= cut).ordered(
-                "PumpProbe",
-                move |_batch, rows: &[ShotRow]| {
-                    let mut curve = c.lock().unwrap();
-                    rows.iter().for_each(|row| curve.add(row));
-                },
-            );
+            let kept = rows.filter(move |row| row.pulse_energy >= cut);
+            if let Some(path) = &output {
+                let smalldata = SmallData::new(path)
+                    .stats("photons")
+                    .stats("roi_sum")
+                    .histogram("pulse_energy", 0.0, 3.0, 30);
+                kept.clone().map(|row| row.to_event()).smalldata(smalldata);
+            }
+            kept.ordered("PumpProbe", move |_batch, rows: &[ShotRow]| {
+                let mut curve = c.lock().unwrap();
+                rows.iter().for_each(|row| curve.add(row));
+            });
         });
         crate::runtime::run_to_completion(worker)?;
         let curve = std::mem::take(&mut *curve.lock().unwrap());

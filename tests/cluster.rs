@@ -295,3 +295,108 @@ fn demo_under_mpirun_matches_sequential_reference() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["plan"], "2 processes × 1 worker (Open MPI)");
 }
+
+/// Every dataset of two smalldata files, read back with the hdf5 crate, as raw bytes.
+fn datasets(path: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    fn walk(group: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>) {
+        for name in group.member_names().unwrap() {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if let Ok(d) = group.dataset(&name) {
+                let bytes = match d.dtype().unwrap().size() {
+                    1 => d.read_raw::<u8>().unwrap(),
+                    8 => d
+                        .read_raw::<u64>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                    n => panic!("{path}: unexpected element size {n}"),
+                };
+                out.insert(path, (d.shape(), bytes));
+            } else {
+                walk(&group.group(&name).unwrap(), &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&hdf5::File::open(path).unwrap(), "", &mut out);
+    out
+}
+
+#[test]
+fn smalldata_from_two_processes_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, cluster: Option<usize>| -> Vec<std::process::Output> {
+        let master = dir.path().join(name);
+        let children: Vec<_> = (0..cluster.unwrap_or(1))
+            .map(|p| {
+                let mut args: Vec<String> = small_demo_args()
+                    .into_iter()
+                    .filter(|a| a != "--no-output")
+                    .collect();
+                args.extend(["--output".to_string(), master.display().to_string()]);
+                if let Some(n) = cluster {
+                    args.extend(cluster_args(
+                        n,
+                        p,
+                        2,
+                        &dir.path().join(format!("rv-{name}")),
+                    ));
+                }
+                spawn(SHOTFLOW, &args)
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| wait_bounded(c, LIMIT))
+            .collect()
+    };
+    for out in run("one.h5", None)
+        .iter()
+        .chain(run("two.h5", Some(2)).iter())
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dir.path().join("two_part0.h5").exists() && dir.path().join("two_part1.h5").exists());
+    assert!(!dir.path().join("two_part2.h5").exists());
+    let (one, two) = (
+        datasets(&dir.path().join("one.h5")),
+        datasets(&dir.path().join("two.h5")),
+    );
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        two.keys().collect::<Vec<_>>()
+    );
+    for (name, value) in &one {
+        assert!(
+            two[name] == *value,
+            "{name} differs between 1 process and 2 processes"
+        );
+    }
+    // and the values are the reference's: the kept shots' photons, in event order
+    let config = small_demo();
+    let photons: Vec<u64> = (0..config.source.events)
+        .map(|i| shotflow::demo::reduce(&config.source, &config.source.event(i)))
+        .filter(|row| row.pulse_energy >= config.energy_cut)
+        .map(|row| row.photons)
+        .collect();
+    let file = hdf5::File::open(dir.path().join("two.h5")).unwrap();
+    assert_eq!(
+        file.dataset("photons").unwrap().read_raw::<u64>().unwrap(),
+        photons
+    );
+    let sum = file
+        .dataset("summary/photons/sum")
+        .unwrap()
+        .read_scalar::<f64>()
+        .unwrap();
+    assert_eq!(sum, photons.iter().sum::<u64>() as f64);
+}

@@ -37,7 +37,12 @@ fn config() -> Synthetic {
 fn decorate(mut e: Event, first_id: u64) -> Event {
     let i = e.id - first_id;
     e.set(Key::new("counter"), i as i32);
-    e.set(Key::new("spectrum"), (0..8).map(|k| (i * 8 + k) as f32 * 0.5).collect::<Vec<f32>>());
+    e.set(
+        Key::new("spectrum"),
+        (0..8)
+            .map(|k| (i * 8 + k) as f32 * 0.5)
+            .collect::<Vec<f32>>(),
+    );
     if i % 3 != 0 {
         e.set(Key::new("det/roi/sum"), i as u16);
     }
@@ -50,7 +55,11 @@ fn decorate(mut e: Event, first_id: u64) -> Event {
     e
 }
 
-fn run(plan: &Plan, path: &Path, writers: Option<usize>) -> Vec<(shotflow::sink::smalldata::Summary, Reduced)> {
+fn run(
+    plan: &Plan,
+    path: &Path,
+    writers: Option<usize>,
+) -> Vec<(shotflow::sink::smalldata::Summary, Reduced)> {
     let mut output = SmallData::new(path)
         .stats("pulse_energy")
         .stats("spectrum")
@@ -64,7 +73,10 @@ fn run(plan: &Plan, path: &Path, writers: Option<usize>) -> Vec<(shotflow::sink:
         let (output, source) = (output.clone(), source.clone());
         worker.dataflow(|scope| {
             let first = source.first_id;
-            scope.synthetic(&source).map(move |e| decorate(e, first)).smalldata(output);
+            scope
+                .synthetic(&source)
+                .map(move |e| decorate(e, first))
+                .smalldata(output);
         });
         Ok::<_, std::convert::Infallible>(())
     })
@@ -85,7 +97,11 @@ fn same<T: PartialEq + std::fmt::Debug>(name: &str, got: &[T], want: &[T]) {
 fn check_file(path: &Path) {
     let file = hdf5::File::open(path).unwrap();
     let source = config();
-    let ts = file.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
+    let ts = file
+        .dataset("timestamp")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap();
     let want_ids: Vec<i64> = (0..EVENTS).map(|i| (source.first_id + i) as i64).collect();
     same("timestamp", &ts, &want_ids);
     let counter = file.dataset("counter").unwrap().read_raw::<i32>().unwrap();
@@ -97,7 +113,11 @@ fn check_file(path: &Path) {
             assert_eq!(*v, (i * 8 + k) as f32 * 0.5);
         }
     }
-    let roi = file.dataset("det/roi/sum").unwrap().read_raw::<u16>().unwrap();
+    let roi = file
+        .dataset("det/roi/sum")
+        .unwrap()
+        .read_raw::<u16>()
+        .unwrap();
     for (i, v) in roi.iter().enumerate() {
         assert_eq!(*v, if i % 3 != 0 { i as u16 } else { u16::MAX }, "row {i}");
     }
@@ -111,9 +131,21 @@ fn check_file(path: &Path) {
     }
     let small = file.dataset("small").unwrap().read_raw::<i8>().unwrap();
     for (i, v) in small.iter().enumerate() {
-        assert_eq!(*v, if i % 5 == 0 { -((i % 100) as i8) } else { i8::MIN }, "row {i}");
+        assert_eq!(
+            *v,
+            if i % 5 == 0 {
+                -((i % 100) as i8)
+            } else {
+                i8::MIN
+            },
+            "row {i}"
+        );
     }
-    let energy = file.dataset("pulse_energy").unwrap().read_raw::<f64>().unwrap();
+    let energy = file
+        .dataset("pulse_energy")
+        .unwrap()
+        .read_raw::<f64>()
+        .unwrap();
     let keys = source.keys();
     for (i, v) in energy.iter().enumerate() {
         assert_eq!(Some(*v), source.event(i as u64).get_f64(keys.pulse_energy));
@@ -133,7 +165,13 @@ fn reference_summary() -> (u64, f64, f64, f64, Vec<u64>) {
             part += v;
             min = min.min(v);
             max = max.max(v);
-            let slot = if v < 0.0 { 0 } else if v >= 2.0 { 21 } else { 1 + ((v / 2.0 * 20.0) as usize).min(19) };
+            let slot = if v < 0.0 {
+                0
+            } else if v >= 2.0 {
+                21
+            } else {
+                1 + ((v / 2.0 * 20.0) as usize).min(19)
+            };
             hist[slot] += 1;
         }
         sum += part;
@@ -159,18 +197,37 @@ fn round_trip_at_1_2_3_workers_and_2_writers() {
         let summaries = run(&plan, &path, writers);
         check_file(&path);
         match &summaries[0].1 {
-            Reduced::Stats { count: c, sum: s, min: lo, max: hi, .. } => {
+            Reduced::Stats {
+                count: c,
+                sum: s,
+                min: lo,
+                max: hi,
+                ..
+            } => {
                 assert_eq!(*c, count);
-                assert_eq!(s[0].to_bits(), sum.to_bits(), "{} writers {writers:?}", plan.describe());
+                assert_eq!(
+                    s[0].to_bits(),
+                    sum.to_bits(),
+                    "{} writers {writers:?}",
+                    plan.describe()
+                );
                 assert_eq!((lo[0], hi[0]), (min, max));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(summaries[2].1, Reduced::Histogram(hist.clone()));
         let file = hdf5::File::open(&path).unwrap();
-        let s = file.dataset("summary/pulse_energy/sum").unwrap().read_scalar::<f64>().unwrap();
+        let s = file
+            .dataset("summary/pulse_energy/sum")
+            .unwrap()
+            .read_scalar::<f64>()
+            .unwrap();
         assert_eq!(s.to_bits(), sum.to_bits());
-        let mean = file.dataset("summary/spectrum/mean").unwrap().read_raw::<f64>().unwrap();
+        let mean = file
+            .dataset("summary/spectrum/mean")
+            .unwrap()
+            .read_raw::<f64>()
+            .unwrap();
         assert_eq!(mean.len(), 8);
         let parts = std::fs::read_dir(dir.path()).unwrap().count() - 1;
         assert_eq!(parts, writers.unwrap_or(1), "one part per writer");
@@ -212,7 +269,11 @@ fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
     );
     assert!(!path.exists(), "no master after a failed run");
     let part = hdf5::File::open(dir.path().join("bad_part0.h5")).expect("part file readable");
-    let ts = part.dataset("timestamp").unwrap().read_raw::<i64>().unwrap();
+    let ts = part
+        .dataset("timestamp")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap();
     assert!(ts.windows(2).all(|w| w[0] < w[1]));
 }
 
@@ -220,7 +281,9 @@ fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
 fn smalldata_h5py_reads_the_master() {
     let _serial = serial();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import h5py, numpy"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import h5py, numpy"])
+        .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
         panic!("h5py is required for this test: ./run test installs it");
     }
@@ -231,7 +294,12 @@ fn smalldata_h5py_reads_the_master() {
     run(&Plan::Process { workers: 3 }, &path, Some(3));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_smalldata.py");
     let check = |master: &Path| {
-        let o = Command::new(&python).arg(&script).arg(master).arg(EVENTS.to_string()).output().unwrap();
+        let o = Command::new(&python)
+            .arg(&script)
+            .arg(master)
+            .arg(EVENTS.to_string())
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "{}{}",

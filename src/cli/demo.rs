@@ -26,6 +26,12 @@ pub struct DemoArgs {
     /// Drop shots whose pulse energy (mJ) is below this.
     #[arg(long, default_value_t = 0.7)]
     energy_cut: f64,
+    /// Smalldata HDF5 output (master file; part files are written beside it).
+    #[arg(long, default_value = "shotflow_demo.h5")]
+    output: std::path::PathBuf,
+    /// Do not write the smalldata file.
+    #[arg(long)]
+    no_output: bool,
     /// Print the result as JSON (exact values) instead of a table.
     #[arg(long)]
     json: bool,
@@ -70,6 +76,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         },
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
+        output: (!args.no_output).then(|| args.output.clone()),
     };
     if let Some(report) = demo::run(&config, &plan)? {
         if args.json {
@@ -83,6 +90,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             println!("{json}");
         } else {
             print!("{report}");
+            if !args.no_output {
+                println!(
+                    "  per-shot results: {} (h5py: f['photons'], f['summary/photons/mean'])",
+                    args.output.display()
+                );
+            }
         }
     }
     Ok(())

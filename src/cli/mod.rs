@@ -1,6 +1,7 @@
 //! Subcommands of the `shotflow` binary.
 
 mod demo;
+mod inspect;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the showcase pump-probe pipeline on synthetic shots and print the curve.
     Demo(demo::DemoArgs),
+    /// List the datasets of a smalldata file: rows, shapes, dtypes, fill counts, summaries.
+    Inspect(inspect::InspectArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -31,6 +34,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

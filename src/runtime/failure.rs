@@ -60,22 +60,37 @@ impl RunState {
     }
 }
 
+/// Who the current thread is, within the run.
+struct WorkerContext {
+    state: Arc<RunState>,
+    worker: usize,
+    process: usize,
+    local_workers: usize,
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<(Arc<RunState>, usize, usize, usize)>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<WorkerContext>> = const { RefCell::new(None) };
 }
 
 pub(crate) fn enter(state: Arc<RunState>, worker: usize, process: usize, local_workers: usize) {
-    CURRENT.with(|c| *c.borrow_mut() = Some((state, worker, process, local_workers)));
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(WorkerContext {
+            state,
+            worker,
+            process,
+            local_workers,
+        })
+    });
 }
 
 /// Index of the current worker (`None` outside [`crate::runtime::execute`]).
 pub fn current_worker() -> Option<usize> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(_, worker, _, _)| *worker))
+    CURRENT.with(|c| c.borrow().as_ref().map(|w| w.worker))
 }
 
 /// Worker threads per process in the current run (`None` outside [`crate::runtime::execute`]).
 pub fn workers_per_process() -> Option<usize> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(_, _, _, local)| *local))
+    CURRENT.with(|c| c.borrow().as_ref().map(|w| w.local_workers))
 }
 
 pub(crate) fn leave() {
@@ -90,10 +105,10 @@ pub(crate) fn leave() {
 pub fn fail(cause: impl std::fmt::Display) {
     let cause = cause.to_string();
     let recorded = CURRENT.with(|c| {
-        if let Some((state, worker, process, _)) = c.borrow().as_ref() {
-            state.record(WorkerFailure {
-                worker: *worker,
-                process: *process,
+        if let Some(w) = c.borrow().as_ref() {
+            w.state.record(WorkerFailure {
+                worker: w.worker,
+                process: w.process,
                 cause: cause.clone(),
                 secondary: false,
             });
@@ -109,7 +124,7 @@ pub fn fail(cause: impl std::fmt::Display) {
 
 /// True once any worker of this run has failed; long-running operators may check it.
 pub fn aborted() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(s, _, _, _)| s.aborted()))
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|w| w.state.aborted()))
 }
 
 static COMM_ERROR: Mutex<Option<String>> = Mutex::new(None);

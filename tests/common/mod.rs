@@ -34,6 +34,7 @@ pub fn small_demo_args() -> Vec<String> {
         "--photons",
         "40",
         "--json",
+        "--no-output",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -15,6 +15,10 @@ use crate::event::{DType, Element, EventId, Key, Value};
 pub trait Fill: Element + H5Type {
     /// The fill value.
     const FILL: Self;
+    /// True for NaN: the float fill, which no comparison finds.
+    fn is_missing(&self) -> bool {
+        self.to_f64().is_nan()
+    }
 }
 
 macro_rules! fill {
@@ -48,17 +52,50 @@ pub enum Data {
 macro_rules! with_data {
     ($data:expr, $v:ident : $t:ident => $body:expr) => {
         match $data {
-            $crate::sink::smalldata::column::Data::Bool($v) => { type $t = bool; $body }
-            $crate::sink::smalldata::column::Data::U8($v) => { type $t = u8; $body }
-            $crate::sink::smalldata::column::Data::U16($v) => { type $t = u16; $body }
-            $crate::sink::smalldata::column::Data::U32($v) => { type $t = u32; $body }
-            $crate::sink::smalldata::column::Data::U64($v) => { type $t = u64; $body }
-            $crate::sink::smalldata::column::Data::I8($v) => { type $t = i8; $body }
-            $crate::sink::smalldata::column::Data::I16($v) => { type $t = i16; $body }
-            $crate::sink::smalldata::column::Data::I32($v) => { type $t = i32; $body }
-            $crate::sink::smalldata::column::Data::I64($v) => { type $t = i64; $body }
-            $crate::sink::smalldata::column::Data::F32($v) => { type $t = f32; $body }
-            $crate::sink::smalldata::column::Data::F64($v) => { type $t = f64; $body }
+            $crate::sink::smalldata::column::Data::Bool($v) => {
+                type $t = bool;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::U8($v) => {
+                type $t = u8;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::U16($v) => {
+                type $t = u16;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::U32($v) => {
+                type $t = u32;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::U64($v) => {
+                type $t = u64;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::I8($v) => {
+                type $t = i8;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::I16($v) => {
+                type $t = i16;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::I32($v) => {
+                type $t = i32;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::I64($v) => {
+                type $t = i64;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::F32($v) => {
+                type $t = f32;
+                $body
+            }
+            $crate::sink::smalldata::column::Data::F64($v) => {
+                type $t = f64;
+                $body
+            }
         }
     };
 }
@@ -201,7 +238,9 @@ mod tests {
             error.to_string(),
             "key \"detector/sum\" at event 11: got float32, but its first value (event 10) fixed it as float64; values are never cast"
         );
-        let error = column.push(&Value::from(vec![1.0f64, 2.0]), 12).unwrap_err();
+        let error = column
+            .push(&Value::from(vec![1.0f64, 2.0]), 12)
+            .unwrap_err();
         assert_eq!(error.got, "float64[2]");
     }
 }

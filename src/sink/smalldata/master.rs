@@ -62,7 +62,11 @@ pub(crate) fn write_master(
         }
         let lo = local[block.writer];
         match runs.last_mut() {
-            Some(run) if run.0 == block.writer && run.1 + run.3 == lo && run.2 + run.3 == global => run.3 += block.rows,
+            Some(run)
+                if run.0 == block.writer && run.1 + run.3 == lo && run.2 + run.3 == global =>
+            {
+                run.3 += block.rows
+            }
             _ => runs.push((block.writer, lo, global, block.rows)),
         }
         local[block.writer] += block.rows;
@@ -78,7 +82,14 @@ pub(crate) fn write_master(
     }
 
     let mut keys: BTreeMap<String, (DType, Vec<usize>, String)> = BTreeMap::new();
-    keys.insert("timestamp".into(), (DType::I64, vec![], parts.first().map(|p| p.file.clone()).unwrap_or_default()));
+    keys.insert(
+        "timestamp".into(),
+        (
+            DType::I64,
+            vec![],
+            parts.first().map(|p| p.file.clone()).unwrap_or_default(),
+        ),
+    );
     for part in parts {
         for (name, dtype, shape) in &part.keys {
             match keys.get(name) {
@@ -127,17 +138,36 @@ pub(crate) fn write_master(
             let base = format!("summary/{}", summary.key());
             create_groups(&file, &format!("{base}/x")).map_err(|e| context(&base, e))?;
             let group = file.group(&base).map_err(|e| context(&base, e))?;
-            let write = |name: &str, values: &[f64], shape: &[usize]| -> Result<(), SmallDataError> {
-                let array = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), values).expect("summary shape");
-                group.new_dataset_builder().with_data(array).create(name).map_err(|e| context(name, e))?;
-                Ok(())
-            };
+            let write =
+                |name: &str, values: &[f64], shape: &[usize]| -> Result<(), SmallDataError> {
+                    let array = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), values)
+                        .expect("summary shape");
+                    group
+                        .new_dataset_builder()
+                        .with_data(array)
+                        .create(name)
+                        .map_err(|e| context(name, e))?;
+                    Ok(())
+                };
             match (summary, result) {
-                (Summary::Stats(_), Reduced::Stats { count, sum, min, max, shape }) => {
+                (
+                    Summary::Stats(_),
+                    Reduced::Stats {
+                        count,
+                        sum,
+                        min,
+                        max,
+                        shape,
+                    },
+                ) => {
                     let shape = if *count == 0 { &[][..] } else { &shape[..] };
                     let n = shape.iter().product::<usize>();
                     let nan = vec![f64::NAN; n];
-                    let (sum, min, max) = if *count == 0 { (&vec![0.0; n], &nan, &nan) } else { (sum, min, max) };
+                    let (sum, min, max) = if *count == 0 {
+                        (&vec![0.0; n], &nan, &nan)
+                    } else {
+                        (sum, min, max)
+                    };
                     let mean: Vec<f64> = sum.iter().map(|s| s / *count as f64).collect();
                     write("sum", sum, shape)?;
                     write("min", min, shape)?;
@@ -155,7 +185,9 @@ pub(crate) fn write_master(
                         .with_data(&ndarray::Array1::from(counts.clone()))
                         .create("histogram")
                         .map_err(|e| context("histogram", e))?;
-                    let edges: Vec<f64> = (0..=*bins).map(|i| lo + (hi - lo) * i as f64 / *bins as f64).collect();
+                    let edges: Vec<f64> = (0..=*bins)
+                        .map(|i| lo + (hi - lo) * i as f64 / *bins as f64)
+                        .collect();
                     write("edges", &edges, &[bins + 1])?;
                 }
                 _ => unreachable!("results match their summaries"),

@@ -209,7 +209,10 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
     fn smalldata(self, config: SmallData) {
         let peers = self.scope().peers();
         let local = crate::runtime::workers_per_process().unwrap_or(peers);
-        let writers = config.writers.unwrap_or(peers / local.max(1)).clamp(1, peers);
+        let writers = config
+            .writers
+            .unwrap_or(peers / local.max(1))
+            .clamp(1, peers);
         // Writer k on the first worker of its share, so one-per-process lands on each process.
         let writer_worker = move |k: usize| k * peers / writers;
         let tagged = self.unary(Pipeline, "SmallDataTag", |_, _| {
@@ -225,7 +228,9 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
         let summaries = config.summaries.clone();
         let cfg = config.clone();
         let reports = tagged.unary_frontier(
-            Exchange::new(move |(batch, _): &(Batch, Event)| writer_worker((*batch % writers as u64) as usize) as u64),
+            Exchange::new(move |(batch, _): &(Batch, Event)| {
+                writer_worker((*batch % writers as u64) as usize) as u64
+            }),
             "SmallDataWriter",
             move |capability, _info| {
                 let mut capability = Some(capability);
@@ -267,7 +272,9 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                         let (batch, mut rows) = entry.remove_entry();
                         rows.sort_by_key(|e| e.id);
                         let Some((k, part)) = writer.as_mut() else {
-                            fail(format!("smalldata: batch {batch} reached a worker without a writer"));
+                            fail(format!(
+                                "smalldata: batch {batch} reached a worker without a writer"
+                            ));
                             failed = true;
                             break;
                         };
@@ -281,7 +288,10 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                             failed = true;
                             break;
                         }
-                        let partials = summaries.iter().map(|s| Reduced::of_batch(s, &rows)).collect();
+                        let partials = summaries
+                            .iter()
+                            .map(|s| Reduced::of_batch(s, &rows))
+                            .collect();
                         session.give(Report::Block {
                             batch,
                             writer: *k,
@@ -321,49 +331,72 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
         let mut parts: BTreeMap<usize, PartSchema> = BTreeMap::new();
         // Every report is routed to worker 0; the others only see their (empty) input end.
         let mut done = self_is_master(&reports);
-        reports.sink(Exchange::new(|_: &Report| 0), "SmallDataMaster", move |(input, frontier)| {
-            input.for_each(|_, data| {
-                for report in data.drain(..) {
-                    match report {
-                        Report::Block { batch, writer, rows, partials: p } => {
-                            blocks.push(master::Block { batch, writer, rows });
-                            partials.insert(batch, p);
-                        }
-                        Report::Part { writer, schema } => {
-                            parts.insert(writer, schema);
+        reports.sink(
+            Exchange::new(|_: &Report| 0),
+            "SmallDataMaster",
+            move |(input, frontier)| {
+                input.for_each(|_, data| {
+                    for report in data.drain(..) {
+                        match report {
+                            Report::Block {
+                                batch,
+                                writer,
+                                rows,
+                                partials: p,
+                            } => {
+                                blocks.push(master::Block {
+                                    batch,
+                                    writer,
+                                    rows,
+                                });
+                                partials.insert(batch, p);
+                            }
+                            Report::Part { writer, schema } => {
+                                parts.insert(writer, schema);
+                            }
                         }
                     }
+                });
+                if done || !frontier.is_empty() || crate::runtime::aborted() {
+                    return;
                 }
-            });
-            if done || !frontier.is_empty() || crate::runtime::aborted() {
-                return;
-            }
-            done = true;
-            if parts.len() != writers {
-                let missing: Vec<usize> = (0..writers).filter(|k| !parts.contains_key(k)).collect();
-                fail(format!("smalldata: part files {missing:?} were not finished; no master written"));
-                return;
-            }
-            let mut totals: Vec<(Summary, Reduced)> =
-                summaries.iter().map(|s| (s.clone(), Reduced::empty(s))).collect();
-            for batch_partials in partials.values() {
-                for ((_, total), partial) in totals.iter_mut().zip(batch_partials) {
-                    total.combine(partial);
+                done = true;
+                if parts.len() != writers {
+                    let missing: Vec<usize> =
+                        (0..writers).filter(|k| !parts.contains_key(k)).collect();
+                    fail(format!(
+                        "smalldata: part files {missing:?} were not finished; no master written"
+                    ));
+                    return;
                 }
-            }
-            let parts: Vec<PartSchema> = std::mem::take(&mut parts).into_values().collect();
-            match master::write_master(&config.path, &parts, std::mem::take(&mut blocks), &totals) {
-                Ok(rows) => {
-                    remove_stale_parts(&config, writers);
-                    *config.result.lock().unwrap() = Some(SmallDataResult {
-                        master: config.path.clone(),
-                        rows,
-                        summaries: totals,
-                    });
+                let mut totals: Vec<(Summary, Reduced)> = summaries
+                    .iter()
+                    .map(|s| (s.clone(), Reduced::empty(s)))
+                    .collect();
+                for batch_partials in partials.values() {
+                    for ((_, total), partial) in totals.iter_mut().zip(batch_partials) {
+                        total.combine(partial);
+                    }
                 }
-                Err(e) => fail(format!("smalldata: {e}")),
-            }
-        });
+                let parts: Vec<PartSchema> = std::mem::take(&mut parts).into_values().collect();
+                match master::write_master(
+                    &config.path,
+                    &parts,
+                    std::mem::take(&mut blocks),
+                    &totals,
+                ) {
+                    Ok(rows) => {
+                        remove_stale_parts(&config, writers);
+                        *config.result.lock().unwrap() = Some(SmallDataResult {
+                            master: config.path.clone(),
+                            rows,
+                            summaries: totals,
+                        });
+                    }
+                    Err(e) => fail(format!("smalldata: {e}")),
+                }
+            },
+        );
     }
 }
 

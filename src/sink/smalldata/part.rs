@@ -157,7 +157,10 @@ impl PartWriter {
             return Ok(());
         }
         let path = self.path.clone();
-        let write = |name: &str, shape: &[usize], data: &super::column::Data| -> Result<(), SmallDataError> {
+        let write = |name: &str,
+                     shape: &[usize],
+                     data: &super::column::Data|
+         -> Result<(), SmallDataError> {
             let context = |e| SmallDataError::hdf5(&path, name, e);
             let dataset = self.file.dataset(name).map_err(context)?;
             let mut full = vec![to];
@@ -179,7 +182,11 @@ impl PartWriter {
         for column in &self.columns {
             write(column.key.name(), &column.shape, &column.data)?;
         }
-        write("timestamp", &[], &super::column::Data::I64(std::mem::take(&mut self.timestamps)))?;
+        write(
+            "timestamp",
+            &[],
+            &super::column::Data::I64(std::mem::take(&mut self.timestamps)),
+        )?;
         for column in &mut self.columns {
             column.clear();
         }
@@ -190,7 +197,9 @@ impl PartWriter {
     /// Flushes, closes the file and describes it.
     pub fn finish(mut self) -> Result<PartSchema, SmallDataError> {
         self.flush()?;
-        self.file.flush().map_err(|e| SmallDataError::hdf5(&self.path, "flush", e))?;
+        self.file
+            .flush()
+            .map_err(|e| SmallDataError::hdf5(&self.path, "flush", e))?;
         let file = self
             .path
             .file_name()

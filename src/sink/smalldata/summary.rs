@@ -79,7 +79,16 @@ impl Reduced {
                 None => vec![value.as_f64().unwrap_or(f64::NAN)],
             };
             match (&mut out, summary) {
-                (Reduced::Stats { count, sum, min, max, shape }, _) => {
+                (
+                    Reduced::Stats {
+                        count,
+                        sum,
+                        min,
+                        max,
+                        shape,
+                    },
+                    _,
+                ) => {
                     if *count == 0 {
                         *shape = value.shape().to_vec();
                         *sum = vec![0.0; values.len()];
@@ -117,16 +126,31 @@ impl Reduced {
     /// Adds a later batch's result.
     pub(crate) fn combine(&mut self, later: &Reduced) {
         match (self, later) {
-            (Reduced::Histogram(a), Reduced::Histogram(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+            (Reduced::Histogram(a), Reduced::Histogram(b)) => {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y)
+            }
             (
-                Reduced::Stats { count, sum, min, max, shape },
-                Reduced::Stats { count: c2, sum: s2, min: n2, max: x2, shape: sh2 },
+                Reduced::Stats {
+                    count,
+                    sum,
+                    min,
+                    max,
+                    shape,
+                },
+                Reduced::Stats {
+                    count: c2,
+                    sum: s2,
+                    min: n2,
+                    max: x2,
+                    shape: sh2,
+                },
             ) => {
                 if *c2 == 0 {
                     return;
                 }
                 if *count == 0 {
-                    (*count, *sum, *min, *max, *shape) = (*c2, s2.clone(), n2.clone(), x2.clone(), sh2.clone());
+                    (*count, *sum, *min, *max, *shape) =
+                        (*c2, s2.clone(), n2.clone(), x2.clone(), sh2.clone());
                     return;
                 }
                 *count += c2;

@@ -1,0 +1,122 @@
+//! `shotflow inspect FILE`: what a smalldata file holds, as a user checks it before analysis.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
+use shotflow::sink::smalldata::column::Fill;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A smalldata master (or part) file.
+    file: PathBuf,
+}
+
+fn fills<T: Fill>(dataset: &hdf5::Dataset) -> Result<usize> {
+    let values = dataset.read_raw::<T>()?;
+    // NaN is the float fill and never equals itself: compare by "is missing" instead.
+    let missing = |v: &T| {
+        if T::FILL.is_missing() {
+            v.is_missing()
+        } else {
+            *v == T::FILL
+        }
+    };
+    Ok(values.iter().filter(|v| missing(v)).count())
+}
+
+fn describe(dataset: &hdf5::Dataset) -> Result<(String, usize)> {
+    let descriptor = dataset.dtype()?.to_descriptor()?;
+    let (name, fill) = match descriptor {
+        // false is both the bool fill and a real value: a count would mislead.
+        TypeDescriptor::Boolean => ("bool", usize::MAX),
+        TypeDescriptor::Unsigned(IntSize::U1) => ("uint8", fills::<u8>(dataset)?),
+        TypeDescriptor::Unsigned(IntSize::U2) => ("uint16", fills::<u16>(dataset)?),
+        TypeDescriptor::Unsigned(IntSize::U4) => ("uint32", fills::<u32>(dataset)?),
+        TypeDescriptor::Unsigned(IntSize::U8) => ("uint64", fills::<u64>(dataset)?),
+        TypeDescriptor::Integer(IntSize::U1) => ("int8", fills::<i8>(dataset)?),
+        TypeDescriptor::Integer(IntSize::U2) => ("int16", fills::<i16>(dataset)?),
+        TypeDescriptor::Integer(IntSize::U4) => ("int32", fills::<i32>(dataset)?),
+        TypeDescriptor::Integer(IntSize::U8) => ("int64", fills::<i64>(dataset)?),
+        TypeDescriptor::Float(FloatSize::U4) => ("float32", fills::<f32>(dataset)?),
+        TypeDescriptor::Float(FloatSize::U8) => ("float64", fills::<f64>(dataset)?),
+        other => return Ok((format!("{other:?}"), 0)),
+    };
+    Ok((name.to_string(), fill))
+}
+
+fn walk(group: &hdf5::Group, prefix: &str, out: &mut Vec<(String, hdf5::Dataset)>) -> Result<()> {
+    for name in group.member_names()? {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if let Ok(dataset) = group.dataset(&name) {
+            out.push((path, dataset));
+        } else if let Ok(sub) = group.group(&name) {
+            walk(&sub, &path, out)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let file = hdf5::File::open(&args.file)
+        .with_context(|| format!("cannot open {} as HDF5", args.file.display()))?;
+    let mut datasets = Vec::new();
+    walk(&file, "", &mut datasets)?;
+    println!("{}", args.file.display());
+    println!(
+        "  {:<32} {:>9} {:<14} {:<8} {:>9}",
+        "dataset", "rows", "shape", "dtype", "fill rows"
+    );
+    for (path, dataset) in datasets.iter().filter(|(p, _)| !p.starts_with("summary/")) {
+        let shape = dataset.shape();
+        let rows = shape.first().copied().unwrap_or(1);
+        let (dtype, fill) =
+            describe(dataset).with_context(|| format!("{}: {path}", args.file.display()))?;
+        let per_row = shape.iter().skip(1).product::<usize>().max(1);
+        let virtual_ = if dataset.layout() == hdf5::dataset::Layout::Virtual {
+            "virtual"
+        } else {
+            ""
+        };
+        let fill = if fill == usize::MAX {
+            "-".to_string()
+        } else {
+            (fill / per_row).to_string()
+        };
+        println!(
+            "  {:<32} {:>9} {:<14} {:<8} {:>9} {virtual_}",
+            path,
+            rows,
+            format!("{:?}", &shape[1.min(shape.len())..]),
+            dtype,
+            fill
+        );
+    }
+    let summaries: Vec<_> = datasets
+        .iter()
+        .filter(|(p, _)| p.starts_with("summary/"))
+        .collect();
+    if !summaries.is_empty() {
+        println!("  summaries:");
+        for (path, dataset) in summaries {
+            let values = dataset.read_raw::<f64>().unwrap_or_default();
+            let shown: Vec<String> = values.iter().take(8).map(|v| format!("{v:.6}")).collect();
+            let more = if values.len() > 8 {
+                format!(" … ({} values)", values.len())
+            } else {
+                String::new()
+            };
+            println!(
+                "    {:<30} {}{more}",
+                path.trim_start_matches("summary/"),
+                shown.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
