@@ -65,7 +65,8 @@ fn run(
         .stats("spectrum")
         .histogram("pulse_energy", 0.0, 2.0, 20);
     if let Some(w) = writers {
-        output = output.writers(w);
+        // Several writers also flush often, so keys first seen late meet rows already on disk.
+        output = output.writers(w).cache_bytes(4096);
     }
     let result = output.result();
     let source = config();

@@ -161,7 +161,15 @@ pub(crate) struct Column {
 
 fn extend<T: Fill>(out: &mut Vec<T>, value: &Value) {
     match value {
-        Value::Array(array) => out.extend(T::view(array).expect("dtype checked").iter().copied()),
+        Value::Array(array) => {
+            let view = T::view(array).expect("dtype checked");
+            // A dynamic-rank iterator costs an index computation per element; rows are almost
+            // always contiguous.
+            match view.as_slice() {
+                Some(slice) => out.extend_from_slice(slice),
+                None => out.extend(view.iter().copied()),
+            }
+        }
         scalar => out.push(T::from_value(scalar).expect("dtype checked")),
     }
 }

@@ -130,6 +130,7 @@ pub struct SmallDataResult {
 pub struct SmallData {
     path: PathBuf,
     writers: Option<usize>,
+    cache_bytes: usize,
     summaries: Vec<Summary>,
     result: Arc<Mutex<Option<SmallDataResult>>>,
 }
@@ -140,6 +141,7 @@ impl SmallData {
         SmallData {
             path: path.into(),
             writers: None,
+            cache_bytes: part::CACHE_BYTES,
             summaries: Vec::new(),
             result: Arc::default(),
         }
@@ -148,6 +150,13 @@ impl SmallData {
     /// Number of part-file writers (default: one per process).
     pub fn writers(mut self, writers: usize) -> SmallData {
         self.writers = Some(writers.max(1));
+        self
+    }
+
+    /// Bytes each writer caches before writing to its part file (default 4 MiB): memory is
+    /// bounded by this, whatever the run length.
+    pub fn cache_bytes(mut self, bytes: usize) -> SmallData {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -252,7 +261,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                         started = true;
                         let me = crate::runtime::current_worker().unwrap_or(0);
                         if let Some(k) = (0..writers).find(|&k| writer_worker(k) == me) {
-                            match PartWriter::create(&cfg.part_path(k)) {
+                            match PartWriter::create(&cfg.part_path(k), cfg.cache_bytes) {
                                 Ok(w) => writer = Some((k, w)),
                                 Err(e) => {
                                     fail(format!("smalldata: {e}"));

@@ -16,8 +16,8 @@ use super::column::{with_data, Column, Fill};
 use super::SmallDataError;
 use crate::event::{DType, Event, EventId, Key};
 
-/// Flush a key's cache beyond this many bytes.
-const CACHE_BYTES: usize = 4 << 20;
+/// Default for [`super::SmallData::cache_bytes`].
+pub const CACHE_BYTES: usize = 4 << 20;
 /// Aim for chunks of about this size (HDF5 caps chunks at 4 GiB; 1 MiB reads well).
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -43,6 +43,7 @@ pub(crate) struct PartWriter {
     /// Rows appended (flushed + cached).
     rows: usize,
     last_id: Option<EventId>,
+    cache_bytes: usize,
 }
 
 pub(crate) fn create_groups(file: &hdf5::File, name: &str) -> hdf5::Result<()> {
@@ -72,7 +73,7 @@ fn chunk_rows(row_bytes: usize) -> usize {
 }
 
 impl PartWriter {
-    pub fn create(path: &Path) -> Result<PartWriter, SmallDataError> {
+    pub fn create(path: &Path, cache_bytes: usize) -> Result<PartWriter, SmallDataError> {
         let file = hdf5::File::create(path).map_err(|e| SmallDataError::hdf5(path, "create", e))?;
         let writer = PartWriter {
             file,
@@ -83,6 +84,7 @@ impl PartWriter {
             written: 0,
             rows: 0,
             last_id: None,
+            cache_bytes,
         };
         writer.create_dataset::<i64>("timestamp", &[])?;
         Ok(writer)
@@ -101,8 +103,29 @@ impl PartWriter {
             .shape(Extents::Simple(SimpleExtents::from_vec(extents)))
             .chunk(chunk)
             .fill_value(T::FILL)
+            // Writing the fill into every new chunk before our data overwrites it cost a third
+            // of the write time; rows we do not write are backfilled explicitly below.
+            .fill_time(hdf5::plist::dataset_create::FillTime::Never)
             .create(name)
             .map_err(context)?;
+        if self.written > 0 {
+            // A key first seen late: rows already in the file get the fill value, in slabs so
+            // memory stays bounded however long the run was.
+            let dataset = self.file.dataset(name).map_err(context)?;
+            let slab_rows = chunk_rows(row_bytes);
+            let row_len = row_bytes / std::mem::size_of::<T>();
+            let fill = vec![T::FILL; slab_rows * row_len];
+            let mut from = 0;
+            while from < self.written {
+                let to = (from + slab_rows).min(self.written);
+                let mut dims = vec![to - from];
+                dims.extend_from_slice(shape);
+                let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &fill[..(to - from) * row_len])
+                    .expect("whole rows");
+                dataset.write_slice(view, rows(from, to, shape)).map_err(context)?;
+                from = to;
+            }
+        }
         Ok(())
     }
 
@@ -144,7 +167,7 @@ impl PartWriter {
             self.rows += 1;
         }
         let cached: usize = self.columns.iter().map(|c| c.cached * c.row_bytes()).sum();
-        if cached > CACHE_BYTES {
+        if cached > self.cache_bytes {
             self.flush()?;
         }
         Ok(())

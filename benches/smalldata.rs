@@ -1,0 +1,67 @@
+//! The smalldata HDF5 sink: events/s and MB/s into part files + master (page cache), with
+//! 2 workers in one process (one writer, as in psana's one server per node).
+//!
+//! ```text
+//! cargo bench --bench smalldata            # 1,000,000 × (f64, i64, 8×f32); 250,000 × 1024×f32
+//! cargo bench --bench smalldata -- 0.1     # scale both event counts
+//! ```
+
+use std::time::Instant;
+
+use shotflow::event::{Event, Key};
+use shotflow::runtime::{execute, Launch};
+use shotflow::sink::smalldata::{SmallData, SmallDataExt};
+use shotflow::source::batched_source;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn run(name: &str, events: u64, floats: usize, scalars: bool) -> (f64, f64) {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let path = dir.path().join(format!("{name}.h5"));
+    let output = SmallData::new(&path);
+    let result = output.result();
+    let batch = if floats > 64 { 256 } else { 8192 };
+    let bytes_per_event = 8 + floats * 4 + if scalars { 16 } else { 0 };
+    let started = Instant::now();
+    execute(&Launch::threads(2), move |worker| {
+        let output = output.clone();
+        let (a, b, c) = (Key::new("a"), Key::new("b"), Key::new("c"));
+        worker.dataflow(|scope| {
+            batched_source(scope, "Bench", events.div_ceil(batch), move |n| {
+                let range = n * batch..((n + 1) * batch).min(events);
+                Ok::<_, std::convert::Infallible>(
+                    range
+                        .map(|i| {
+                            let mut e = Event::with_capacity(i, 3);
+                            if scalars {
+                                e.set(a, i as f64 * 0.5);
+                                e.set(b, i as i64);
+                            }
+                            e.set(c, vec![i as f32; floats]);
+                            e
+                        })
+                        .collect(),
+                )
+            })
+            .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(result.lock().unwrap().as_ref().unwrap().rows, events);
+    (events as f64 / seconds, events as f64 * bytes_per_event as f64 / seconds / 1e6)
+}
+
+fn main() {
+    let scale: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1.0);
+    let small = (1_000_000.0 * scale) as u64;
+    let large = (250_000.0 * scale) as u64;
+    println!("smalldata sink, 2 workers, 1 writer, output in /tmp (page cache)");
+    println!("{:<34} {:>10} {:>14} {:>10}", "workload", "events", "events/s", "MB/s");
+    let (rate, mb) = run("small", small, 8, true);
+    println!("{:<34} {small:>10} {rate:>14.3e} {mb:>10.0}", "f64 + i64 + 8×f32 per event");
+    let (rate, mb) = run("large", large, 1024, false);
+    println!("{:<34} {large:>10} {rate:>14.3e} {mb:>10.0}", "1024×f32 per event");
+}
