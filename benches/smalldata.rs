@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench smalldata            # 1,000,000 × (f64, i64, 8×f32); 250,000 × 1024×f32
 //! cargo bench --bench smalldata -- 0.1     # scale both event counts
+//! cargo bench --bench smalldata -- small   # one workload (small | large)
 //! ```
 
 use std::time::Instant;
@@ -12,9 +13,6 @@ use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::smalldata::{SmallData, SmallDataExt};
 use shotflow::source::batched_source;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(name: &str, events: u64, floats: usize, scalars: bool) -> (f64, f64) {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -51,17 +49,39 @@ fn run(name: &str, events: u64, floats: usize, scalars: bool) -> (f64, f64) {
     .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(result.lock().unwrap().as_ref().unwrap().rows, events);
-    (events as f64 / seconds, events as f64 * bytes_per_event as f64 / seconds / 1e6)
+    (
+        events as f64 / seconds,
+        events as f64 * bytes_per_event as f64 / seconds / 1e6,
+    )
 }
 
 fn main() {
-    let scale: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1.0);
     let small = (1_000_000.0 * scale) as u64;
     let large = (250_000.0 * scale) as u64;
     println!("smalldata sink, 2 workers, 1 writer, output in /tmp (page cache)");
-    println!("{:<34} {:>10} {:>14} {:>10}", "workload", "events", "events/s", "MB/s");
-    let (rate, mb) = run("small", small, 8, true);
-    println!("{:<34} {small:>10} {rate:>14.3e} {mb:>10.0}", "f64 + i64 + 8×f32 per event");
-    let (rate, mb) = run("large", large, 1024, false);
-    println!("{:<34} {large:>10} {rate:>14.3e} {mb:>10.0}", "1024×f32 per event");
+    println!(
+        "{:<34} {:>10} {:>14} {:>10}",
+        "workload", "events", "events/s", "MB/s"
+    );
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a == "small" || a == "large");
+    if only.as_deref() != Some("large") {
+        let (rate, mb) = run("small", small, 8, true);
+        println!(
+            "{:<34} {small:>10} {rate:>14.3e} {mb:>10.0}",
+            "f64 + i64 + 8×f32 per event"
+        );
+    }
+    if only.as_deref() != Some("small") {
+        let (rate, mb) = run("large", large, 1024, false);
+        println!(
+            "{:<34} {large:>10} {rate:>14.3e} {mb:>10.0}",
+            "1024×f32 per event"
+        );
+    }
 }

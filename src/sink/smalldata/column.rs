@@ -198,7 +198,11 @@ impl Column {
     }
 
     pub fn push(&mut self, value: &Value, event: EventId) -> Result<(), SchemaError> {
-        if value.dtype() != self.dtype || value.shape() != self.shape.as_slice() {
+        let shape = value.shape();
+        // Element-wise: slice equality calls memcmp, which dominated profiles of small rows.
+        let same_shape =
+            shape.len() == self.shape.len() && shape.iter().zip(&self.shape).all(|(a, b)| a == b);
+        if value.dtype() != self.dtype || !same_shape {
             return Err(SchemaError {
                 key: self.key.name().to_string(),
                 event,

@@ -120,9 +120,12 @@ impl PartWriter {
                 let to = (from + slab_rows).min(self.written);
                 let mut dims = vec![to - from];
                 dims.extend_from_slice(shape);
-                let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &fill[..(to - from) * row_len])
-                    .expect("whole rows");
-                dataset.write_slice(view, rows(from, to, shape)).map_err(context)?;
+                let view =
+                    ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &fill[..(to - from) * row_len])
+                        .expect("whole rows");
+                dataset
+                    .write_slice(view, rows(from, to, shape))
+                    .map_err(context)?;
                 from = to;
             }
         }
@@ -142,9 +145,16 @@ impl PartWriter {
             self.last_id = Some(event.id);
             self.timestamps.push(event.id as i64);
             let row = self.rows;
-            for (key, value) in event.fields() {
-                let at = match self.index.get(key) {
-                    Some(&at) => at,
+            for (position, (key, value)) in event.fields().iter().enumerate() {
+                // Events of one run usually list their fields in the same order, so the column
+                // at the field's position is nearly always the one: no hashing per value.
+                let guess = self
+                    .columns
+                    .get(position)
+                    .filter(|c| c.key == *key)
+                    .map(|_| position);
+                let at = match guess.or_else(|| self.index.get(key).copied()) {
+                    Some(at) => at,
                     None => {
                         let mut column = Column::new(*key, value, event.id);
                         // Rows already in the file are created by the next resize and read as
