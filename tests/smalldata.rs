@@ -9,6 +9,7 @@ use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::smalldata::{Reduced, SmallData, SmallDataExt};
 use shotflow::source::{Synthetic, SyntheticSource};
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::vec::Map;
 
 const EVENTS: u64 = 3_001;
@@ -313,4 +314,171 @@ fn smalldata_h5py_reads_the_master() {
     let moved = dir.path().join("moved");
     std::fs::rename(&out, &moved).unwrap();
     check(&moved.join("run.h5"));
+}
+
+/// Root rows for every event (with ragged peaks and a second row per event that is merged),
+/// and a low-rate `andor` group every 10th event.
+fn grouped_rows(e: Event, first_id: u64) -> Vec<shotflow::sink::smalldata::Row> {
+    use shotflow::sink::smalldata::Row;
+    let i = e.id - first_id;
+    let n = (i % 4) as usize;
+    let mut root = Event::new(e.id).with(Key::new("i0"), i as f64);
+    root.set(
+        Key::new("var_peaks/x"),
+        (0..n)
+            .map(|k| (i * 10 + k as u64) as f32)
+            .collect::<Vec<f32>>(),
+    );
+    root.set(
+        Key::new("var_peaks/y"),
+        (0..n)
+            .map(|k| -((i * 10 + k as u64) as i32))
+            .collect::<Vec<i32>>(),
+    );
+    let extra = Event::new(e.id).with(Key::new("extra"), i as u32);
+    let mut rows = vec![Row::from(root), Row::from(extra)];
+    if i % 10 == 0 {
+        rows.push(Row::in_group(
+            "andor",
+            Event::new(e.id).with(Key::new("spectrum"), vec![i as u16; 4]),
+        ));
+    }
+    rows
+}
+
+fn check_grouped(path: &Path) {
+    let file = hdf5::File::open(path).unwrap();
+    let first = config().first_id;
+    let ts = file
+        .dataset("timestamp")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap();
+    same(
+        "timestamp",
+        &ts,
+        &(0..EVENTS).map(|i| (first + i) as i64).collect::<Vec<_>>(),
+    );
+    let i0 = file.dataset("i0").unwrap().read_raw::<f64>().unwrap();
+    same(
+        "i0",
+        &i0,
+        &(0..EVENTS).map(|i| i as f64).collect::<Vec<_>>(),
+    );
+    let extra = file.dataset("extra").unwrap().read_raw::<u32>().unwrap();
+    same(
+        "extra (merged rows)",
+        &extra,
+        &(0..EVENTS as u32).collect::<Vec<_>>(),
+    );
+    let lens = file
+        .dataset("var_peaks_len")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap();
+    same(
+        "var_peaks_len",
+        &lens,
+        &(0..EVENTS).map(|i| (i % 4) as i64).collect::<Vec<_>>(),
+    );
+    let x = file
+        .dataset("var_peaks/x")
+        .unwrap()
+        .read_raw::<f32>()
+        .unwrap();
+    let want_x: Vec<f32> = (0..EVENTS)
+        .flat_map(|i| (0..i % 4).map(move |k| (i * 10 + k) as f32))
+        .collect();
+    same("var_peaks/x", &x, &want_x);
+    let y = file
+        .dataset("var_peaks/y")
+        .unwrap()
+        .read_raw::<i32>()
+        .unwrap();
+    same(
+        "var_peaks/y",
+        &y,
+        &want_x.iter().map(|v| -(*v as i32)).collect::<Vec<_>>(),
+    );
+    let andor_ts = file
+        .dataset("andor/timestamp")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap();
+    let want: Vec<i64> = (0..EVENTS)
+        .filter(|i| i % 10 == 0)
+        .map(|i| (first + i) as i64)
+        .collect();
+    same("andor/timestamp", &andor_ts, &want);
+    let spectrum = file
+        .dataset("andor/spectrum")
+        .unwrap()
+        .read_2d::<u16>()
+        .unwrap();
+    assert_eq!(spectrum.dim(), (want.len(), 4));
+    for (row, id) in spectrum.rows().into_iter().zip(&want) {
+        assert!(row.iter().all(|v| *v == (*id as u64 - first) as u16));
+    }
+}
+
+#[test]
+fn groups_ragged_arrays_and_merged_rows_at_1_2_3_workers() {
+    let _serial = serial();
+    use timely::dataflow::operators::vec::Map;
+    let cases: Vec<(Plan, Option<usize>)> = vec![
+        (Plan::Thread, None),
+        (Plan::Process { workers: 2 }, Some(2)),
+        (Plan::Process { workers: 3 }, Some(3)),
+    ];
+    for (plan, writers) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grouped.h5");
+        let mut output = SmallData::new(&path)
+            .stats("andor/spectrum")
+            .cache_bytes(2048);
+        if let Some(w) = writers {
+            output = output.writers(w);
+        }
+        let result = output.result();
+        let source = config();
+        execute_plan(&plan, move |worker| {
+            let (output, source) = (output.clone(), source.clone());
+            worker.dataflow(|scope| {
+                let first = source.first_id;
+                scope
+                    .synthetic(&source)
+                    .flat_map(move |e| grouped_rows(e, first))
+                    .smalldata(output);
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let result = result.lock().unwrap().clone().unwrap();
+        assert_eq!(result.rows, EVENTS);
+        match &result.summaries[0].1 {
+            Reduced::Stats { count, sum, .. } => {
+                assert_eq!(*count, 301);
+                let want: f64 = (0..EVENTS).filter(|i| i % 10 == 0).map(|i| i as f64).sum();
+                assert_eq!(sum, &vec![want; 4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        check_grouped(&path);
+        if writers == Some(3) {
+            let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_grouped.py");
+            let o = Command::new(&python)
+                .arg(&script)
+                .arg(&path)
+                .arg(EVENTS.to_string())
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
 }

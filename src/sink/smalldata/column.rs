@@ -15,6 +15,8 @@ use crate::event::{DType, Element, EventId, Key, Value};
 pub trait Fill: Element + H5Type {
     /// The fill value.
     const FILL: Self;
+    /// Converts a small integer (used for the zero fill of `_len` datasets).
+    fn from_i64(v: i64) -> Self;
     /// True for NaN: the float fill, which no comparison finds.
     fn is_missing(&self) -> bool {
         self.to_f64().is_nan()
@@ -22,10 +24,18 @@ pub trait Fill: Element + H5Type {
 }
 
 macro_rules! fill {
-    ($($t:ty => $v:expr),* $(,)?) => {$(impl Fill for $t { const FILL: Self = $v; })*};
+    ($($t:ty => $v:expr),* $(,)?) => {$(impl Fill for $t {
+        const FILL: Self = $v;
+        fn from_i64(v: i64) -> Self { v as $t }
+    })*};
+}
+impl Fill for bool {
+    const FILL: Self = false;
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
 }
 fill!(
-    bool => false,
     u8 => u8::MAX, u16 => u16::MAX, u32 => u32::MAX, u64 => u64::MAX,
     i8 => i8::MIN, i16 => i16::MIN, i32 => -99_999, i64 => -99_999,
     f32 => f32::NAN, f64 => f64::NAN,
@@ -157,6 +167,10 @@ pub(crate) struct Column {
     /// that lack the key).
     pub filled_to: usize,
     pub first_event: EventId,
+    /// A `var_` column: the first axis of each value is ragged, rows are concatenated.
+    pub ragged: bool,
+    /// Rows (aligned) or elements along the ragged axis already in the file.
+    pub written: usize,
 }
 
 fn extend<T: Fill>(out: &mut Vec<T>, value: &Value) {
@@ -184,7 +198,49 @@ impl Column {
             cached: 0,
             filled_to: 0,
             first_event: event,
+            ragged: false,
+            written: 0,
         }
+    }
+
+    /// A ragged (`var_`) column: its rows have the value's trailing shape.
+    pub fn new_ragged(key: Key, value: &Value, event: EventId) -> Result<Column, SchemaError> {
+        if value.shape().is_empty() {
+            return Err(SchemaError {
+                key: key.name().to_string(),
+                event,
+                first_event: event,
+                expected: "an array (var_ keys hold a variable-length first axis)".into(),
+                got: describe(value.dtype(), value.shape()),
+            });
+        }
+        let mut column = Column::new(key, value, event);
+        column.shape.remove(0);
+        column.ragged = true;
+        Ok(column)
+    }
+
+    /// Appends a ragged value; returns its length along the ragged axis.
+    pub fn push_ragged(&mut self, value: &Value, event: EventId) -> Result<usize, SchemaError> {
+        let shape = value.shape();
+        let fits = !shape.is_empty()
+            && value.dtype() == self.dtype
+            && shape.len() == self.shape.len() + 1
+            && shape[1..].iter().zip(&self.shape).all(|(a, b)| a == b);
+        if !fits {
+            let mut expected = vec![0];
+            expected.extend_from_slice(&self.shape);
+            return Err(SchemaError {
+                key: self.key.name().to_string(),
+                event,
+                first_event: self.first_event,
+                expected: describe(self.dtype, &expected).replacen('0', "n", 1),
+                got: describe(value.dtype(), shape),
+            });
+        }
+        with_data!(&mut self.data, v: T => extend::<T>(v, value));
+        self.cached += shape[0];
+        Ok(shape[0])
     }
 
     /// Elements per row.

@@ -9,17 +9,17 @@ use std::path::Path;
 use hdf5::{Extent, Extents, SimpleExtents};
 
 use super::column::{describe, with_data, Data, Fill};
-use super::part::{create_groups, rows, PartSchema};
+use super::part::{create_groups, rows, var_parent, GroupCounts, PartSchema};
 use super::summary::{Reduced, Summary};
 use super::SmallDataError;
 use crate::event::DType;
 use crate::sink::Batch;
 
-/// Where each batch's rows are: which writer, how many.
+/// Where each batch's rows are: which writer, how many per group.
 pub(crate) struct Block {
     pub batch: Batch,
     pub writer: usize,
-    pub rows: u64,
+    pub counts: Vec<GroupCounts>,
 }
 
 fn empty_data(dtype: DType) -> Data {
@@ -44,7 +44,47 @@ fn extents(rows: u64, shape: &[usize]) -> Extents {
     Extents::Simple(SimpleExtents::from_vec(e))
 }
 
-/// Writes the master `path` from the parts (indexed by writer) and the batch layout.
+/// Contiguous runs `(writer, offset in its part, offset in the master, rows)` of one dataset,
+/// in batch order, adjacent runs merged; and the total.
+fn runs(
+    blocks: &[Block],
+    writers: usize,
+    count: impl Fn(&Block) -> u64,
+) -> (Vec<(usize, u64, u64, u64)>, Vec<u64>, u64) {
+    let mut local = vec![0u64; writers];
+    let mut global = 0u64;
+    let mut out: Vec<(usize, u64, u64, u64)> = Vec::new();
+    for block in blocks {
+        let n = count(block);
+        if n == 0 {
+            continue;
+        }
+        let lo = local[block.writer];
+        match out.last_mut() {
+            Some(run)
+                if run.0 == block.writer && run.1 + run.3 == lo && run.2 + run.3 == global =>
+            {
+                run.3 += n
+            }
+            _ => out.push((block.writer, lo, global, n)),
+        }
+        local[block.writer] += n;
+        global += n;
+    }
+    (out, local, global)
+}
+
+/// One dataset of the master: where it comes from.
+struct Planned {
+    dtype: DType,
+    shape: Vec<usize>,
+    ragged: bool,
+    group: Option<String>,
+    first: String,
+}
+
+/// Writes the master `path` from the parts (indexed by writer) and the batch layout. Returns
+/// the number of events of the root group.
 pub(crate) fn write_master(
     path: &Path,
     parts: &[PartSchema],
@@ -52,82 +92,128 @@ pub(crate) fn write_master(
     summaries: &[(Summary, Reduced)],
 ) -> Result<u64, SmallDataError> {
     blocks.sort_by_key(|b| b.batch);
-    // (writer, offset in its part, offset in the master, rows), adjacent runs merged
-    let mut local = vec![0u64; parts.len()];
-    let mut global = 0u64;
-    let mut runs: Vec<(usize, u64, u64, u64)> = Vec::new();
-    for block in &blocks {
-        if block.rows == 0 {
-            continue;
-        }
-        let lo = local[block.writer];
-        match runs.last_mut() {
-            Some(run)
-                if run.0 == block.writer && run.1 + run.3 == lo && run.2 + run.3 == global =>
-            {
-                run.3 += block.rows
-            }
-            _ => runs.push((block.writer, lo, global, block.rows)),
-        }
-        local[block.writer] += block.rows;
-        global += block.rows;
-    }
-    for (writer, part) in parts.iter().enumerate() {
-        if local[writer] != part.rows {
-            return Err(SmallDataError::Other(format!(
-                "part file {} holds {} rows but its batches account for {}",
-                part.file, part.rows, local[writer]
-            )));
-        }
-    }
-
-    let mut keys: BTreeMap<String, (DType, Vec<usize>, String)> = BTreeMap::new();
-    keys.insert(
-        "timestamp".into(),
-        (
-            DType::I64,
-            vec![],
-            parts.first().map(|p| p.file.clone()).unwrap_or_default(),
-        ),
-    );
+    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut groups: Vec<Option<String>> = vec![None];
     for part in parts {
-        for (name, dtype, shape) in &part.keys {
-            match keys.get(name) {
-                Some((d, s, first)) if (d, s) != (dtype, shape) => {
-                    return Err(SmallDataError::Other(format!(
-                        "key {name:?} is {} in {first} but {} in {}",
-                        describe(*d, s),
-                        describe(*dtype, shape),
-                        part.file
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    keys.insert(name.clone(), (*dtype, shape.clone(), part.file.clone()));
+        for group in &part.groups {
+            if !groups.contains(&group.group) {
+                groups.push(group.group.clone());
+            }
+            let prefix = group
+                .group
+                .as_ref()
+                .map(|g| format!("{g}/"))
+                .unwrap_or_default();
+            let stamp = format!("{prefix}timestamp");
+            let stamp_schema = super::part::KeySchema {
+                name: stamp,
+                dtype: DType::I64,
+                shape: vec![],
+                ragged: false,
+                rows: group.rows,
+            };
+            for key in group.keys.iter().chain(std::iter::once(&stamp_schema)) {
+                match planned.get(&key.name) {
+                    Some(p)
+                        if (p.dtype, &p.shape, p.ragged) != (key.dtype, &key.shape, key.ragged) =>
+                    {
+                        return Err(SmallDataError::Other(format!(
+                            "key {:?} is {} in {} but {} in {}",
+                            key.name,
+                            describe(p.dtype, &p.shape),
+                            p.first,
+                            describe(key.dtype, &key.shape),
+                            part.file
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        planned.insert(
+                            key.name.clone(),
+                            Planned {
+                                dtype: key.dtype,
+                                shape: key.shape.clone(),
+                                ragged: key.ragged,
+                                group: group.group.clone(),
+                                first: part.file.clone(),
+                            },
+                        );
+                    }
                 }
             }
         }
     }
+    let group_rows = |block: &Block, group: &Option<String>| {
+        block
+            .counts
+            .iter()
+            .find(|c| c.group == *group)
+            .map_or(0, |c| c.rows)
+    };
+    let mut root_rows = 0;
+    for group in &groups {
+        let (_, local, total) = runs(&blocks, parts.len(), |b| group_rows(b, group));
+        if group.is_none() {
+            root_rows = total;
+        }
+        for (writer, part) in parts.iter().enumerate() {
+            let rows = part
+                .groups
+                .iter()
+                .find(|g| g.group == *group)
+                .map_or(0, |g| g.rows);
+            if local[writer] != rows {
+                return Err(SmallDataError::Other(format!(
+                    "part file {} holds {rows} rows of group {group:?} but its batches account for {}",
+                    part.file, local[writer]
+                )));
+            }
+        }
+    }
+    // Keep the root's `timestamp` even when nothing was written.
+    planned.entry("timestamp".into()).or_insert(Planned {
+        dtype: DType::I64,
+        shape: vec![],
+        ragged: false,
+        group: None,
+        first: String::new(),
+    });
 
     let tmp = path.with_extension("h5.tmp");
     let context = |what: &str, e: hdf5::Error| SmallDataError::hdf5(path, what, e);
     {
         let file = hdf5::File::create(&tmp).map_err(|e| context("create", e))?;
-        for (name, (dtype, shape, _)) in &keys {
+        for (name, plan) in &planned {
             create_groups(&file, name).map_err(|e| context(name, e))?;
-            with_data!(&empty_data(*dtype), _v: T => {
-                let mut builder = file.new_dataset::<T>().shape(extents(global, shape)).fill_value(<T as Fill>::FILL);
+            let (runs, _, total) = if plan.ragged {
+                runs(&blocks, parts.len(), |b| {
+                    b.counts
+                        .iter()
+                        .flat_map(|c| &c.ragged)
+                        .find(|(k, _)| k == name)
+                        .map_or(0, |(_, n)| *n)
+                })
+            } else {
+                runs(&blocks, parts.len(), |b| group_rows(b, &plan.group))
+            };
+            let shape = &plan.shape;
+            with_data!(&empty_data(plan.dtype), _v: T => {
+                let fill = if name.ends_with("_len") && var_parent(name).is_some() { <T as Fill>::from_i64(0) } else { <T as Fill>::FILL };
+                let mut builder = file.new_dataset::<T>().shape(extents(total, shape)).fill_value(fill);
                 for &(writer, lo, go, n) in &runs {
                     let part = &parts[writer];
-                    if name != "timestamp" && !part.keys.iter().any(|(k, _, _)| k == name) {
+                    let Some(source) = part.groups.iter().flat_map(|g| &g.keys).find(|k| k.name == *name).map(|k| k.rows).or_else(|| {
+                        // `timestamp` datasets are not listed among the keys
+                        name.ends_with("timestamp").then(|| part.groups.iter().find(|g| g.group == plan.group).map_or(0, |g| g.rows))
+                    }) else {
                         continue; // unmapped: reads as the fill value
-                    }
+                    };
                     builder = builder.virtual_map(
                         &part.file,
                         name,
-                        extents(part.rows, shape),
+                        extents(source, shape),
                         rows(lo as usize, (lo + n) as usize, shape),
-                        extents(global, shape),
+                        extents(total, shape),
                         rows(go as usize, (go + n) as usize, shape),
                     );
                 }
@@ -199,5 +285,5 @@ pub(crate) fn write_master(
         path: path.display().to_string(),
         source: e,
     })?;
-    Ok(global)
+    Ok(root_rows)
 }

@@ -16,8 +16,10 @@
 //! `timestamp` (event id, int64), and `summary/<key>/...`. Missing values hold the key's fill
 //! value ([`column::Fill`]) in part rows, in the HDF5 fill property and in the VDS fill alike.
 //!
-//! Not yet here (psana has them): `align_group` groups with their own timestamps, and ragged
-//! `var_` arrays.
+//! Rows may belong to an alignment group ([`Row::in_group`], psana's `align_group`): the
+//! group's keys live under `<group>/` with their own `<group>/timestamp`, aligned among the
+//! group's events only. Keys with a `var_` path component are ragged: values are concatenated
+//! along their first axis, with an aligned `<var_parent>_len` (psana's layout).
 //!
 //! # Examples
 //!
@@ -57,10 +59,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 pub use column::SchemaError;
-pub use part::PartSchema;
+pub use part::{GroupCounts, GroupSchema, KeySchema, PartSchema};
 pub use summary::{Reduced, Summary};
 
-use crate::event::Event;
+use crate::event::{Event, Key};
 use crate::runtime::fail;
 use crate::sink::Batch;
 use part::PartWriter;
@@ -193,13 +195,58 @@ impl SmallData {
     }
 }
 
+/// One row of the smalldata output: an event's fields, in the root group or in an alignment
+/// group (psana's `align_group`) with its own `timestamp`, so a low-rate detector is not padded
+/// to the high-rate event count.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::event::{Event, Key};
+/// use shotflow::sink::smalldata::Row;
+///
+/// let fast = Row::from(Event::new(7).with(Key::new("i0"), 1.0));
+/// let slow = Row::in_group("andor", Event::new(7).with(Key::new("spectrum"), vec![0u16; 4]));
+/// assert_eq!(fast.group, None);
+/// assert_eq!(slow.group.unwrap().name(), "andor");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The alignment group (`None`: the root).
+    pub group: Option<Key>,
+    /// The event id and fields.
+    pub event: Event,
+}
+
+impl Row {
+    /// A row of alignment group `group`.
+    pub fn in_group(group: &str, event: Event) -> Row {
+        Row {
+            group: Some(Key::new(group)),
+            event,
+        }
+    }
+}
+
+impl From<Event> for Row {
+    fn from(event: Event) -> Row {
+        Row { group: None, event }
+    }
+}
+
+impl crate::event::HasEventId for Row {
+    fn event_id(&self) -> crate::event::EventId {
+        self.event.id
+    }
+}
+
 /// What writers tell worker 0.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Report {
     Block {
         batch: Batch,
         writer: usize,
-        rows: u64,
+        counts: Vec<GroupCounts>,
         partials: Vec<Reduced>,
     },
     Part {
@@ -208,13 +255,37 @@ enum Report {
     },
 }
 
-/// Attaches a smalldata output to a stream of events.
+/// Attaches a smalldata output to a stream of events or [`Row`]s.
 pub trait SmallDataExt {
-    /// Writes every event's fields as one row of the smalldata output.
+    /// Writes every item as one row of the smalldata output.
     fn smalldata(self, config: SmallData);
 }
 
 impl SmallDataExt for StreamVec<'_, Batch, Event> {
+    fn smalldata(self, config: SmallData) {
+        use timely::dataflow::operators::vec::Map;
+        self.map(Row::from).smalldata(config)
+    }
+}
+
+/// Merges rows of one group with the same event id (sorted, so they are adjacent): later
+/// values win, as psana merges repeated calls for one timestamp.
+fn merge_same_event(rows: Vec<Row>) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match out.last_mut() {
+            Some(last) if last.group == row.group && last.event.id == row.event.id => {
+                for (key, value) in row.event.fields() {
+                    last.event.set(*key, value.clone());
+                }
+            }
+            _ => out.push(row),
+        }
+    }
+    out
+}
+
+impl SmallDataExt for StreamVec<'_, Batch, Row> {
     fn smalldata(self, config: SmallData) {
         let peers = self.scope().peers();
         let local = crate::runtime::workers_per_process().unwrap_or(peers);
@@ -230,20 +301,20 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                     let batch = *time.time();
                     output
                         .session(&time)
-                        .give_iterator(data.flat_map(|d| d.drain(..)).map(|e| (batch, e)));
+                        .give_iterator(data.flat_map(|d| d.drain(..)).map(|r| (batch, r)));
                 })
             }
         });
         let summaries = config.summaries.clone();
         let cfg = config.clone();
         let reports = tagged.unary_frontier(
-            Exchange::new(move |(batch, _): &(Batch, Event)| {
+            Exchange::new(move |(batch, _): &(Batch, Row)| {
                 writer_worker((*batch % writers as u64) as usize) as u64
             }),
             "SmallDataWriter",
             move |capability, _info| {
                 let mut capability = Some(capability);
-                let mut pending: BTreeMap<Batch, Vec<Event>> = BTreeMap::new();
+                let mut pending: BTreeMap<Batch, Vec<Row>> = BTreeMap::new();
                 let mut writer: Option<(usize, PartWriter)> = None;
                 let mut started = false;
                 move |(input, frontier), output| {
@@ -251,7 +322,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                         pending
                             .entry(*time.time())
                             .or_default()
-                            .extend(data.drain(..).map(|(_, e)| e));
+                            .extend(data.drain(..).map(|(_, r)| r));
                     });
                     let Some(cap) = capability.as_mut() else {
                         pending.clear();
@@ -279,7 +350,9 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                             break;
                         }
                         let (batch, mut rows) = entry.remove_entry();
-                        rows.sort_by_key(|e| e.id);
+                        // Stable: rows of one event keep their production order for the merge.
+                        rows.sort_by_key(|r| r.event.id);
+                        let rows = merge_same_event(rows);
                         let Some((k, part)) = writer.as_mut() else {
                             fail(format!(
                                 "smalldata: batch {batch} reached a worker without a writer"
@@ -287,16 +360,19 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                             failed = true;
                             break;
                         };
-                        if let Err(e) = part.append(&rows) {
-                            let kept = part.written();
-                            fail(format!(
+                        let counts = match part.append(&rows) {
+                            Ok(counts) => counts,
+                            Err(e) => {
+                                let kept = part.written();
+                                fail(format!(
                                 "smalldata: {e}; {} keeps the {kept} rows written before the error",
                                 cfg.part_path(*k).display()
                             ));
-                            writer = None;
-                            failed = true;
-                            break;
-                        }
+                                writer = None;
+                                failed = true;
+                                break;
+                            }
+                        };
                         let partials = summaries
                             .iter()
                             .map(|s| Reduced::of_batch(s, &rows))
@@ -304,7 +380,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                         session.give(Report::Block {
                             batch,
                             writer: *k,
-                            rows: rows.len() as u64,
+                            counts,
                             partials,
                         });
                     }
@@ -350,13 +426,13 @@ impl SmallDataExt for StreamVec<'_, Batch, Event> {
                             Report::Block {
                                 batch,
                                 writer,
-                                rows,
+                                counts,
                                 partials: p,
                             } => {
                                 blocks.push(master::Block {
                                     batch,
                                     writer,
-                                    rows,
+                                    counts,
                                 });
                                 partials.insert(batch, p);
                             }

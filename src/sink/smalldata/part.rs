@@ -1,9 +1,14 @@
 //! One writer's part file: rows of the batches this writer owns, in batch order and, within a
-//! batch, in event-id order; one extensible chunked dataset per key plus `timestamp`.
+//! batch, in event-id order; per alignment group one extensible chunked dataset per key plus
+//! `timestamp`.
 //!
-//! Rows are cached per key and written in chunk-sized slabs, so memory is bounded in bytes, not
-//! events. The file is closed when the writer is dropped, also when the run fails: whatever was
-//! flushed stays readable.
+//! Rows are cached per key and written in slabs, so memory is bounded in bytes, not events. The
+//! file is closed when the writer is dropped, also when the run fails: whatever was flushed
+//! stays readable.
+//!
+//! Ragged keys (a path component starting with `var_`, psana's convention) are stored
+//! concatenated along their first axis, with an aligned `<var_parent>_len` (int64, 0 when the
+//! event lacks it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,38 +17,70 @@ use hdf5::{Extent, Extents, SimpleExtents};
 use ndarray::{ArrayView, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::column::{with_data, Column, Fill};
-use super::SmallDataError;
-use crate::event::{DType, Event, EventId, Key};
+use super::column::{with_data, Column, Data, Fill};
+use super::{Row, SmallDataError};
+use crate::event::{DType, Event, EventId, Key, Value};
 
 /// Default for [`super::SmallData::cache_bytes`].
 pub const CACHE_BYTES: usize = 4 << 20;
 /// Aim for chunks of about this size (HDF5 caps chunks at 4 GiB; 1 MiB reads well).
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// One dataset of a part file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeySchema {
+    /// Dataset path in the file (group prefix included).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape of one row (for ragged keys: of one element along the ragged axis).
+    pub shape: Vec<usize>,
+    /// Concatenated along the first axis (`var_`).
+    pub ragged: bool,
+    /// Rows in the dataset (for ragged keys: elements along the ragged axis).
+    pub rows: u64,
+}
+
+/// One alignment group of a part file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupSchema {
+    /// Group name (`None`: the file's root).
+    pub group: Option<String>,
+    /// Events in the group.
+    pub rows: u64,
+    /// Its datasets, `timestamp` excluded.
+    pub keys: Vec<KeySchema>,
+}
+
 /// What a finished part file holds, as the master needs it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PartSchema {
     /// Part file name, relative to the master's directory.
     pub file: String,
-    /// Rows (events) in the part.
-    pub rows: u64,
-    /// Datasets: key, dtype and per-row shape.
-    pub keys: Vec<(String, DType, Vec<usize>)>,
+    /// The groups.
+    pub groups: Vec<GroupSchema>,
 }
 
-pub(crate) struct PartWriter {
-    file: hdf5::File,
-    path: PathBuf,
-    columns: Vec<Column>,
-    index: HashMap<Key, usize>,
-    timestamps: Vec<i64>,
-    /// Rows in the file (flushed).
-    written: usize,
-    /// Rows appended (flushed + cached).
-    rows: usize,
-    last_id: Option<EventId>,
-    cache_bytes: usize,
+/// Rows and ragged elements one batch added to one group of a part.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupCounts {
+    /// Group.
+    pub group: Option<String>,
+    /// Rows.
+    pub rows: u64,
+    /// Elements per ragged dataset.
+    pub ragged: Vec<(String, u64)>,
+}
+
+/// Rows `from..to` of a dataset whose rows have `shape`, as an HDF5 selection.
+pub(crate) fn rows(from: usize, to: usize, shape: &[usize]) -> hdf5::Selection {
+    let mut slab = vec![hdf5::SliceOrIndex::from(from..to)];
+    slab.extend(shape.iter().map(|&d| hdf5::SliceOrIndex::from(0..d)));
+    hdf5::Hyperslab::from(slab).into()
+}
+
+fn chunk_rows(row_bytes: usize) -> usize {
+    (CHUNK_BYTES / row_bytes.max(1)).clamp(1, 1 << 16)
 }
 
 pub(crate) fn create_groups(file: &hdf5::File, name: &str) -> hdf5::Result<()> {
@@ -61,169 +98,431 @@ pub(crate) fn create_groups(file: &hdf5::File, name: &str) -> hdf5::Result<()> {
     Ok(())
 }
 
-/// Rows `from..to` of a dataset whose rows have `shape`, as an HDF5 selection.
-pub(crate) fn rows(from: usize, to: usize, shape: &[usize]) -> hdf5::Selection {
-    let mut slab = vec![hdf5::SliceOrIndex::from(from..to)];
-    slab.extend(shape.iter().map(|&d| hdf5::SliceOrIndex::from(0..d)));
-    hdf5::Hyperslab::from(slab).into()
+/// The `var_` parent of a key (`"var_peaks/x"` → `"var_peaks"`), if it is ragged.
+pub fn var_parent(name: &str) -> Option<&str> {
+    let mut end = 0;
+    for component in name.split('/') {
+        end += component.len();
+        if component.starts_with("var_") {
+            return Some(&name[..end]);
+        }
+        end += 1;
+    }
+    None
 }
 
-fn chunk_rows(row_bytes: usize) -> usize {
-    (CHUNK_BYTES / row_bytes.max(1)).clamp(1, 1 << 16)
+/// Creates an extensible chunked dataset of `existing` rows, backfilled with `fill`.
+fn create_dataset<T: Fill>(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    existing: usize,
+    fill: T,
+) -> Result<(), SmallDataError> {
+    let context = |e| SmallDataError::hdf5(path, name, e);
+    create_groups(file, name).map_err(context)?;
+    let row_len = shape.iter().product::<usize>();
+    let row_bytes = row_len * std::mem::size_of::<T>();
+    let mut extents = vec![Extent::resizable(existing)];
+    extents.extend(shape.iter().map(|&d| Extent::fixed(d)));
+    let mut chunk = vec![chunk_rows(row_bytes)];
+    chunk.extend_from_slice(shape);
+    let dataset = file
+        .new_dataset::<T>()
+        .shape(Extents::Simple(SimpleExtents::from_vec(extents)))
+        .chunk(chunk)
+        .fill_value(fill)
+        // Writing the fill into every new chunk before our data overwrites it cost a third of
+        // the write time; rows we do not write are backfilled explicitly below.
+        .fill_time(hdf5::plist::dataset_create::FillTime::Never)
+        .create(name)
+        .map_err(context)?;
+    // A key first seen late: rows already in the file get the fill value, in slabs so memory
+    // stays bounded however long the run was.
+    let slab_rows = chunk_rows(row_bytes);
+    let buffer = vec![fill; slab_rows.min(existing) * row_len];
+    let mut from = 0;
+    while from < existing {
+        let to = (from + slab_rows).min(existing);
+        let mut dims = vec![to - from];
+        dims.extend_from_slice(shape);
+        let view =
+            ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &buffer[..(to - from) * row_len])
+                .expect("whole rows");
+        dataset
+            .write_slice(view, rows(from, to, shape))
+            .map_err(context)?;
+        from = to;
+    }
+    Ok(())
 }
 
-impl PartWriter {
-    pub fn create(path: &Path, cache_bytes: usize) -> Result<PartWriter, SmallDataError> {
-        let file = hdf5::File::create(path).map_err(|e| SmallDataError::hdf5(path, "create", e))?;
-        let writer = PartWriter {
-            file,
-            path: path.to_path_buf(),
+/// Appends `data` (whole rows of `shape`) at `from` of dataset `name`.
+fn append_rows(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    from: usize,
+    count: usize,
+    data: &Data,
+) -> Result<(), SmallDataError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let context = |e| SmallDataError::hdf5(path, name, e);
+    let dataset = file.dataset(name).map_err(context)?;
+    let mut full = vec![from + count];
+    full.extend_from_slice(shape);
+    dataset.resize(full).map_err(context)?;
+    let mut slab = vec![count];
+    slab.extend_from_slice(shape);
+    with_data!(data, v: T => {
+        let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&slab), v).expect("cache holds whole rows");
+        dataset.write_slice(view, rows(from, from + count, shape)).map_err(context)
+    })
+}
+
+/// The rows of one alignment group in one part file.
+struct GroupWriter {
+    group: Option<String>,
+    prefix: String,
+    columns: Vec<Column>,
+    index: HashMap<Key, usize>,
+    /// `<var_parent>_len` columns (int64, zero-filled), by parent name.
+    lengths: Vec<(String, Column)>,
+    timestamps: Vec<i64>,
+    written: usize,
+    rows: usize,
+    last_id: Option<EventId>,
+}
+
+impl GroupWriter {
+    fn new(
+        file: &hdf5::File,
+        path: &Path,
+        group: Option<String>,
+    ) -> Result<GroupWriter, SmallDataError> {
+        let prefix = group.as_ref().map(|g| format!("{g}/")).unwrap_or_default();
+        create_dataset::<i64>(file, path, &format!("{prefix}timestamp"), &[], 0, -99_999)?;
+        Ok(GroupWriter {
+            group,
+            prefix,
             columns: Vec::new(),
             index: HashMap::new(),
+            lengths: Vec::new(),
             timestamps: Vec::new(),
             written: 0,
             rows: 0,
             last_id: None,
-            cache_bytes,
-        };
-        writer.create_dataset::<i64>("timestamp", &[])?;
-        Ok(writer)
+        })
     }
 
-    fn create_dataset<T: Fill>(&self, name: &str, shape: &[usize]) -> Result<(), SmallDataError> {
-        let context = |e| SmallDataError::hdf5(&self.path, name, e);
-        create_groups(&self.file, name).map_err(context)?;
-        let row_bytes = shape.iter().product::<usize>() * std::mem::size_of::<T>();
-        let mut extents = vec![Extent::resizable(self.written)];
-        extents.extend(shape.iter().map(|&d| Extent::fixed(d)));
-        let mut chunk = vec![chunk_rows(row_bytes)];
-        chunk.extend_from_slice(shape);
-        self.file
-            .new_dataset::<T>()
-            .shape(Extents::Simple(SimpleExtents::from_vec(extents)))
-            .chunk(chunk)
-            .fill_value(T::FILL)
-            // Writing the fill into every new chunk before our data overwrites it cost a third
-            // of the write time; rows we do not write are backfilled explicitly below.
-            .fill_time(hdf5::plist::dataset_create::FillTime::Never)
-            .create(name)
-            .map_err(context)?;
-        if self.written > 0 {
-            // A key first seen late: rows already in the file get the fill value, in slabs so
-            // memory stays bounded however long the run was.
-            let dataset = self.file.dataset(name).map_err(context)?;
-            let slab_rows = chunk_rows(row_bytes);
-            let row_len = row_bytes / std::mem::size_of::<T>();
-            let fill = vec![T::FILL; slab_rows * row_len];
-            let mut from = 0;
-            while from < self.written {
-                let to = (from + slab_rows).min(self.written);
-                let mut dims = vec![to - from];
-                dims.extend_from_slice(shape);
-                let view =
-                    ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &fill[..(to - from) * row_len])
-                        .expect("whole rows");
-                dataset
-                    .write_slice(view, rows(from, to, shape))
-                    .map_err(context)?;
-                from = to;
-            }
+    fn append(
+        &mut self,
+        file: &hdf5::File,
+        path: &Path,
+        event: &Event,
+    ) -> Result<(), SmallDataError> {
+        if self.last_id.is_some_and(|last| event.id <= last) {
+            return Err(SmallDataError::Order {
+                file: path.display().to_string(),
+                event: event.id,
+                previous: self.last_id.unwrap(),
+            });
         }
-        Ok(())
-    }
-
-    /// Appends the rows of one complete batch, sorted by event id.
-    pub fn append(&mut self, events: &[Event]) -> Result<(), SmallDataError> {
-        for event in events {
-            if self.last_id.is_some_and(|last| event.id <= last) {
-                return Err(SmallDataError::Order {
-                    file: self.path.display().to_string(),
-                    event: event.id,
-                    previous: self.last_id.unwrap(),
-                });
-            }
-            self.last_id = Some(event.id);
-            self.timestamps.push(event.id as i64);
-            let row = self.rows;
-            for (position, (key, value)) in event.fields().iter().enumerate() {
-                // Events of one run usually list their fields in the same order, so the column
-                // at the field's position is nearly always the one: no hashing per value.
-                let guess = self
-                    .columns
-                    .get(position)
-                    .filter(|c| c.key == *key)
-                    .map(|_| position);
-                let at = match guess.or_else(|| self.index.get(key).copied()) {
-                    Some(at) => at,
-                    None => {
-                        let mut column = Column::new(*key, value, event.id);
-                        // Rows already in the file are created by the next resize and read as
-                        // the dataset's fill value; cached rows get it from `push_fill`.
-                        let name = key.name();
-                        with_data!(&column.data, _v: T => self.create_dataset::<T>(name, &column.shape))?;
-                        column.filled_to = self.written;
-                        self.columns.push(column);
-                        self.index.insert(*key, self.columns.len() - 1);
-                        self.columns.len() - 1
+        self.last_id = Some(event.id);
+        self.timestamps.push(event.id as i64);
+        let row = self.rows;
+        let mut lengths: Vec<(&str, usize, Key)> = Vec::new();
+        for (position, (key, value)) in event.fields().iter().enumerate() {
+            // Events of one run usually list their fields in the same order, so the column at
+            // the field's position is nearly always the one: no hashing per value.
+            let guess = self
+                .columns
+                .get(position)
+                .filter(|c| c.key == *key)
+                .map(|_| position);
+            let at = match guess.or_else(|| self.index.get(key).copied()) {
+                Some(at) => at,
+                None => self.add_column(file, path, *key, value, event.id)?,
+            };
+            let column = &mut self.columns[at];
+            if column.ragged {
+                let n = column.push_ragged(value, event.id)?;
+                let parent = var_parent(key.name()).expect("ragged keys have a var_ parent");
+                match lengths.iter().find(|(p, _, _)| *p == parent) {
+                    Some((_, len, other)) if *len != n => {
+                        return Err(SmallDataError::Other(format!(
+                            "event {}: {:?} has {n} entries but {:?} has {len}; fields under one var_ parent must have equal lengths",
+                            event.id, key.name(), other.name()
+                        )))
                     }
-                };
-                let column = &mut self.columns[at];
+                    Some(_) => {}
+                    None => lengths.push((parent, n, *key)),
+                }
+            } else {
                 if column.filled_to < row {
                     column.push_fill(row - column.filled_to);
                 }
                 column.push(value, event.id)?;
                 column.filled_to = row + 1;
             }
-            self.rows += 1;
         }
-        let cached: usize = self.columns.iter().map(|c| c.cached * c.row_bytes()).sum();
-        if cached > self.cache_bytes {
+        for (parent, n, _) in lengths {
+            let at = match self.lengths.iter().position(|(p, _)| p == parent) {
+                Some(at) => at,
+                None => {
+                    let name = format!("{}{parent}_len", self.prefix);
+                    create_dataset::<i64>(file, path, &name, &[], self.written, 0)?;
+                    let mut column = Column::new(Key::new(&name), &Value::I64(0), event.id);
+                    column.filled_to = self.written;
+                    self.lengths.push((parent.to_string(), column));
+                    self.lengths.len() - 1
+                }
+            };
+            let column = &mut self.lengths[at].1;
+            if column.filled_to < row {
+                push_zeros(column, row - column.filled_to);
+            }
+            column.push(&Value::I64(n as i64), event.id)?;
+            column.filled_to = row + 1;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn add_column(
+        &mut self,
+        file: &hdf5::File,
+        path: &Path,
+        key: Key,
+        value: &Value,
+        event: EventId,
+    ) -> Result<usize, SmallDataError> {
+        let name = format!("{}{}", self.prefix, key.name());
+        let column = if var_parent(key.name()).is_some() {
+            let column = Column::new_ragged(key, value, event)?;
+            with_data!(&column.data, _v: T => create_dataset::<T>(file, path, &name, &column.shape, 0, T::FILL))?;
+            column
+        } else {
+            let mut column = Column::new(key, value, event);
+            with_data!(&column.data, _v: T => create_dataset::<T>(file, path, &name, &column.shape, self.written, T::FILL))?;
+            // Rows already in the file were backfilled; cached ones get the fill from push_fill.
+            column.filled_to = self.written;
+            column.written = self.written;
+            column
+        };
+        self.columns.push(column);
+        self.index.insert(key, self.columns.len() - 1);
+        Ok(self.columns.len() - 1)
+    }
+
+    fn cached_bytes(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|c| c.cached * c.row_bytes())
+            .sum::<usize>()
+            + self.timestamps.len() * 8
+    }
+
+    fn flush(&mut self, file: &hdf5::File, path: &Path) -> Result<(), SmallDataError> {
+        let (from, to) = (self.written, self.rows);
+        for column in &mut self.columns {
+            let name = format!("{}{}", self.prefix, column.key.name());
+            if column.ragged {
+                append_rows(
+                    file,
+                    path,
+                    &name,
+                    &column.shape,
+                    column.written,
+                    column.cached,
+                    &column.data,
+                )?;
+                column.written += column.cached;
+            } else {
+                if column.filled_to < to {
+                    column.push_fill(to - column.filled_to);
+                    column.filled_to = to;
+                }
+                append_rows(
+                    file,
+                    path,
+                    &name,
+                    &column.shape,
+                    from,
+                    to - from,
+                    &column.data,
+                )?;
+                column.written = to;
+            }
+            column.clear();
+        }
+        for (_, column) in &mut self.lengths {
+            if column.filled_to < to {
+                push_zeros(column, to - column.filled_to);
+                column.filled_to = to;
+            }
+            append_rows(
+                file,
+                path,
+                column.key.name(),
+                &[],
+                from,
+                to - from,
+                &column.data,
+            )?;
+            column.clear();
+        }
+        let stamps = Data::I64(std::mem::take(&mut self.timestamps));
+        append_rows(
+            file,
+            path,
+            &format!("{}timestamp", self.prefix),
+            &[],
+            from,
+            to - from,
+            &stamps,
+        )?;
+        self.written = to;
+        Ok(())
+    }
+
+    fn ragged_cached(&self) -> Vec<(String, usize)> {
+        self.columns
+            .iter()
+            .filter(|c| c.ragged)
+            .map(|c| {
+                (
+                    format!("{}{}", self.prefix, c.key.name()),
+                    c.written + c.cached,
+                )
+            })
+            .collect()
+    }
+
+    fn schema(&self) -> GroupSchema {
+        let mut keys: Vec<KeySchema> = self
+            .columns
+            .iter()
+            .map(|c| KeySchema {
+                name: format!("{}{}", self.prefix, c.key.name()),
+                dtype: c.dtype,
+                shape: c.shape.clone(),
+                ragged: c.ragged,
+                rows: if c.ragged {
+                    c.written as u64
+                } else {
+                    self.written as u64
+                },
+            })
+            .collect();
+        keys.extend(self.lengths.iter().map(|(_, c)| KeySchema {
+            name: c.key.name().to_string(),
+            dtype: DType::I64,
+            shape: vec![],
+            ragged: false,
+            rows: self.written as u64,
+        }));
+        GroupSchema {
+            group: self.group.clone(),
+            rows: self.written as u64,
+            keys,
+        }
+    }
+}
+
+/// `_len` columns read 0, not the int64 fill, for events without the ragged field (psana).
+fn push_zeros(column: &mut Column, rows: usize) {
+    if let Data::I64(v) = &mut column.data {
+        v.extend(std::iter::repeat_n(0, rows));
+        column.cached += rows;
+    }
+}
+
+pub(crate) struct PartWriter {
+    file: hdf5::File,
+    path: PathBuf,
+    groups: Vec<GroupWriter>,
+    cache_bytes: usize,
+}
+
+impl PartWriter {
+    pub fn create(path: &Path, cache_bytes: usize) -> Result<PartWriter, SmallDataError> {
+        let file = hdf5::File::create(path).map_err(|e| SmallDataError::hdf5(path, "create", e))?;
+        let root = GroupWriter::new(&file, path, None)?;
+        Ok(PartWriter {
+            file,
+            path: path.to_path_buf(),
+            groups: vec![root],
+            cache_bytes,
+        })
+    }
+
+    /// Appends the rows of one complete batch (sorted by event id within each group) and
+    /// returns what each group gained.
+    pub fn append(&mut self, rows: &[Row]) -> Result<Vec<GroupCounts>, SmallDataError> {
+        let before: Vec<(usize, Vec<(String, usize)>)> = self
+            .groups
+            .iter()
+            .map(|g| (g.rows, g.ragged_cached()))
+            .collect();
+        for row in rows {
+            let name = row.group.map(|g| g.name().to_string());
+            let at = match self.groups.iter().position(|g| g.group == name) {
+                Some(at) => at,
+                None => {
+                    let group = GroupWriter::new(&self.file, &self.path, name)?;
+                    self.groups.push(group);
+                    self.groups.len() - 1
+                }
+            };
+            self.groups[at].append(&self.file, &self.path, &row.event)?;
+        }
+        let counts = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let (rows0, ragged0) = before.get(i).cloned().unwrap_or_default();
+                let ragged = g
+                    .ragged_cached()
+                    .into_iter()
+                    .map(|(name, n)| {
+                        let n0 = ragged0
+                            .iter()
+                            .find(|(k, _)| *k == name)
+                            .map_or(0, |(_, n)| *n);
+                        (name, (n - n0) as u64)
+                    })
+                    .collect();
+                GroupCounts {
+                    group: g.group.clone(),
+                    rows: (g.rows - rows0) as u64,
+                    ragged,
+                }
+            })
+            .filter(|c| c.rows > 0)
+            .collect();
+        if self
+            .groups
+            .iter()
+            .map(GroupWriter::cached_bytes)
+            .sum::<usize>()
+            > self.cache_bytes
+        {
             self.flush()?;
         }
-        Ok(())
+        Ok(counts)
     }
 
     /// Writes every cache to the file.
     pub fn flush(&mut self) -> Result<(), SmallDataError> {
-        let (from, to) = (self.written, self.rows);
-        if to == from {
-            return Ok(());
+        for group in &mut self.groups {
+            group.flush(&self.file, &self.path)?;
         }
-        let path = self.path.clone();
-        let write = |name: &str,
-                     shape: &[usize],
-                     data: &super::column::Data|
-         -> Result<(), SmallDataError> {
-            let context = |e| SmallDataError::hdf5(&path, name, e);
-            let dataset = self.file.dataset(name).map_err(context)?;
-            let mut full = vec![to];
-            full.extend_from_slice(shape);
-            dataset.resize(full).map_err(context)?;
-            let mut slab = vec![to - from];
-            slab.extend_from_slice(shape);
-            with_data!(data, v: T => {
-                let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&slab), v).expect("cache holds whole rows");
-                dataset.write_slice(view, rows(from, to, shape)).map_err(context)
-            })
-        };
-        for column in &mut self.columns {
-            if column.filled_to < to {
-                column.push_fill(to - column.filled_to);
-                column.filled_to = to;
-            }
-        }
-        for column in &self.columns {
-            write(column.key.name(), &column.shape, &column.data)?;
-        }
-        write(
-            "timestamp",
-            &[],
-            &super::column::Data::I64(std::mem::take(&mut self.timestamps)),
-        )?;
-        for column in &mut self.columns {
-            column.clear();
-        }
-        self.written = to;
         Ok(())
     }
 
@@ -240,17 +539,25 @@ impl PartWriter {
             .unwrap_or_default();
         Ok(PartSchema {
             file,
-            rows: self.written as u64,
-            keys: self
-                .columns
-                .iter()
-                .map(|c| (c.key.name().to_string(), c.dtype, c.shape.clone()))
-                .collect(),
+            groups: self.groups.iter().map(GroupWriter::schema).collect(),
         })
     }
 
-    /// Rows safely in the file, and the last event id among them.
+    /// Events safely in the file, over all groups.
     pub fn written(&self) -> usize {
-        self.written
+        self.groups.iter().map(|g| g.written).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::var_parent;
+
+    #[test]
+    fn var_parents_follow_psana() {
+        assert_eq!(var_parent("var_peaks/x"), Some("var_peaks"));
+        assert_eq!(var_parent("det/var_hits"), Some("det/var_hits"));
+        assert_eq!(var_parent("det/hits"), None);
+        assert_eq!(var_parent("a/var_b/c/var_d"), Some("a/var_b"));
     }
 }

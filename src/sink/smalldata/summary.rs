@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Key};
+use super::Row;
+use crate::event::Key;
 
 /// What to summarise about a key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,11 +70,20 @@ impl Reduced {
         }
     }
 
-    /// Reduces one batch, in event order.
-    pub(crate) fn of_batch(summary: &Summary, events: &[Event]) -> Reduced {
-        let key = Key::new(summary.key());
+    /// Reduces one batch, in event order. The summary's key is a dataset path: `"x"` for the
+    /// root group's `x`, `"andor/x"` for `x` of rows in group `andor`.
+    pub(crate) fn of_batch(summary: &Summary, rows: &[Row]) -> Reduced {
+        let name = summary.key();
+        let root = Key::new(name);
         let mut out = Reduced::empty(summary);
-        for value in events.iter().filter_map(|e| e.value(key)) {
+        let values = rows.iter().filter_map(|row| match row.group {
+            None => row.event.value(root),
+            Some(group) => name
+                .strip_prefix(group.name())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|field| row.event.value(Key::new(field))),
+        });
+        for value in values {
             let values = match value.as_array() {
                 Some(array) => array.to_f64_vec(),
                 None => vec![value.as_f64().unwrap_or(f64::NAN)],
