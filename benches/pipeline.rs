@@ -53,6 +53,7 @@ fn run(events: u64, workers: u16) -> (f64, u64) {
 }
 
 fn main() {
+    shotflow::runtime::keep_freed_memory();
     let events: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -30,10 +30,12 @@ mod cluster;
 pub mod environment;
 mod failure;
 mod launch;
+mod memory;
 
 pub use cluster::Peers;
 pub use failure::{aborted, current_worker, fail, workers_per_process, WorkerFailure};
 pub use launch::{Launch, Plan};
+pub use memory::keep_freed_memory;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
