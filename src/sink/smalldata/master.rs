@@ -53,7 +53,7 @@ fn runs(
 ) -> (Vec<(usize, u64, u64, u64)>, Vec<u64>, u64) {
     let mut local = vec![0u64; writers];
     let mut global = 0u64;
-    let mut out: Vec<(usize, u64, u64, u64)> = Vec::new();
+    let mut out: Vec<Run> = Vec::new();
     for block in blocks {
         let n = count(block);
         if n == 0 {
