@@ -44,13 +44,16 @@ fn extents(rows: u64, shape: &[usize]) -> Extents {
     Extents::Simple(SimpleExtents::from_vec(e))
 }
 
-/// Contiguous runs `(writer, offset in its part, offset in the master, rows)` of one dataset,
-/// in batch order, adjacent runs merged; and the total.
+/// `(writer, offset in its part, offset in the master, rows)`: one VDS mapping.
+type Run = (usize, u64, u64, u64);
+
+/// Contiguous runs of one dataset in batch order, adjacent runs merged; the rows each writer
+/// holds; and the total.
 fn runs(
     blocks: &[Block],
     writers: usize,
     count: impl Fn(&Block) -> u64,
-) -> (Vec<(usize, u64, u64, u64)>, Vec<u64>, u64) {
+) -> (Vec<Run>, Vec<u64>, u64) {
     let mut local = vec![0u64; writers];
     let mut global = 0u64;
     let mut out: Vec<Run> = Vec::new();
