@@ -9,7 +9,6 @@ use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::smalldata::{Reduced, SmallData, SmallDataExt};
 use shotflow::source::{Synthetic, SyntheticSource};
-use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::vec::Map;
 
 const EVENTS: u64 = 3_001;
