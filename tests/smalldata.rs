@@ -268,6 +268,12 @@ fn a_schema_conflict_names_key_event_and_types_and_keeps_the_part_readable() {
         error.contains("key \"counter2\" at event 1000002500: got float64, but its first value (event 1000000000) fixed it as int64"),
         "{error}"
     );
+    assert!(
+        error.contains(
+            "bad_part0.h5 stays readable and holds what was written before the error (root group: "
+        ),
+        "{error}"
+    );
     assert!(!path.exists(), "no master after a failed run");
     let part = hdf5::File::open(dir.path().join("bad_part0.h5")).expect("part file readable");
     let ts = part

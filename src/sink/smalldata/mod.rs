@@ -365,7 +365,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
                             Err(e) => {
                                 let kept = part.written();
                                 fail(format!(
-                                "smalldata: {e}; {} keeps the {kept} rows written before the error",
+                                "smalldata: {e}; {} stays readable and holds what was written before the error ({kept})",
                                 cfg.part_path(*k).display()
                             ));
                                 writer = None;

@@ -196,6 +196,8 @@ struct GroupWriter {
     written: usize,
     rows: usize,
     last_id: Option<EventId>,
+    /// The last event id in the file.
+    last_written: Option<i64>,
 }
 
 impl GroupWriter {
@@ -216,6 +218,7 @@ impl GroupWriter {
             written: 0,
             rows: 0,
             last_id: None,
+            last_written: None,
         })
     }
 
@@ -376,6 +379,7 @@ impl GroupWriter {
             )?;
             column.clear();
         }
+        self.last_written = self.timestamps.last().copied().or(self.last_written);
         let stamps = Data::I64(std::mem::take(&mut self.timestamps));
         append_rows(
             file,
@@ -543,9 +547,21 @@ impl PartWriter {
         })
     }
 
-    /// Events safely in the file, over all groups.
-    pub fn written(&self) -> usize {
-        self.groups.iter().map(|g| g.written).sum()
+    /// What is safely in the file, for the message of a failed run: events per group and the
+    /// last event id of each.
+    pub fn written(&self) -> String {
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let name = g.group.as_deref().unwrap_or("root group");
+                match g.last_written {
+                    Some(last) => format!("{name}: {} events, ids up to {last}", g.written),
+                    None => format!("{name}: no events"),
+                }
+            })
+            .collect();
+        groups.join("; ")
     }
 }
 
