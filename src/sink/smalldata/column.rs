@@ -112,7 +112,8 @@ macro_rules! with_data {
 pub(crate) use with_data;
 
 impl Data {
-    fn new(dtype: DType) -> Data {
+    /// An empty cache for `dtype`.
+    pub fn new(dtype: DType) -> Data {
         match dtype {
             DType::Bool => Data::Bool(Vec::new()),
             DType::U8 => Data::U8(Vec::new()),

@@ -22,22 +22,6 @@ pub(crate) struct Block {
     pub counts: Vec<GroupCounts>,
 }
 
-fn empty_data(dtype: DType) -> Data {
-    match dtype {
-        DType::Bool => Data::Bool(vec![]),
-        DType::U8 => Data::U8(vec![]),
-        DType::U16 => Data::U16(vec![]),
-        DType::U32 => Data::U32(vec![]),
-        DType::U64 => Data::U64(vec![]),
-        DType::I8 => Data::I8(vec![]),
-        DType::I16 => Data::I16(vec![]),
-        DType::I32 => Data::I32(vec![]),
-        DType::I64 => Data::I64(vec![]),
-        DType::F32 => Data::F32(vec![]),
-        DType::F64 => Data::F64(vec![]),
-    }
-}
-
 fn extents(rows: u64, shape: &[usize]) -> Extents {
     let mut e = vec![Extent::fixed(rows as usize)];
     e.extend(shape.iter().map(|&d| Extent::fixed(d)));
@@ -200,7 +184,7 @@ pub(crate) fn write_master(
                 runs(&blocks, parts.len(), |b| group_rows(b, &plan.group))
             };
             let shape = &plan.shape;
-            with_data!(&empty_data(plan.dtype), _v: T => {
+            with_data!(&Data::new(plan.dtype), _v: T => {
                 let fill = if name.ends_with("_len") && var_parent(name).is_some() { <T as Fill>::from_i64(0) } else { <T as Fill>::FILL };
                 let mut builder = file.new_dataset::<T>().shape(extents(total, shape)).fill_value(fill);
                 for &(writer, lo, go, n) in &runs {
