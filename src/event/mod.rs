@@ -12,6 +12,7 @@ mod key;
 mod value;
 
 pub use key::Key;
+pub(crate) use value::each_array;
 pub use value::{Array, DType, Element, Value};
 
 use ndarray::ArrayViewD;

@@ -111,6 +111,7 @@ macro_rules! each_array {
         }
     };
 }
+pub(crate) use each_array;
 
 impl Array {
     /// Element type.

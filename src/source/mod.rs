@@ -9,6 +9,7 @@
 //! Heavy data (detector frames) are produced on the worker that owns the batch and stay there
 //! unless an operator moves them.
 
+pub mod exdf;
 pub mod synthetic;
 
 pub use synthetic::{Synthetic, SyntheticKeys, SyntheticSource};

@@ -1,0 +1,185 @@
+//! European XFEL run directories (EXDF): the HDF5 layout that `extra-data` reads.
+//!
+//! A run is a directory of files `RAW-R0001-AGIPD00-S00000.h5`: one aggregator (a detector
+//! module, or a group of slow sources) split into sequence files. [`ExdfRun::open`] reads
+//! every file's METADATA and INDEX (formats 0.5, 1.0, 1.2; 0.1's first/last/status too) and
+//! joins all sources by **train id**, because sequence boundaries of different aggregators do
+//! not line up. Padding rows (train id 0) are ignored; trains a file lists out of order or
+//! twice are skipped as suspect, with a warning and a count, as extra-data does.
+//!
+//! [`ExdfSource::exdf`] turns the selected keys into a stream of events, one per train
+//! (event id = train id, field `"<source>/<key>"`). Batches of trains go to workers
+//! round-robin; each worker opens the files it needs and reads one slab per key and file per
+//! batch. Only selected datasets are ever read. A train that a source has no data for lacks
+//! that source's fields (the smalldata sink fills them).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
+//!
+//! let run = Arc::new(ExdfRun::open("raw/r0348".as_ref()).unwrap());
+//! let selected = Arc::new(run.select(&[Selector::parse("*/DET/*:image.data").unwrap()]).unwrap());
+//! timely::example(move |scope| {
+//!     scope.exdf(Arc::clone(&run), Arc::clone(&selected), 4);
+//! });
+//! ```
+
+pub mod explode;
+pub mod file;
+mod run;
+pub mod simulate;
+
+pub use explode::ExplodePulses;
+pub use file::{FileInfo, SourceKind};
+pub use run::{ExdfRun, KeyInfo, Selected, SourceInfo};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use timely::dataflow::{Scope, StreamVec};
+
+use super::batched_source;
+use crate::event::Event;
+use crate::sink::Batch;
+
+/// Why a run could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExdfError {
+    /// An HDF5 call failed (a missing, truncated or corrupt file, a missing dataset).
+    #[error("{file}: {what}: {source}")]
+    Hdf5 {
+        /// File.
+        file: String,
+        /// Dataset or operation.
+        what: String,
+        /// The library's error.
+        source: hdf5::Error,
+    },
+    /// The file does not follow the EXDF layout.
+    #[error("{file}: {message}")]
+    Format {
+        /// File.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A selection matched nothing or is malformed.
+    #[error("{0}")]
+    Select(String),
+}
+
+impl ExdfError {
+    pub(crate) fn hdf5(file: &Path, what: &str, source: hdf5::Error) -> ExdfError {
+        ExdfError::Hdf5 {
+            file: file.display().to_string(),
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// A `SOURCE_GLOB:KEY_GLOB` selection, as extra-data's `select(source, key)` takes it.
+///
+/// Source names contain `:` themselves (`SA1_XTD2_XGM/DOOCS/MAIN:output`), so the key is what
+/// follows the last `:`; a pattern without a key selects every key of the matching sources.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::source::exdf::Selector;
+///
+/// let s = Selector::parse("SPB_DET_AGIPD1M-1/DET/*CH0:xtdf:image.data").unwrap();
+/// assert!(s.source.matches("SPB_DET_AGIPD1M-1/DET/3CH0:xtdf"));
+/// assert!(s.key.matches("image.data"));
+/// let all = Selector::parse("SA1_XTD2_XGM/DOOCS/MAIN").unwrap();
+/// assert!(all.key.matches("beamPosition.ixPos.value"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Selector {
+    /// Pattern for source names.
+    pub source: glob::Pattern,
+    /// Pattern for keys.
+    pub key: glob::Pattern,
+    text: String,
+}
+
+impl Selector {
+    /// Parses `SOURCE_GLOB[:KEY_GLOB]`.
+    pub fn parse(text: &str) -> Result<Selector, ExdfError> {
+        let bad = |e: glob::PatternError| ExdfError::Select(format!("--select {text:?}: {e}"));
+        // A key never contains '/', a source always does: that tells which ':' separates them.
+        let (source, key) = match text.rsplit_once(':') {
+            Some((source, key))
+                if source.contains('/')
+                    && !key.contains('/')
+                    && (key.contains('.') || key.contains('*') || !source.contains(':')) =>
+            {
+                (source, key)
+            }
+            _ => (text, "*"),
+        };
+        Ok(Selector {
+            source: glob::Pattern::new(source).map_err(bad)?,
+            key: glob::Pattern::new(key).map_err(bad)?,
+            text: text.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "--select {:?}", self.text)
+    }
+}
+
+/// Adds an EXDF run as a source to a dataflow scope.
+pub trait ExdfSource<'scope> {
+    /// One event per train with the `selected` keys, `trains_per_batch` trains per batch.
+    fn exdf(
+        self,
+        run: Arc<ExdfRun>,
+        selected: Arc<Vec<Selected>>,
+        trains_per_batch: usize,
+    ) -> StreamVec<'scope, Batch, Event>;
+}
+
+impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
+    fn exdf(
+        self,
+        run: Arc<ExdfRun>,
+        selected: Arc<Vec<Selected>>,
+        trains_per_batch: usize,
+    ) -> StreamVec<'scope, Batch, Event> {
+        let per = trains_per_batch.max(1);
+        let batches = run.trains.len().div_ceil(per) as u64;
+        let mut handles: HashMap<usize, hdf5::File> = HashMap::new();
+        batched_source(self, "Exdf", batches, move |batch| {
+            let from = batch as usize * per;
+            let trains = &run.trains[from..(from + per).min(run.trains.len())];
+            let files = &run.files;
+            let mut open = |index: usize| -> Result<hdf5::File, ExdfError> {
+                if let Some(file) = handles.get(&index) {
+                    return Ok(file.clone());
+                }
+                let path = &files[index].path;
+                let file = hdf5::File::open(path).map_err(|e| ExdfError::hdf5(path, "open", e))?;
+                handles.insert(index, file.clone());
+                Ok(file)
+            };
+            run.read(trains, &selected, &mut open)
+                .map_err(|e| format!("trains {}..={}: {e}", trains[0], trains[trains.len() - 1]))
+        })
+    }
+}
