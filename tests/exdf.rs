@@ -220,3 +220,162 @@ fn fxe_and_jungfrau_equal_extra_data() {
         ],
     );
 }
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+
+fn simulated(dir: &Path, extra: &[&str]) {
+    let out = Command::new(SHOTFLOW)
+        .args([
+            "simulate",
+            &dir.display().to_string(),
+            "--trains",
+            "40",
+            "--frames",
+            "4",
+            "--trains-per-file",
+            "16",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn simulated_runs_pass_extra_data_validate_and_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0001");
+    simulated(&run, &[]);
+    let out = Command::new("extra-data-validate")
+        .arg(&run)
+        .output()
+        .expect("extra-data-validate (pip install extra-data)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("No problems found"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    compare(
+        &run,
+        &[
+            "SPB_DET_AGIPD1M-1/DET/*CH0:xtdf",
+            "SA1_XTD2_XGM/DOOCS/MAIN*",
+            "SPB_IRU_MOTORS/MDL/DELAY",
+            "SPB_LAS_SYS/PPL/SHUTTER",
+        ],
+    );
+}
+
+#[test]
+fn extract_writes_per_train_rows_that_h5py_and_extra_data_agree_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0001");
+    simulated(&run, &[]);
+    let output = dir.path().join("extract.h5");
+    let out = Command::new(SHOTFLOW)
+        .args([
+            "extract",
+            &run.display().to_string(),
+            "--select",
+            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
+            "--select",
+            "SPB_IRU_MOTORS/MDL/DELAY:actualPosition.value",
+        ])
+        .args(["--output", &output.display().to_string(), "--workers", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = r#"
+import sys, h5py, numpy as np
+from extra_data import RunDirectory
+run = RunDirectory(sys.argv[1]); f = h5py.File(sys.argv[2])
+src = "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"
+data = run[src, "image.data"].xarray()
+sums = data.groupby("trainId").sum(dim=data.dims[0]).sum(dim=data.dims[1:]).values.astype(np.float64)
+np.testing.assert_array_equal(f["timestamp"][:], run.train_ids)
+np.testing.assert_array_equal(f[src + "/image.data.sum"][:], sums)
+np.testing.assert_array_equal(f["SPB_IRU_MOTORS/MDL/DELAY/actualPosition.value"][:], run["SPB_IRU_MOTORS/MDL/DELAY", "actualPosition.value"].ndarray())
+print("ok")
+"#;
+    let o = Command::new(python())
+        .args(["-c", check])
+        .arg(&run)
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn bad_runs_give_clear_errors() {
+    let missing = ExdfRun::open(Path::new("/nonexistent/r0001"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("/nonexistent/r0001"), "{missing}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0002");
+    simulated(&run, &["--modules", "1"]);
+    // a truncated file: the error names it
+    let victim = run.join("RAW-R0001-AGIPD00-S00001.h5");
+    let len = std::fs::metadata(&victim).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let error = ExdfRun::open(&run).map(|_| ()).map_err(|e| e.to_string());
+    match error {
+        Err(e) => assert!(e.contains("RAW-R0001-AGIPD00-S00001.h5"), "{e}"),
+        // HDF5 may open a file truncated after its metadata; reading the lost frames must fail
+        Ok(()) => {
+            let result = std::panic::catch_unwind(|| {
+                read_events(
+                    &run,
+                    &["SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data"],
+                    &Plan::Thread,
+                )
+            });
+            assert!(result.is_err());
+        }
+    }
+    let nothing = ExdfRun::open(dir.path()).unwrap_err().to_string();
+    assert!(nothing.contains("no EXDF files"), "{nothing}");
+}
+
+#[test]
+fn out_of_order_trains_are_skipped_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0003");
+    simulated(&run, &["--modules", "1"]);
+    let path = run.join("RAW-R0001-AGIPD00-S00000.h5");
+    let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[5]=t[3]\nf['INDEX/trainId'][:]=t\n";
+    let o = Command::new(python())
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let opened = ExdfRun::open(&run).unwrap();
+    assert_eq!(opened.suspect_trains, 1);
+    assert_eq!(
+        opened.trains.len(),
+        40,
+        "the train still comes from the DA01 file"
+    );
+}

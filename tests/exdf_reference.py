@@ -72,7 +72,11 @@ def compare(run_dir, dump, selectors):
     checked = 0
     with h5py.File(dump, "r") as f:
         for sel in selectors:
-            source, key = sel.rsplit(":", 1) if sel.count(":") > 1 or "." in sel.rsplit(":", 1)[-1] else (sel, "*")
+            source, key = sel.rsplit(":", 1) if ":" in sel else (sel, "*")
+            if "/" in key or not any(True for s in run.all_sources if __import__("fnmatch").fnmatch(s, source)):
+                source, key = sel, "*"
+            elif "." not in key and not any(__import__("fnmatch").fnmatch(k, key) for s in run.all_sources if __import__("fnmatch").fnmatch(s, source) for k in run[s].keys()):
+                source, key = sel, "*"
             sub = run.select(source, key)
             for src in sorted(sub.all_sources):
                 for k in sorted(sub[src].keys()):

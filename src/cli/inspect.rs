@@ -9,7 +9,7 @@ use shotflow::sink::smalldata::column::Fill;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A smalldata master (or part) file.
+    /// A run directory, or a smalldata master (or part) file.
     file: PathBuf,
 }
 
@@ -62,7 +62,51 @@ fn walk(group: &hdf5::Group, prefix: &str, out: &mut Vec<(String, hdf5::Dataset)
     Ok(())
 }
 
+/// `lsxfel`: trains, then per source its keys with dtype and shape.
+fn run_directory(dir: &std::path::Path) -> Result<()> {
+    use shotflow::source::exdf::{ExdfRun, SourceKind};
+    let run = ExdfRun::open(dir)?;
+    let (first, last) = (
+        run.trains.first().copied().unwrap_or(0),
+        run.trains.last().copied().unwrap_or(0),
+    );
+    println!(
+        "{}: {} files, {} trains ({first} – {last})",
+        dir.display(),
+        run.files.len(),
+        run.trains.len()
+    );
+    if run.suspect_trains > 0 {
+        println!(
+            "  {} suspect trains skipped (out of order or repeated in their file)",
+            run.suspect_trains
+        );
+    }
+    for kind in [SourceKind::Instrument, SourceKind::Control] {
+        let sources: Vec<_> = run.sources.iter().filter(|(_, s)| s.kind == kind).collect();
+        println!(
+            "{} {} sources:",
+            sources.len(),
+            if kind == SourceKind::Control {
+                "control"
+            } else {
+                "instrument"
+            }
+        );
+        for (name, source) in sources {
+            println!("  - {name}");
+            for key in source.keys.values() {
+                println!("    {:<40} {:<8} {:?}", key.name, key.dtype, key.shape);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: InspectArgs) -> Result<()> {
+    if args.file.is_dir() {
+        return run_directory(&args.file);
+    }
     let file = hdf5::File::open(&args.file)
         .with_context(|| format!("cannot open {} as HDF5", args.file.display()))?;
     let mut datasets = Vec::new();

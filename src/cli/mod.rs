@@ -1,7 +1,9 @@
 //! Subcommands of the `shotflow` binary.
 
 mod demo;
+mod extract;
 mod inspect;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -19,8 +21,12 @@ struct Cli {
 enum Command {
     /// Run the showcase pump-probe pipeline on synthetic shots and print the curve.
     Demo(demo::DemoArgs),
-    /// List the datasets of a smalldata file: rows, shapes, dtypes, fill counts, summaries.
+    /// List a run directory (as extra-data's lsxfel) or a smalldata file's datasets.
     Inspect(inspect::InspectArgs),
+    /// Write a deterministic simulated EuXFEL run (EXDF 1.0) that extra-data reads.
+    Simulate(simulate::SimulateArgs),
+    /// Extract selected keys of a run, one row per train, into a smalldata file.
+    Extract(extract::ExtractArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -36,6 +42,8 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Extract(args) => extract::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,7 +103,7 @@ const NOISE_TABLE: usize = 1 << 20;
 
 /// The noise table of `seed`, made once per process: [`Synthetic::event`] is called per event
 /// by references and tests.
-fn noise_table(seed: u64) -> Arc<Vec<i8>> {
+pub(crate) fn noise_table(seed: u64) -> Arc<Vec<i8>> {
     static TABLES: OnceLock<Mutex<HashMap<u64, Arc<Vec<i8>>>>> = OnceLock::new();
     let mut tables = TABLES.get_or_init(Default::default).lock().unwrap();
     Arc::clone(tables.entry(seed).or_insert_with(|| make_noise_table(seed)))
@@ -120,7 +120,7 @@ fn make_noise_table(seed: u64) -> Arc<Vec<i8>> {
 }
 
 /// Reproducible stream of random numbers for one event, independent of every other event.
-fn event_rng(seed: u64, index: u64) -> Pcg64Mcg {
+pub(crate) fn event_rng(seed: u64, index: u64) -> Pcg64Mcg {
     // splitmix64 spreads neighbouring indices over the whole seed space
     let mut z = seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -196,33 +196,45 @@ impl Generator {
             } else {
                 1.0
             };
-            let mut frame = Array2::<u16>::zeros((rows, cols));
-            let start = rng.gen_range(0..NOISE_TABLE);
-            for (i, px) in frame.iter_mut().enumerate() {
-                *px = (PEDESTAL as i16 + noise[(start + i) & (NOISE_TABLE - 1)] as i16) as u16;
-            }
             let mean = c.photons * energy * pump;
-            let n = if mean > 0.0 {
-                Poisson::new(mean).unwrap().sample(&mut rng) as usize
-            } else {
-                0
-            };
-            let (cy, cx) = (rows as f64 / 2.0, cols as f64 / 2.0);
-            let radius = (rows.min(cols) as f64) * 0.35;
-            let ring = Normal::new(radius, radius * 0.08).unwrap();
-            for _ in 0..n {
-                let r = ring.sample(&mut rng);
-                let phi = rng.gen_range(0.0..std::f64::consts::TAU);
-                let (y, x) = (cy + r * phi.sin(), cx + r * phi.cos());
-                if y >= 0.0 && x >= 0.0 && (y as usize) < rows && (x as usize) < cols {
-                    let px = &mut frame[[y as usize, x as usize]];
-                    *px = px.saturating_add(PHOTON_ADU);
-                }
-            }
+            let frame = render_frame(&mut rng, noise, [rows, cols], mean);
             event.set(self.keys.frame, ArrayD::from(frame.into_dyn()));
         }
         event
     }
+}
+
+/// A detector frame: pedestal, noise from the shared table, and a Poisson number of photons
+/// (mean `mean_photons`) on a ring around the centre.
+pub(crate) fn render_frame(
+    rng: &mut Pcg64Mcg,
+    noise: &[i8],
+    [rows, cols]: [usize; 2],
+    mean_photons: f64,
+) -> Array2<u16> {
+    let mut frame = Array2::<u16>::zeros((rows, cols));
+    let start = rng.gen_range(0..NOISE_TABLE);
+    for (i, px) in frame.iter_mut().enumerate() {
+        *px = (PEDESTAL as i16 + noise[(start + i) & (NOISE_TABLE - 1)] as i16) as u16;
+    }
+    let n = if mean_photons > 0.0 {
+        Poisson::new(mean_photons).unwrap().sample(rng) as usize
+    } else {
+        0
+    };
+    let (cy, cx) = (rows as f64 / 2.0, cols as f64 / 2.0);
+    let radius = (rows.min(cols) as f64) * 0.35;
+    let ring = Normal::new(radius, radius * 0.08).unwrap();
+    for _ in 0..n {
+        let r = ring.sample(rng);
+        let phi = rng.gen_range(0.0..std::f64::consts::TAU);
+        let (y, x) = (cy + r * phi.sin(), cx + r * phi.cos());
+        if y >= 0.0 && x >= 0.0 && (y as usize) < rows && (x as usize) < cols {
+            let px = &mut frame[[y as usize, x as usize]];
+            *px = px.saturating_add(PHOTON_ADU);
+        }
+    }
+    frame
 }
 
 /// Adds the synthetic source to a dataflow scope.

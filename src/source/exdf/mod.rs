@@ -105,6 +105,9 @@ impl ExdfError {
 /// assert!(s.key.matches("image.data"));
 /// let all = Selector::parse("SA1_XTD2_XGM/DOOCS/MAIN").unwrap();
 /// assert!(all.key.matches("beamPosition.ixPos.value"));
+/// // "...:xtdf" may be a key or the channel of a source: both are tried
+/// let module = Selector::parse("SPB_DET_AGIPD1M-1/DET/*CH0:xtdf").unwrap();
+/// assert!(module.whole.unwrap().matches("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Selector {
@@ -112,6 +115,9 @@ pub struct Selector {
     pub source: glob::Pattern,
     /// Pattern for keys.
     pub key: glob::Pattern,
+    /// When the text after the last `:` might be a channel name (`...:xtdf`), the whole text
+    /// as a source pattern, tried if the split matches nothing.
+    pub whole: Option<glob::Pattern>,
     text: String,
 }
 
@@ -119,20 +125,24 @@ impl Selector {
     /// Parses `SOURCE_GLOB[:KEY_GLOB]`.
     pub fn parse(text: &str) -> Result<Selector, ExdfError> {
         let bad = |e: glob::PatternError| ExdfError::Select(format!("--select {text:?}: {e}"));
-        // A key never contains '/', a source always does: that tells which ':' separates them.
-        let (source, key) = match text.rsplit_once(':') {
-            Some((source, key))
-                if source.contains('/')
-                    && !key.contains('/')
-                    && (key.contains('.') || key.contains('*') || !source.contains(':')) =>
-            {
-                (source, key)
+        // A key never contains '/', a source always does: that tells which ':' may separate
+        // them. `...:xtdf` may still be a channel name: then the whole text is kept as a
+        // source pattern to try when the split matches nothing.
+        let (source, key, whole) = match text.rsplit_once(':') {
+            Some((source, key)) if source.contains('/') && !key.contains('/') => {
+                let whole = if key.contains('.') {
+                    None
+                } else {
+                    Some(glob::Pattern::new(text).map_err(bad)?)
+                };
+                (source, key, whole)
             }
-            _ => (text, "*"),
+            _ => (text, "*", None),
         };
         Ok(Selector {
             source: glob::Pattern::new(source).map_err(bad)?,
             key: glob::Pattern::new(key).map_err(bad)?,
+            whole,
             text: text.to_string(),
         })
     }

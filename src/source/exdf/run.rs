@@ -247,14 +247,22 @@ impl ExdfRun {
     /// The keys that `selectors` choose (all keys of matching sources for `SOURCE` alone).
     pub fn select(&self, selectors: &[Selector]) -> Result<Vec<Selected>, ExdfError> {
         let mut out = Vec::new();
+        let any = glob::Pattern::new("*").expect("valid pattern");
         for selector in selectors {
             let mut matched = false;
+            let split_matches = self.sources.iter().any(|(name, source)| {
+                selector.source.matches(name) && source.keys.keys().any(|k| selector.key.matches(k))
+            });
+            let (source_pattern, key_pattern) = match (&selector.whole, split_matches) {
+                (Some(whole), false) => (whole, &any),
+                _ => (&selector.source, &selector.key),
+            };
             for (name, source) in &self.sources {
-                if !selector.source.matches(name) {
+                if !source_pattern.matches(name) {
                     continue;
                 }
                 for key in source.keys.values() {
-                    if selector.key.matches(&key.name)
+                    if key_pattern.matches(&key.name)
                         && !out
                             .iter()
                             .any(|s: &Selected| s.source == *name && s.key.name == key.name)

@@ -1,0 +1,109 @@
+//! `shotflow extract RUN_DIR --select ... --output FILE.h5`: train-resolved keys, and
+//! per-train sums and means of pulse-resolved arrays, one row per train, as smalldata.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+use shotflow::event::{Event, Key, Value};
+use shotflow::runtime::{execute, Launch};
+use shotflow::sink::smalldata::{SmallData, SmallDataExt};
+use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
+use timely::dataflow::operators::vec::Map;
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// Run directory.
+    run: PathBuf,
+    /// `SOURCE_GLOB[:KEY_GLOB]`, as extra-data's select (repeatable).
+    #[arg(long, required = true)]
+    select: Vec<String>,
+    /// Smalldata output file.
+    #[arg(long)]
+    output: PathBuf,
+    /// Trains per batch.
+    #[arg(long, default_value_t = 4)]
+    trains_per_batch: usize,
+    #[command(flatten)]
+    launch: Launch,
+}
+
+pub fn run(args: ExtractArgs) -> Result<()> {
+    let run = Arc::new(ExdfRun::open(&args.run)?);
+    if run.suspect_trains > 0 {
+        eprintln!(
+            "warning: {} suspect trains skipped (out of order or repeated in their file)",
+            run.suspect_trains
+        );
+    }
+    let selectors = args
+        .select
+        .iter()
+        .map(|s| Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selected = Arc::new(run.select(&selectors)?);
+    // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
+    let reduce: Arc<Vec<(Key, Option<(Key, Key)>)>> = Arc::new(
+        selected
+            .iter()
+            .map(|s| {
+                let per_pulse = s.kind == SourceKind::Instrument && !s.key.shape.is_empty();
+                let name = s.field.name();
+                (
+                    s.field,
+                    per_pulse.then(|| {
+                        (
+                            Key::new(&format!("{name}.sum")),
+                            Key::new(&format!("{name}.mean")),
+                        )
+                    }),
+                )
+            })
+            .collect(),
+    );
+    let output = SmallData::new(&args.output);
+    let result = output.result();
+    let per = args.trains_per_batch;
+    execute(&args.launch, move |worker| {
+        let (run, selected, reduce, output) = (
+            Arc::clone(&run),
+            Arc::clone(&selected),
+            Arc::clone(&reduce),
+            output.clone(),
+        );
+        worker.dataflow(|scope| {
+            scope
+                .exdf(run, selected, per)
+                .map(move |event| {
+                    let mut row = Event::with_capacity(event.id, reduce.len() * 2);
+                    for (field, reduced) in reduce.iter() {
+                        let Some(value) = event.value(*field) else {
+                            continue;
+                        };
+                        match (reduced, value) {
+                            (Some((sum, mean)), Value::Array(a)) => {
+                                let values = a.to_f64_vec();
+                                let total: f64 = values.iter().sum();
+                                row.set(*sum, total);
+                                row.set(*mean, total / values.len().max(1) as f64);
+                            }
+                            // instrument scalars per row: one row per train → the value itself
+                            (_, Value::Array(a)) if a.shape().first() == Some(&1) => {
+                                let v = a.to_f64_vec();
+                                row.set(*field, v[0]);
+                            }
+                            _ => row.set(*field, value.clone()),
+                        }
+                    }
+                    row
+                })
+                .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })?;
+    if let Some(result) = result.lock().unwrap().as_ref() {
+        println!("{}: {} trains", result.master.display(), result.rows);
+    }
+    Ok(())
+}
