@@ -12,6 +12,9 @@ use shotflow::sink::smalldata::{SmallData, SmallDataExt};
 use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
 use timely::dataflow::operators::vec::Map;
 
+/// A selected field, and for pulse-resolved arrays the keys of its per-train sum and mean.
+type Plan = (Key, Option<(Key, Key)>);
+
 #[derive(Args)]
 pub struct ExtractArgs {
     /// Run directory.
@@ -44,7 +47,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let selected = Arc::new(run.select(&selectors)?);
     // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
-    let reduce: Arc<Vec<(Key, Option<(Key, Key)>)>> = Arc::new(
+    let reduce: Arc<Vec<Plan>> = Arc::new(
         selected
             .iter()
             .map(|s| {
