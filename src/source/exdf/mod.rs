@@ -174,19 +174,27 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
     ) -> StreamVec<'scope, Batch, Event> {
         let per = trains_per_batch.max(1);
         let batches = run.trains.len().div_ceil(per) as u64;
-        let mut handles: HashMap<usize, hdf5::File> = HashMap::new();
+        let mut files: HashMap<usize, hdf5::File> = HashMap::new();
+        let mut datasets: HashMap<(usize, String), hdf5::Dataset> = HashMap::new();
         batched_source(self, "Exdf", batches, move |batch| {
             let from = batch as usize * per;
             let trains = &run.trains[from..(from + per).min(run.trains.len())];
-            let files = &run.files;
-            let mut open = |index: usize| -> Result<hdf5::File, ExdfError> {
-                if let Some(file) = handles.get(&index) {
-                    return Ok(file.clone());
+            let paths = &run.files;
+            let mut open = |index: usize, name: &str| -> Result<hdf5::Dataset, ExdfError> {
+                if let Some(dataset) = datasets.get(&(index, name.to_string())) {
+                    return Ok(dataset.clone());
                 }
-                let path = &files[index].path;
-                let file = hdf5::File::open(path).map_err(|e| ExdfError::hdf5(path, "open", e))?;
-                handles.insert(index, file.clone());
-                Ok(file)
+                let path = &paths[index].path;
+                if !files.contains_key(&index) {
+                    let file =
+                        hdf5::File::open(path).map_err(|e| ExdfError::hdf5(path, "open", e))?;
+                    files.insert(index, file);
+                }
+                let dataset = files[&index]
+                    .dataset(name)
+                    .map_err(|e| ExdfError::hdf5(path, name, e))?;
+                datasets.insert((index, name.to_string()), dataset.clone());
+                Ok(dataset)
             };
             run.read(trains, &selected, &mut open)
                 .map_err(|e| format!("trains {}..={}: {e}", trains[0], trains[trains.len() - 1]))

@@ -288,13 +288,14 @@ impl ExdfRun {
         Ok(out)
     }
 
-    /// Reads `selected` for `trains` (sorted) into one event per train, opening files through
-    /// `open` (so each worker keeps its own handles).
+    /// Reads `selected` for `trains` (sorted) into one event per train, opening datasets through
+    /// `open(file, dataset)` (so each worker keeps its own handles: reopening a dataset per
+    /// batch also loses its chunk cache).
     pub(crate) fn read(
         &self,
         trains: &[u64],
         selected: &[Selected],
-        open: &mut dyn FnMut(usize) -> Result<hdf5::File, ExdfError>,
+        open: &mut dyn FnMut(usize, &str) -> Result<hdf5::Dataset, ExdfError>,
     ) -> Result<Vec<Event>, ExdfError> {
         let mut events: Vec<Event> = trains
             .iter()
@@ -313,7 +314,6 @@ impl ExdfRun {
                 }
             }
             for (file_index, wanted) in by_file {
-                let file = open(file_index)?;
                 let path = &self.files[file_index].path;
                 let root = match sel.kind {
                     SourceKind::Control => "CONTROL",
@@ -321,9 +321,7 @@ impl ExdfRun {
                 };
                 let dataset_name =
                     format!("{root}/{}/{}", sel.source, sel.key.name.replace('.', "/"));
-                let dataset = file
-                    .dataset(&dataset_name)
-                    .map_err(|e| ExdfError::hdf5(path, &dataset_name, e))?;
+                let dataset = open(file_index, &dataset_name)?;
                 let lo = wanted.iter().map(|(_, r)| r.first).min().unwrap_or(0);
                 let hi = wanted
                     .iter()
@@ -352,41 +350,56 @@ impl ExdfRun {
                     });
                 }
                 let control = sel.kind == SourceKind::Control;
+                let row_bytes = sel.key.shape.iter().product::<usize>() * sel.key.dtype.size();
+                // Frames are read train by train straight into the event's array (no second
+                // copy); small rows are read as one slab per file and split.
+                let per_train = !control && row_bytes >= 4096;
+                let rows_of = |from: u64, to: u64| {
+                    let mut selection = vec![hdf5::SliceOrIndex::from(from as usize..to as usize)];
+                    selection.extend(
+                        sel.key
+                            .shape
+                            .iter()
+                            .map(|&d| hdf5::SliceOrIndex::from(0..d)),
+                    );
+                    hdf5::Hyperslab::from(selection)
+                };
                 macro_rules! read_as {
                     ($t:ty) => {{
-                        let mut selection =
-                            vec![hdf5::SliceOrIndex::from(lo as usize..hi as usize)];
-                        selection.extend(
-                            sel.key
-                                .shape
-                                .iter()
-                                .map(|&d| hdf5::SliceOrIndex::from(0..d)),
-                        );
-                        let slab: ArrayD<$t> = dataset
-                            .read_slice(hdf5::Hyperslab::from(selection))
-                            .map_err(|e| ExdfError::hdf5(path, &dataset_name, e))?;
-                        for (i, r) in wanted {
-                            let from = (r.first - lo) as usize;
-                            let part = slab.slice_axis(
-                                Axis(0),
-                                ndarray::Slice::from(from..from + r.count as usize),
-                            );
-                            let value = if control {
-                                let row = part.index_axis(Axis(0), 0);
-                                if row.ndim() == 0 {
-                                    row.first().copied().map(<$t as Element>::into_value)
+                        if per_train {
+                            for (i, r) in wanted {
+                                let frames: ArrayD<$t> = dataset
+                                    .read_slice(rows_of(r.first, r.first + r.count))
+                                    .map_err(|e| ExdfError::hdf5(path, &dataset_name, e))?;
+                                events[i].set(sel.field, Value::from(frames));
+                            }
+                        } else {
+                            let slab: ArrayD<$t> = dataset
+                                .read_slice(rows_of(lo, hi))
+                                .map_err(|e| ExdfError::hdf5(path, &dataset_name, e))?;
+                            for (i, r) in wanted {
+                                let from = (r.first - lo) as usize;
+                                let part = slab.slice_axis(
+                                    Axis(0),
+                                    ndarray::Slice::from(from..from + r.count as usize),
+                                );
+                                let value = if control {
+                                    let row = part.index_axis(Axis(0), 0);
+                                    if row.ndim() == 0 {
+                                        row.first().copied().map(<$t as Element>::into_value)
+                                    } else {
+                                        Some(Value::from(row.to_owned().into_dyn()))
+                                    }
                                 } else {
-                                    Some(Value::from(row.to_owned().into_dyn()))
+                                    Some(Value::from(
+                                        part.to_owned()
+                                            .into_shape_with_order(IxDyn(part.shape()))
+                                            .expect("same shape"),
+                                    ))
+                                };
+                                if let Some(value) = value {
+                                    events[i].set(sel.field, value);
                                 }
-                            } else {
-                                Some(Value::from(
-                                    part.to_owned()
-                                        .into_shape_with_order(IxDyn(part.shape()))
-                                        .expect("same shape"),
-                                ))
-                            };
-                            if let Some(value) = value {
-                                events[i].set(sel.field, value);
                             }
                         }
                     }};
