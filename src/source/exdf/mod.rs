@@ -185,12 +185,13 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
                     return Ok(dataset.clone());
                 }
                 let path = &paths[index].path;
-                if !files.contains_key(&index) {
-                    let file =
-                        hdf5::File::open(path).map_err(|e| ExdfError::hdf5(path, "open", e))?;
-                    files.insert(index, file);
-                }
-                let dataset = files[&index]
+                let file = match files.entry(index) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                        hdf5::File::open(path).map_err(|e| ExdfError::hdf5(path, "open", e))?,
+                    ),
+                };
+                let dataset = file
                     .dataset(name)
                     .map_err(|e| ExdfError::hdf5(path, name, e))?;
                 datasets.insert((index, name.to_string()), dataset.clone());
