@@ -17,10 +17,13 @@ use shotflow_operators::photons::count_photons;
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
 
+use crate::event::{Event, Key};
 use crate::event::{EventId, HasEventId};
 use crate::runtime::{execute_plan, Plan, RunError};
 use crate::sink::smalldata::{SmallData, SmallDataExt};
 use crate::sink::SinkExt;
+use crate::source::exdf::simulate::{names, Simulation};
+use crate::source::exdf::{ExdfRun, ExdfSource, ExplodePulses, Selector};
 use crate::source::synthetic::{PEDESTAL, PHOTON_ADU};
 use crate::source::{Synthetic, SyntheticSource};
 
@@ -33,6 +36,9 @@ pub struct DemoConfig {
     pub energy_cut: f64,
     /// Where to write the per-shot smalldata file (`None`: no file).
     pub output: Option<std::path::PathBuf>,
+    /// Read a simulated EuXFEL run from disk (written to a temporary directory first) instead
+    /// of the in-memory synthetic source: one event per pulse.
+    pub run: Option<Simulation>,
     /// Panic while reducing this event id: shows (and tests) how a failing worker ends a run.
     pub fail_at: Option<EventId>,
 }
@@ -44,6 +50,7 @@ impl Default for DemoConfig {
             energy_cut: 0.7,
             fail_at: None,
             output: None,
+            run: None,
         }
     }
 }
@@ -113,6 +120,89 @@ pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
         pulse_energy: event.get_f64(keys.pulse_energy).unwrap_or(f64::NAN),
         delay: event.get_f64(keys.delay).unwrap_or(f64::NAN),
         laser_on: event.get::<bool>(keys.laser_on).unwrap_or(false),
+        photons,
+        roi_sum,
+    }
+}
+
+/// The fields of a simulated run that the demo reads.
+#[derive(Clone, Copy, Debug)]
+pub struct RunKeys {
+    /// Detector frames (module 0), `[frames, rows, cols]` per train.
+    pub frame: Key,
+    /// Pulse ids of the frames.
+    pub pulse_id: Key,
+    /// XGM per-pulse energies, µJ, `[1000]` per train.
+    pub intensity: Key,
+    /// Delay motor position, ps.
+    pub delay: Key,
+    /// Pump-laser shutter, 0 or 1.
+    pub shutter: Key,
+}
+
+impl Default for RunKeys {
+    fn default() -> Self {
+        let module = names::agipd(0);
+        RunKeys {
+            frame: Key::new(&format!("{module}/image.data")),
+            pulse_id: Key::new(&format!("{module}/image.pulseId")),
+            intensity: Key::new(&format!("{}/data.intensityTD", names::XGM_OUTPUT)),
+            delay: Key::new(&format!("{}/actualPosition.value", names::DELAY)),
+            shutter: Key::new(&format!("{}/isOpen.value", names::SHUTTER)),
+        }
+    }
+}
+
+/// What the demo selects from a simulated run.
+pub fn run_selectors() -> Vec<Selector> {
+    [
+        format!("{}:image.data", names::agipd(0)),
+        format!("{}:image.pulseId", names::agipd(0)),
+        format!("{}:data.intensityTD", names::XGM_OUTPUT),
+        format!("{}:actualPosition.value", names::DELAY),
+        format!("{}:isOpen.value", names::SHUTTER),
+    ]
+    .iter()
+    .map(|s| Selector::parse(s).expect("valid selector"))
+    .collect()
+}
+
+/// Keeps the XGM energies of the recorded pulses only, so that exploding the train gives each
+/// pulse its own energy.
+pub fn pulse_energies_per_frame(mut train: Event, keys: &RunKeys) -> Event {
+    let frames = train
+        .value(keys.pulse_id)
+        .map(|v| v.shape().first().copied().unwrap_or(0));
+    if let (Some(n), Some(xgm)) = (frames, train.array::<f32>(keys.intensity)) {
+        let energies: Vec<f32> = xgm.iter().take(n).copied().collect();
+        train.set(keys.intensity, energies);
+    }
+    train
+}
+
+/// Reduces one pulse event of a simulated run to a row.
+pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
+    let (photons, roi_sum) = match event.array::<u16>(keys.frame) {
+        Some(frame) => {
+            let frame = frame
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("AGIPD frames are 2-D");
+            let shape = [frame.nrows(), frame.ncols()];
+            let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
+            (
+                count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
+                roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
+            )
+        }
+        None => (0, 0.0),
+    };
+    ShotRow {
+        id: event.id,
+        pulse_energy: event
+            .get_f64(keys.intensity)
+            .map_or(f64::NAN, |uj| uj / 1000.0),
+        delay: event.get_f64(keys.delay).unwrap_or(f64::NAN),
+        laser_on: event.get_f64(keys.shutter).is_some_and(|v| v != 0.0),
         photons,
         roi_sum,
     }
@@ -194,6 +284,8 @@ pub struct DemoReport {
     pub elapsed: Duration,
     /// Where it ran.
     pub plan: String,
+    /// What it read.
+    pub input: String,
 }
 
 /// Runs the demo on `plan`. Returns the report on process 0 (worker 0 collects the results)
@@ -201,18 +293,51 @@ pub struct DemoReport {
 pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunError> {
     let started = Instant::now();
     let config = config.clone();
+    // Every process writes the same (deterministic) run into its own directory, so processes
+    // on hosts without a shared filesystem read identical data.
+    let simulated = match &config.run {
+        Some(simulation) => {
+            let dir = std::env::temp_dir().join(format!("shotflow-demo-{}", std::process::id()));
+            simulation
+                .write(&dir)
+                .map_err(|e| RunError::Launch(format!("simulating the demo run: {e}")))?;
+            let run = ExdfRun::open(&dir).map_err(|e| RunError::Launch(e.to_string()))?;
+            let selected = run
+                .select(&run_selectors())
+                .map_err(|e| RunError::Launch(e.to_string()))?;
+            Some((dir, Arc::new(run), Arc::new(selected)))
+        }
+        None => None,
+    };
+    let input = simulated
+        .as_ref()
+        .map(|(_, run, selected)| (Arc::clone(run), Arc::clone(selected)));
     let results = execute_plan(plan, move |worker| {
         let curve = Arc::new(Mutex::new(Curve::default()));
         let produced = Arc::new(Mutex::new(0u64));
         let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
         let output = config.output.clone();
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
+        let input = input.clone();
         worker.dataflow(|scope| {
-            let rows = scope.synthetic(&source).map(move |event| {
-                if fail_at == Some(event.id) {
-                    panic!("injected failure at event {}", event.id);
+            let rows = match input {
+                Some((run, selected)) => {
+                    let keys = RunKeys::default();
+                    scope
+                        .exdf(run, selected, 2)
+                        .map(move |train| pulse_energies_per_frame(train, &keys))
+                        .explode_pulses(keys.pulse_id)
+                        .map(move |pulse| reduce_pulse(&pulse, &keys))
                 }
-                reduce(&source, &event)
+                None => scope
+                    .synthetic(&source)
+                    .map(move |event| reduce(&source, &event)),
+            }
+            .map(move |row| {
+                if fail_at == Some(row.id) {
+                    panic!("injected failure at event {}", row.id);
+                }
+                row
             });
             // Every worker reports how many rows it made, so worker 0 can count the whole run.
             rows.clone()
@@ -237,7 +362,11 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
         let curve = std::mem::take(&mut *curve.lock().unwrap());
         let events = *produced.lock().unwrap();
         Ok::<_, crate::runtime::Aborted>((worker.index(), curve, events))
-    })?;
+    });
+    if let Some((dir, _, _)) = &simulated {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let results = results?;
     Ok(results
         .into_iter()
         .find(|(index, _, _)| *index == 0)
@@ -246,17 +375,20 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
             curve,
             elapsed: started.elapsed(),
             plan: plan.describe(),
+            input: match &config.run {
+                Some(s) => format!(
+                    "simulated EuXFEL run read from disk ({} trains × {} pulses, AGIPD module 0)",
+                    s.trains, s.frames
+                ),
+                None => "synthetic pump-probe shots".to_string(),
+            },
         }))
 }
 
 impl std::fmt::Display for DemoReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let seconds = self.elapsed.as_secs_f64();
-        writeln!(
-            f,
-            "shotflow demo: synthetic pump-probe run on {}",
-            self.plan
-        )?;
+        writeln!(f, "shotflow demo: {} on {}", self.input, self.plan)?;
         writeln!(
             f,
             "  events {:>9}   kept {:>9} ({:.1}%)   {:.3} s   {:.0} events/s",

@@ -400,3 +400,33 @@ fn smalldata_from_two_processes_equals_one_process() {
         .unwrap();
     assert_eq!(sum, photons.iter().sum::<u64>() as f64);
 }
+
+#[test]
+fn demo_reading_a_simulated_run_on_two_processes_matches_reference() {
+    let want = common::run_reference(
+        &common::small_run(),
+        shotflow::demo::DemoConfig::default().energy_cut,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args = common::small_run_args();
+            args.extend(cluster_args(2, p, 1, dir.path()));
+            spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| wait_bounded(c, LIMIT))
+        .collect();
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (events, curve) = curve_of(&outputs[0].stdout);
+    assert_eq!(events, 72);
+    assert_eq!(curve, want);
+}

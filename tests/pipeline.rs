@@ -235,3 +235,20 @@ fn a_worker_error_is_reported() {
         "worker 1 (process 0) failed: cannot open run directory /nonexistent"
     );
 }
+
+#[test]
+fn demo_from_a_simulated_run_matches_sequential_reference() {
+    let config = DemoConfig {
+        run: Some(common::small_run()),
+        ..DemoConfig::default()
+    };
+    let want = common::run_reference(config.run.as_ref().unwrap(), config.energy_cut);
+    assert!(want.kept > 50 && want.points.len() == 6, "{want:?}"); // 12 trains, 2 per delay step
+    for plan in plans() {
+        let report = demo::run(&config, &plan)
+            .unwrap()
+            .expect("process 0 reports");
+        assert_eq!(report.events, 12 * 6);
+        assert_eq!(report.curve, want, "{}", plan.describe());
+    }
+}

@@ -4,11 +4,29 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use shotflow::demo::{self, DemoConfig};
 use shotflow::runtime::Launch;
+use shotflow::source::exdf::simulate::Simulation;
 use shotflow::source::Synthetic;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Input {
+    /// Simulate a EuXFEL run (EXDF files) in a temporary directory and read it from disk.
+    Run,
+    /// Generate shots in memory (no files).
+    Synthetic,
+}
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Number of shots.
+    /// Where the shots come from.
+    #[arg(long, value_enum, default_value_t = Input::Run)]
+    source: Input,
+    /// Trains of the simulated run (--source run).
+    #[arg(long, default_value_t = 48)]
+    trains: u64,
+    /// Pulses (frames) per train of the simulated run (--source run).
+    #[arg(long, default_value_t = 32)]
+    pulses: usize,
+    /// Number of shots (--source synthetic).
     #[arg(long, default_value_t = 5_000)]
     events: u64,
     /// Shots per batch (one timely timestamp each).
@@ -65,12 +83,24 @@ fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let plan = args.launch.plan()?;
+    let frame = parse_frame(&args.frame)?;
+    let run = (args.source == Input::Run).then(|| Simulation {
+        trains: args.trains,
+        modules: 1,
+        frames: args.pulses.max(1),
+        frame: frame.unwrap_or([512, 128]),
+        trains_per_file: args.trains.div_ceil(2).max(1),
+        photons: args.photons,
+        seed: args.seed,
+        ..Simulation::default()
+    });
     let config = DemoConfig {
+        run,
         source: Synthetic {
             events: args.events,
             batch_size: args.batch_size.max(1),
             seed: args.seed,
-            frame: parse_frame(&args.frame)?,
+            frame,
             photons: args.photons,
             ..Synthetic::default()
         },

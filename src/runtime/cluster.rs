@@ -142,10 +142,19 @@ pub(crate) fn connect(
             .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
     }
-    if let Peers::Rendezvous { dir, .. } = peers {
-        // Everyone has read every file once the mesh is complete.
-        let _ = std::fs::remove_file(dir.join(format!("{process}.addr")));
-        let _ = std::fs::remove_dir(dir);
+    if let (Peers::Rendezvous { dir, .. }, 0) = (peers, process) {
+        // Every other process read all addresses before it connected to process 0, so once
+        // process 0 has all its connections the files are no longer needed.
+        for peer in 0..processes {
+            let _ = std::fs::remove_file(dir.join(format!("{peer}.addr")));
+        }
+        if dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("shotflow-rendezvous-"))
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
     Ok(sockets)
 }

@@ -25,6 +25,8 @@ pub fn small_demo() -> DemoConfig {
 pub fn small_demo_args() -> Vec<String> {
     [
         "demo",
+        "--source",
+        "synthetic",
         "--events",
         "1203",
         "--batch-size",
@@ -82,4 +84,86 @@ pub fn spawn(program: &str, args: &[String]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn")
+}
+
+/// A simulated run small enough for debug builds.
+pub fn small_run() -> shotflow::source::exdf::simulate::Simulation {
+    shotflow::source::exdf::simulate::Simulation {
+        trains: 12,
+        modules: 1,
+        frames: 6,
+        frame: [64, 32],
+        trains_per_file: 6,
+        photons: 40.0,
+        ..Default::default()
+    }
+}
+
+/// The command-line arguments that make `shotflow demo` read [`small_run`].
+pub fn small_run_args() -> Vec<String> {
+    [
+        "demo",
+        "--source",
+        "run",
+        "--trains",
+        "12",
+        "--pulses",
+        "6",
+        "--frame",
+        "64x32",
+        "--photons",
+        "40",
+        "--json",
+        "--no-output",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The demo's curve for a simulated run, by a plain loop: all trains read at once, each train
+/// split into pulses by hand (not by the `explode_pulses` operator), reduced, cut, folded.
+pub fn run_reference(
+    simulation: &shotflow::source::exdf::simulate::Simulation,
+    energy_cut: f64,
+) -> Curve {
+    use shotflow::demo::{reduce_pulse, run_selectors, RunKeys};
+    use shotflow::event::{Event, Value};
+    use shotflow::source::exdf::explode::pulse_event_id;
+    use shotflow::source::exdf::ExdfRun;
+
+    let dir = tempfile::tempdir().unwrap();
+    simulation.write(dir.path()).unwrap();
+    let run = ExdfRun::open(dir.path()).unwrap();
+    let selected = run.select(&run_selectors()).unwrap();
+    let mut open = |index: usize, name: &str| {
+        Ok(hdf5::File::open(&run.files[index].path)
+            .unwrap()
+            .dataset(name)
+            .unwrap())
+    };
+    let trains = run.read(&run.trains, &selected, &mut open).unwrap();
+    let keys = RunKeys::default();
+    let mut curve = Curve::default();
+    for train in trains {
+        let pulse_ids = train.array::<u64>(keys.pulse_id).unwrap().to_owned();
+        let frames = train.array::<u16>(keys.frame).unwrap().to_owned();
+        let energies = train.array::<f32>(keys.intensity).unwrap().to_owned();
+        for (j, pulse) in pulse_ids.iter().enumerate() {
+            let frame = frames.index_axis(ndarray::Axis(0), j).to_owned();
+            let mut event = Event::new(pulse_event_id(train.id, *pulse))
+                .with(keys.frame, Value::from(frame))
+                .with(keys.intensity, *energies.iter().nth(j).unwrap()); // [1, 1000]: one XGM row per train
+            for key in [keys.delay, keys.shutter] {
+                if let Some(v) = train.value(key) {
+                    event.set(key, v.clone());
+                }
+            }
+            let row = reduce_pulse(&event, &keys);
+            if row.pulse_energy >= energy_cut {
+                curve.add(&row);
+            }
+        }
+    }
+    curve
 }

@@ -4,7 +4,7 @@
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::event::{each_array, Array, Event, Key, Value};
+use crate::event::{each_array, Array, Element, Event, Key, Value};
 use crate::sink::Batch;
 
 /// The id of pulse `pulse` of train `train`: train-major, so pulse events sort in time.
@@ -20,9 +20,15 @@ pub fn pulse_event_id(train: u64, pulse: u64) -> u64 {
     (train << 16) | (pulse & 0xffff)
 }
 
-/// Frame `j` of an array whose first axis is the frame axis.
+/// Entry `j` of an array whose first axis is the frame axis: an array, or a scalar for 1-D.
 fn frame(array: &Array, j: usize) -> Value {
-    each_array!(array, a => Value::from(a.index_axis(ndarray::Axis(0), j).to_owned()))
+    each_array!(array, a => {
+        let sub = a.index_axis(ndarray::Axis(0), j);
+        match sub.ndim() {
+            0 => sub.first().copied().expect("0-d arrays hold one value").into_value(),
+            _ => Value::from(sub.to_owned()),
+        }
+    })
 }
 
 /// Splits train events into pulse events.

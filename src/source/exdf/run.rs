@@ -291,7 +291,7 @@ impl ExdfRun {
     /// Reads `selected` for `trains` (sorted) into one event per train, opening datasets through
     /// `open(file, dataset)` (so each worker keeps its own handles: reopening a dataset per
     /// batch also loses its chunk cache).
-    pub(crate) fn read(
+    pub fn read(
         &self,
         trains: &[u64],
         selected: &[Selected],
