@@ -379,3 +379,8 @@ fn out_of_order_trains_are_skipped_with_a_count() {
         "the train still comes from the DA01 file"
     );
 }
+
+#[test]
+fn corrected_format_1_2_equals_extra_data() {
+    compare(&mock_runs().join("proc"), &["SPB_DET_AGIPD1M-1/CORR/1CH0:output:image.cellId", "SPB_DET_AGIPD1M-1/CORR/1CH0:output:header.pulseCount"]);
+}

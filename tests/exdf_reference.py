@@ -45,6 +45,10 @@ RUNS = {
         "INSTRUMENT/SA1_XTD2_XGM/DOOCS/MAIN:output/data/intensityTD",
         "CONTROL/SA1_XTD2_XGM/DOOCS/MAIN/beamPosition/iyPos/value",
     ])]),
+    "proc": ("make_modern_spb_proc_run", [("AGIPD01", [
+        "INSTRUMENT/SPB_DET_AGIPD1M-1/CORR/1CH0:output/image/cellId",
+        "INSTRUMENT/SPB_DET_AGIPD1M-1/CORR/1CH0:output/header/pulseCount",
+    ])]),
     "jungfrau": ("make_jungfrau_run", [("JNGFR02", [
         "INSTRUMENT/SPB_IRDA_JF4M/DET/JNGFR02:daqOutput/data/frameNumber",
         "INSTRUMENT/SPB_IRDA_JF4M/DET/JNGFR02:daqOutput/data/memoryCell",
