@@ -250,10 +250,12 @@ fn simulated_runs_pass_extra_data_validate_and_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("r0001");
     simulated(&run, &[]);
-    let out = Command::new("extra-data-validate")
+    // `extra-data-validate` is this module's console script; calling the module avoids PATH.
+    let out = Command::new(python())
+        .args(["-m", "extra_data.validation"])
         .arg(&run)
         .output()
-        .expect("extra-data-validate (pip install extra-data)");
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("No problems found"),
@@ -382,5 +384,11 @@ fn out_of_order_trains_are_skipped_with_a_count() {
 
 #[test]
 fn corrected_format_1_2_equals_extra_data() {
-    compare(&mock_runs().join("proc"), &["SPB_DET_AGIPD1M-1/CORR/1CH0:output:image.cellId", "SPB_DET_AGIPD1M-1/CORR/1CH0:output:header.pulseCount"]);
+    compare(
+        &mock_runs().join("proc"),
+        &[
+            "SPB_DET_AGIPD1M-1/CORR/1CH0:output:image.cellId",
+            "SPB_DET_AGIPD1M-1/CORR/1CH0:output:header.pulseCount",
+        ],
+    );
 }
