@@ -98,23 +98,27 @@ pub fn demo_roi(shape: [usize; 2]) -> Roi {
     )
 }
 
+/// Photons and the central ROI sum (pixels from half a photon up) of a 2-D u16 frame field;
+/// zeros without a frame.
+fn frame_stats(event: &Event, key: Key) -> (u64, f64) {
+    let Some(frame) = event.array::<u16>(key) else {
+        return (0, 0.0);
+    };
+    let frame = frame
+        .into_dimensionality::<ndarray::Ix2>()
+        .expect("detector frames are 2-D");
+    let shape = [frame.nrows(), frame.ncols()];
+    let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
+    (
+        count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
+        roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
+    )
+}
+
 /// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
 pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
     let keys = config.keys();
-    let (photons, roi_sum) = match event.array::<u16>(keys.frame) {
-        Some(frame) => {
-            let frame = frame
-                .into_dimensionality::<ndarray::Ix2>()
-                .expect("the synthetic frame is 2-D");
-            let shape = [frame.nrows(), frame.ncols()];
-            let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
-            (
-                count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
-                roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
-            )
-        }
-        None => (0, 0.0),
-    };
+    let (photons, roi_sum) = frame_stats(event, keys.frame);
     ShotRow {
         id: event.id,
         pulse_energy: event.get_f64(keys.pulse_energy).unwrap_or(f64::NAN),
@@ -182,20 +186,7 @@ pub fn pulse_energies_per_frame(mut train: Event, keys: &RunKeys) -> Event {
 
 /// Reduces one pulse event of a simulated run to a row.
 pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
-    let (photons, roi_sum) = match event.array::<u16>(keys.frame) {
-        Some(frame) => {
-            let frame = frame
-                .into_dimensionality::<ndarray::Ix2>()
-                .expect("AGIPD frames are 2-D");
-            let shape = [frame.nrows(), frame.ncols()];
-            let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
-            (
-                count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
-                roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
-            )
-        }
-        None => (0, 0.0),
-    };
+    let (photons, roi_sum) = frame_stats(event, keys.frame);
     ShotRow {
         id: event.id,
         pulse_energy: event
