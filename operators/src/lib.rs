@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod azimuthal;
 pub mod photons;
 pub mod pixel;
 pub mod roi;

@@ -1,0 +1,135 @@
+//! Detector reductions against references we did not write: pyFAI for azimuthal integration,
+//! scipy.ndimage for droplets (tests/check_*.py).
+
+use std::path::Path;
+use std::process::Command;
+
+use ndarray::Array2;
+use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_check(script: &str, file: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = Command::new(python())
+        .arg(script)
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// Rings at three q values on a flat background, with a deterministic ripple.
+fn ring_image(geometry: &Geometry, shape: (usize, usize)) -> Array2<f32> {
+    Array2::from_shape_fn(shape, |(i, j)| {
+        let (q, phi) = geometry.position(i, j, Radial::QInvNm);
+        let ring = |q0: f64, w: f64, a: f64| a * (-(q - q0).powi(2) / (2.0 * w * w)).exp();
+        (5.0 + ring(6.0, 0.15, 100.0)
+            + ring(9.5, 0.2, 60.0)
+            + ring(13.0, 0.3, 30.0)
+            + (3.0 * phi).cos()
+            + ((i * 31 + j * 17) % 7) as f64 * 0.1) as f32
+    })
+}
+
+#[test]
+fn azimuthal_integration_agrees_with_pyfai() {
+    let shape = (256, 320);
+    let geometry = Geometry {
+        distance: 0.15,
+        poni1: 0.0,
+        poni2: 0.0,
+        pixel1: 1e-4,
+        pixel2: 1e-4,
+        energy_kev: 9.3,
+    }
+    .with_center(100.3, 170.7);
+    let image = ring_image(&geometry, shape);
+    let mask = Array2::from_shape_fn(shape, |(i, j)| i == 40 || (j > 300 && i < 20));
+    for (unit, name, lo, hi, bins) in [
+        (Radial::QInvNm, "q_nm^-1", 0.5, 7.0, 200),
+        (Radial::RadiusMm, "r_mm", 1.0, 20.0, 120),
+        (Radial::TwoThetaDeg, "2th_deg", 1.0, 8.0, 90),
+    ] {
+        let map = AzimuthalMap::new(
+            shape,
+            &geometry,
+            unit,
+            bins,
+            Some((lo, hi)),
+            Some(mask.view()),
+            1,
+        )
+        .unwrap();
+        let profile = map.integrate(image.view());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("azimuthal.h5");
+        {
+            let file = hdf5::File::create(&path).unwrap();
+            file.new_dataset_builder()
+                .with_data(&image)
+                .create("image")
+                .unwrap();
+            file.new_dataset_builder()
+                .with_data(&mask.mapv(u8::from))
+                .create("mask")
+                .unwrap();
+            file.new_dataset_builder()
+                .with_data(&ndarray::Array1::from(profile))
+                .create("profile")
+                .unwrap();
+            file.new_dataset_builder()
+                .with_data(&ndarray::Array1::from(map.centers()))
+                .create("centers")
+                .unwrap();
+            file.new_dataset_builder()
+                .with_data(&ndarray::Array1::from(map.counts().to_vec()))
+                .create("counts")
+                .unwrap();
+            let g = file.create_group("geometry").unwrap();
+            for (k, v) in [
+                ("distance", geometry.distance),
+                ("poni1", geometry.poni1),
+                ("poni2", geometry.poni2),
+                ("pixel1", geometry.pixel1),
+                ("pixel2", geometry.pixel2),
+                ("energy_kev", geometry.energy_kev),
+            ] {
+                g.new_attr::<f64>()
+                    .create(k)
+                    .unwrap()
+                    .write_scalar(&v)
+                    .unwrap();
+            }
+            file.new_attr::<hdf5::types::VarLenUnicode>()
+                .create("unit")
+                .unwrap()
+                .write_scalar(&name.parse::<hdf5::types::VarLenUnicode>().unwrap())
+                .unwrap();
+            for (k, v) in [("lo", lo), ("hi", hi)] {
+                file.new_attr::<f64>()
+                    .create(k)
+                    .unwrap()
+                    .write_scalar(&v)
+                    .unwrap();
+            }
+            file.new_attr::<u64>()
+                .create("bins")
+                .unwrap()
+                .write_scalar(&(bins as u64))
+                .unwrap();
+        }
+        let report = run_check("check_azimuthal.py", &path);
+        eprintln!("{name}: {report}");
+    }
+}
