@@ -133,3 +133,62 @@ fn azimuthal_integration_agrees_with_pyfai() {
         eprintln!("{name}: {report}");
     }
 }
+
+#[test]
+fn droplets_agree_with_scipy_label() {
+    use shotflow_operators::droplets::{droplets, Connectivity};
+    // Planted photons: singles, touching pairs (edge and corner), clusters, and hits on every
+    // edge and corner of the frame, on low noise below the threshold.
+    let (rows, cols) = (64, 48);
+    let mut frame =
+        Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 7 + j * 13) % 11) as f64 * 0.5);
+    let mut plant = |i: usize, j: usize, v: f64| frame[[i, j]] += v;
+    for k in 0..40 {
+        plant((k * 37) % rows, (k * 23) % cols, 60.0 + k as f64);
+    }
+    plant(10, 10, 60.0);
+    plant(10, 11, 30.0); // edge pair
+    plant(20, 20, 55.0);
+    plant(21, 21, 45.0); // corner pair: one droplet only with 8-connectivity
+    for (i, j) in [
+        (0, 0),
+        (0, cols - 1),
+        (rows - 1, 0),
+        (rows - 1, cols - 1),
+        (0, 17),
+        (33, 0),
+    ] {
+        plant(i, j, 80.0);
+    }
+    for (i, j) in [(40, 30), (40, 31), (41, 30), (41, 31), (42, 32)] {
+        plant(i, j, 25.0);
+    }
+    let threshold = 10.0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("droplets.h5");
+    {
+        let file = hdf5::File::create(&path).unwrap();
+        file.new_dataset_builder()
+            .with_data(&frame)
+            .create("frame")
+            .unwrap();
+        file.new_attr::<f64>()
+            .create("threshold")
+            .unwrap()
+            .write_scalar(&threshold)
+            .unwrap();
+        for (name, connectivity) in [("four", Connectivity::Four), ("eight", Connectivity::Eight)] {
+            let found = droplets(frame.view(), threshold, connectivity);
+            let table = Array2::from_shape_fn((found.len(), 4), |(k, c)| {
+                let d = found[k];
+                [d.adu, d.pixels as f64, d.row, d.col][c]
+            });
+            file.new_dataset_builder()
+                .with_data(&table)
+                .create(name)
+                .unwrap();
+        }
+    }
+    let report = run_check("check_droplets.py", &path);
+    eprintln!("{report}");
+}

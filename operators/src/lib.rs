@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod azimuthal;
+pub mod droplets;
 pub mod photons;
 pub mod pixel;
 pub mod roi;
