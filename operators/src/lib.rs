@@ -16,7 +16,11 @@
 #![warn(missing_docs)]
 
 pub mod azimuthal;
+pub mod binning;
+pub mod calibration;
 pub mod droplets;
+pub mod histogram;
+pub mod normalize;
 pub mod photons;
 pub mod pixel;
 pub mod roi;

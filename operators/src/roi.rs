@@ -87,6 +87,46 @@ pub fn roi_stats<T: Pixel>(frame: ArrayView2<'_, T>, roi: Roi, threshold: Option
     }
 }
 
+/// Sum of the region along one axis: `axis = 0` gives one value per column (summing rows),
+/// `axis = 1` one value per row. Pixels below `threshold` count as 0.
+///
+/// # Examples
+///
+/// ```
+/// use ndarray::array;
+/// use shotflow_operators::roi::{projection, Roi};
+///
+/// let frame = array![[1u16, 2, 3], [4, 5, 6]];
+/// assert_eq!(projection(frame.view(), Roi::new(0..2, 0..3), 0, None), vec![5.0, 7.0, 9.0]);
+/// assert_eq!(projection(frame.view(), Roi::new(0..2, 1..3), 1, Some(3.0)), vec![3.0, 11.0]);
+/// ```
+pub fn projection<T: Pixel>(
+    frame: ArrayView2<'_, T>,
+    roi: Roi,
+    axis: usize,
+    threshold: Option<f64>,
+) -> Vec<f64> {
+    let (rows, cols) = roi.clip(frame.dim());
+    let region = frame.slice(s![rows, cols]);
+    let threshold = threshold.unwrap_or(f64::NEG_INFINITY);
+    let keep = |v: f64| if v >= threshold { v } else { 0.0 };
+    if axis == 0 {
+        let mut out = vec![0.0; region.ncols()];
+        for row in region.rows() {
+            out.iter_mut()
+                .zip(row)
+                .for_each(|(o, px)| *o += keep(px.to_f64()));
+        }
+        out
+    } else {
+        region
+            .rows()
+            .into_iter()
+            .map(|row| row.iter().map(|px| keep(px.to_f64())).sum())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
