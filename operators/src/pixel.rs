@@ -13,6 +13,13 @@
 pub trait Pixel: Copy + Send + Sync + 'static {
     /// The value as `f64`.
     fn to_f64(self) -> f64;
+    /// The value as `f32` (exact for 8- and 16-bit detectors), for vectorised inner loops.
+    fn to_f32(self) -> f32;
+    /// The slice as raw 16-bit detector values, when that is what it is (lookup-table paths).
+    fn as_u16(pixels: &[Self]) -> Option<&[u16]> {
+        let _ = pixels;
+        None
+    }
 }
 
 macro_rules! pixel {
@@ -20,10 +27,26 @@ macro_rules! pixel {
         impl Pixel for $t {
             #[inline(always)]
             fn to_f64(self) -> f64 { self as f64 }
+            #[inline(always)]
+            fn to_f32(self) -> f32 { self as f32 }
         }
     )*};
 }
-pixel!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+pixel!(u8, u32, u64, i8, i16, i32, i64, f32, f64);
+
+impl Pixel for u16 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn as_u16(pixels: &[u16]) -> Option<&[u16]> {
+        Some(pixels)
+    }
+}
 
 impl Pixel for bool {
     #[inline(always)]
@@ -33,5 +56,9 @@ impl Pixel for bool {
         } else {
             0.0
         }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self.to_f64() as f32
     }
 }
