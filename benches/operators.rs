@@ -20,7 +20,12 @@ use shotflow_operators::roi::{roi_stats, Roi};
 fn frames(shape: (usize, usize)) -> Vec<Array2<u16>> {
     let n = (64 << 20) / (shape.0 * shape.1 * 2);
     (0..n)
-        .map(|f| Array2::from_shape_fn(shape, |(i, j)| (100 + (i * 7 + j * 13 + f * 31) % 9 + if (i * j + f) % 997 == 0 { 60 } else { 0 }) as u16))
+        .map(|f| {
+            Array2::from_shape_fn(shape, |(i, j)| {
+                (100 + (i * 7 + j * 13 + f * 31) % 9 + if (i * j + f) % 997 == 0 { 60 } else { 0 })
+                    as u16
+            })
+        })
         .collect()
 }
 
@@ -41,31 +46,78 @@ fn measure(frames: &[Array2<u16>], mut f: impl FnMut(&Array2<u16>) -> f64) -> (f
 fn main() {
     for shape in [(512, 128), (1024, 1024)] {
         let frames = frames(shape);
-        println!("\n{}×{} u16 frames ({} KiB), single thread", shape.0, shape.1, shape.0 * shape.1 * 2 / 1024);
-        println!("{:<34} {:>12} {:>8} {:>12}", "reduction", "frames/s", "GB/s", "× reference");
-        let (_, reference) = measure(&frames, |f| f.as_slice().unwrap().iter().map(|&v| v as u64).sum::<u64>() as f64);
+        println!(
+            "\n{}×{} u16 frames ({} KiB), single thread",
+            shape.0,
+            shape.1,
+            shape.0 * shape.1 * 2 / 1024
+        );
+        println!(
+            "{:<34} {:>12} {:>8} {:>12}",
+            "reduction", "frames/s", "GB/s", "× reference"
+        );
+        let (_, reference) = measure(&frames, |f| {
+            f.as_slice().unwrap().iter().map(|&v| v as u64).sum::<u64>() as f64
+        });
         let report = |name: &str, (rate, gbs): (f64, f64)| {
-            println!("{name:<34} {rate:>12.0} {gbs:>8.2} {:>12.2}", reference / gbs);
+            println!(
+                "{name:<34} {rate:>12.0} {gbs:>8.2} {:>12.2}",
+                reference / gbs
+            );
         };
-        report("plain sum (memory reference)", measure(&frames, |f| f.as_slice().unwrap().iter().map(|&v| v as u64).sum::<u64>() as f64));
+        report(
+            "plain sum (memory reference)",
+            measure(&frames, |f| {
+                f.as_slice().unwrap().iter().map(|&v| v as u64).sum::<u64>() as f64
+            }),
+        );
         let roi = Roi::new(shape.0 / 4..3 * shape.0 / 4, 0..shape.1);
-        report("ROI sum/mean/max, threshold", measure(&frames, |f| roi_stats(f.view(), roi.clone(), Some(130.0)).sum));
-        report("photon count (arithmetic)", measure(&frames, |f| count_photons(f.view(), 100.0, 60.0) as f64));
+        report(
+            "ROI sum/mean/max, threshold",
+            measure(&frames, |f| {
+                roi_stats(f.view(), roi.clone(), Some(130.0)).sum
+            }),
+        );
+        report(
+            "photon count (arithmetic)",
+            measure(&frames, |f| count_photons(f.view(), 100.0, 60.0) as f64),
+        );
         let counter = PhotonCounter::new(100.0, 60.0);
-        report("photon count (u16 lookup table)", measure(&frames, |f| counter.count(f.view()) as f64));
-        let geometry = Geometry { distance: 0.2, poni1: 0.0, poni2: 0.0, pixel1: 2e-4, pixel2: 2e-4, energy_kev: 9.3 }
-            .with_center(shape.0 as f64 / 2.0, shape.1 as f64 / 2.0);
+        report(
+            "photon count (u16 lookup table)",
+            measure(&frames, |f| counter.count(f.view()) as f64),
+        );
+        let geometry = Geometry {
+            distance: 0.2,
+            poni1: 0.0,
+            poni2: 0.0,
+            pixel1: 2e-4,
+            pixel2: 2e-4,
+            energy_kev: 9.3,
+        }
+        .with_center(shape.0 as f64 / 2.0, shape.1 as f64 / 2.0);
         let map = AzimuthalMap::new(shape, &geometry, Radial::QInvNm, 500, None, None, 1).unwrap();
         let mut sums = vec![0.0; 500];
-        report("azimuthal integration (500 bins)", measure(&frames, |f| {
-            sums.iter_mut().for_each(|s| *s = 0.0);
-            map.accumulate(f.view(), &mut sums);
-            sums[0]
-        }));
-        report("droplets (4-connected)", measure(&frames, |f| droplets(f.view(), 130.0, Connectivity::Four).len() as f64));
+        report(
+            "azimuthal integration (500 bins)",
+            measure(&frames, |f| {
+                sums.iter_mut().for_each(|s| *s = 0.0);
+                map.accumulate(f.view(), &mut sums);
+                sums[0]
+            }),
+        );
+        report(
+            "droplets (4-connected)",
+            measure(&frames, |f| {
+                droplets(f.view(), 130.0, Connectivity::Four).len() as f64
+            }),
+        );
         let mut cal = Calibration::identity(shape);
         cal.pedestal.fill(100.0);
         cal.common_mode = CommonMode::Row { max_adu: 30.0 };
-        report("calibration (pedestal, gain, cm)", measure(&frames, |f| cal.apply(f.view())[[0, 0]] as f64));
+        report(
+            "calibration (pedestal, gain, cm)",
+            measure(&frames, |f| cal.apply(f.view())[[0, 0]] as f64),
+        );
     }
 }

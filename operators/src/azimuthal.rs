@@ -110,8 +110,11 @@ pub struct AzimuthalMap {
     sectors: usize,
     lo: f64,
     hi: f64,
-    /// Bin of each pixel (row-major), `u32::MAX` when masked or out of range.
-    index: Vec<u32>,
+    /// Bin of each pixel (row-major), `u16::MAX` when masked or out of range. Two bytes per
+    /// pixel keep the map's memory traffic at the frame's (maps needing more bins use `wide`).
+    index: Vec<u16>,
+    /// The same for maps of 65535 bins or more.
+    wide: Vec<u32>,
     /// Pixels per bin.
     counts: Vec<u32>,
 }
@@ -163,7 +166,7 @@ impl AzimuthalMap {
         let width = (hi - lo) / bins as f64;
         let sector_width = 2.0 * std::f64::consts::PI / sectors as f64;
         let mut counts = vec![0u32; bins * sectors];
-        let index = positions
+        let index: Vec<u32> = positions
             .iter()
             .enumerate()
             .map(|(k, &(radial, azimuth))| {
@@ -179,6 +182,17 @@ impl AzimuthalMap {
                 b as u32
             })
             .collect();
+        let (index, wide) = if bins * sectors < u16::MAX as usize {
+            (
+                index
+                    .iter()
+                    .map(|&b| if b == u32::MAX { u16::MAX } else { b as u16 })
+                    .collect(),
+                Vec::new(),
+            )
+        } else {
+            (Vec::new(), index)
+        };
         Ok(AzimuthalMap {
             shape,
             bins,
@@ -186,6 +200,7 @@ impl AzimuthalMap {
             lo,
             hi,
             index,
+            wide,
             counts,
         })
     }
@@ -225,17 +240,74 @@ impl AzimuthalMap {
             "image shape differs from the map's"
         );
         assert_eq!(sums.len(), self.bins * self.sectors);
-        let mut add = |pixels: &mut dyn Iterator<Item = (&T, &u32)>| {
-            for (px, &b) in pixels {
-                if b != u32::MAX {
-                    sums[b as usize] += px.to_f64();
-                }
+        let owned;
+        let pixels: &[T] = match image.as_slice() {
+            Some(p) => p,
+            None => {
+                owned = image.iter().copied().collect::<Vec<T>>();
+                &owned
             }
         };
-        match image.as_slice() {
-            Some(pixels) => add(&mut pixels.iter().zip(&self.index)),
-            None => add(&mut image.iter().zip(&self.index)),
+        if let (Some(raw), false) = (T::as_u16(pixels), self.index.is_empty()) {
+            // Raw 16-bit frames: integer banks are exact and their adds have 1-cycle latency.
+            scatter_u16(raw, &self.index, sums);
+        } else if self.wide.is_empty() {
+            scatter(pixels, &self.index, u16::MAX, sums);
+        } else {
+            scatter(pixels, &self.wide, u32::MAX, sums);
         }
+    }
+}
+
+/// [`scatter`] for raw 16-bit frames, with `u64` banks.
+fn scatter_u16(pixels: &[u16], index: &[u16], sums: &mut [f64]) {
+    let n = sums.len();
+    let stride = n + 1;
+    let slot = |i: u16| if i == u16::MAX { n } else { i as usize };
+    let mut banks = vec![0u64; 4 * stride];
+    let (p4, rest_p) = pixels.split_at(pixels.len() / 4 * 4);
+    let (i4, rest_i) = index.split_at(p4.len());
+    for (p, i) in p4.chunks_exact(4).zip(i4.chunks_exact(4)) {
+        banks[slot(i[0])] += p[0] as u64;
+        banks[stride + slot(i[1])] += p[1] as u64;
+        banks[2 * stride + slot(i[2])] += p[2] as u64;
+        banks[3 * stride + slot(i[3])] += p[3] as u64;
+    }
+    for (p, i) in rest_p.iter().zip(rest_i) {
+        banks[slot(*i)] += *p as u64;
+    }
+    for (b, s) in sums.iter_mut().enumerate() {
+        *s += (banks[b] + banks[stride + b] + banks[2 * stride + b] + banks[3 * stride + b]) as f64;
+    }
+}
+
+/// Gather-adds pixels into their bins. Neighbouring pixels usually share a bin, and adding
+/// into one accumulator would chain every add through the store of the previous one; four
+/// interleaved accumulator banks break that chain. Skipped pixels go to a spare bin at the
+/// end instead of a branch.
+fn scatter<T: Pixel, I: Copy + Into<u64> + PartialEq>(
+    pixels: &[T],
+    index: &[I],
+    skip: I,
+    sums: &mut [f64],
+) {
+    let n = sums.len();
+    let stride = n + 1;
+    let slot = |i: I| if i == skip { n } else { i.into() as usize };
+    let mut banks = vec![0.0f64; 4 * stride];
+    let (p4, rest_p) = pixels.split_at(pixels.len() / 4 * 4);
+    let (i4, rest_i) = index.split_at(p4.len());
+    for (p, i) in p4.chunks_exact(4).zip(i4.chunks_exact(4)) {
+        banks[slot(i[0])] += p[0].to_f64();
+        banks[stride + slot(i[1])] += p[1].to_f64();
+        banks[2 * stride + slot(i[2])] += p[2].to_f64();
+        banks[3 * stride + slot(i[3])] += p[3].to_f64();
+    }
+    for (p, i) in rest_p.iter().zip(rest_i) {
+        banks[slot(*i)] += p.to_f64();
+    }
+    for (b, s) in sums.iter_mut().enumerate() {
+        *s += banks[b] + banks[stride + b] + banks[2 * stride + b] + banks[3 * stride + b];
     }
 }
 

@@ -33,7 +33,10 @@ pub fn count_photons<T: Pixel>(
     let sum = |pixels: &[T]| -> u64 {
         // Per-chunk u32 sums keep the vector lanes narrow; 4096 pixels of at most 2^16 photons
         // each cannot overflow them.
-        pixels.chunks(1 << 12).map(|chunk| chunk.iter().map(photons).sum::<u32>() as u64).sum()
+        pixels
+            .chunks(1 << 12)
+            .map(|chunk| chunk.iter().map(photons).sum::<u32>() as u64)
+            .sum()
     };
     match frame.as_slice_memory_order() {
         Some(pixels) => sum(pixels),
@@ -71,7 +74,11 @@ impl PhotonCounter {
             let frame = ndarray::Array2::from_elem((1, 1), v);
             count_photons(frame.view(), pedestal, adu_per_photon).min(u16::MAX as u64) as u16
         };
-        PhotonCounter { pedestal, adu_per_photon, table: (0..=u16::MAX).map(one).collect() }
+        PhotonCounter {
+            pedestal,
+            adu_per_photon,
+            table: (0..=u16::MAX).map(one).collect(),
+        }
     }
 
     /// Photons in `frame`.
@@ -79,7 +86,12 @@ impl PhotonCounter {
         match frame.as_slice_memory_order().and_then(T::as_u16) {
             Some(pixels) => pixels
                 .chunks(1 << 12)
-                .map(|chunk| chunk.iter().map(|&v| self.table[v as usize] as u32).sum::<u32>() as u64)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(|&v| self.table[v as usize] as u32)
+                        .sum::<u32>() as u64
+                })
                 .sum(),
             None => count_photons(frame, self.pedestal, self.adu_per_photon),
         }
@@ -95,9 +107,15 @@ mod tests {
     fn table_and_arithmetic_agree_on_every_value() {
         let all = Array2::from_shape_fn((256, 256), |(i, j)| (i * 256 + j) as u16);
         for (pedestal, adu) in [(100.0, 60.0), (1000.5, 7.3), (0.0, 1.0)] {
-            let by_value: u64 = all.iter().map(|&v| ((v as f64 - pedestal) / adu + 0.5).floor().max(0.0) as u64).sum();
+            let by_value: u64 = all
+                .iter()
+                .map(|&v| ((v as f64 - pedestal) / adu + 0.5).floor().max(0.0) as u64)
+                .sum();
             assert_eq!(count_photons(all.view(), pedestal, adu), by_value);
-            assert_eq!(PhotonCounter::new(pedestal, adu).count(all.view()), by_value);
+            assert_eq!(
+                PhotonCounter::new(pedestal, adu).count(all.view()),
+                by_value
+            );
         }
     }
 
