@@ -192,3 +192,81 @@ fn droplets_agree_with_scipy_label() {
     let report = run_check("check_droplets.py", &path);
     eprintln!("{report}");
 }
+
+#[test]
+fn peak_finder_recovers_planted_peaks() {
+    use shotflow_operators::peaks::PeakFinder;
+    // Brute-force reference: Gaussian peaks planted at known sub-pixel positions on a noisy
+    // background; the expected peaks are exactly the planted ones that are inside the
+    // resolution limits and not split by the frame edge, with touching pairs merged.
+    let (rows, cols) = (128, 160);
+    let center = (64.0, 80.0);
+    let noise = |i: usize, j: usize| ((i * 7919 + j * 104_729) % 13) as f64 - 6.0; // ±6 ADU
+    let mut frame = Array2::from_shape_fn((rows, cols), |(i, j)| 100.0 + noise(i, j));
+    let planted: Vec<(f64, f64, f64)> = vec![
+        (20.3, 30.6, 900.0),
+        (50.0, 120.2, 700.0),
+        (100.7, 40.1, 1200.0),
+        (90.2, 140.8, 800.0),
+        (30.0, 100.0, 600.0),
+        (110.4, 110.4, 1000.0),
+    ];
+    let add = |frame: &mut Array2<f64>, (pr, pc, a): (f64, f64, f64)| {
+        for i in 0..rows {
+            for j in 0..cols {
+                let d2 = (i as f64 - pr).powi(2) + (j as f64 - pc).powi(2);
+                frame[[i, j]] += a * (-d2 / (2.0 * 0.7f64.powi(2))).exp();
+            }
+        }
+    };
+    for p in &planted {
+        add(&mut frame, *p);
+    }
+    // too close to the beam (inside min_res) and a weak bump under threshold: not peaks
+    add(&mut frame, (64.0, 82.0, 900.0));
+    add(&mut frame, (10.0, 10.0, 20.0));
+    // a touching pair: one peak
+    add(&mut frame, (70.0, 20.0, 800.0));
+    add(&mut frame, (70.0, 21.6, 800.0));
+    let finder = PeakFinder {
+        adc_threshold: 150.0,
+        min_snr: 6.0,
+        min_pix_count: 2,
+        max_pix_count: 40,
+        local_bg_radius: 4,
+        min_res: 5.0,
+        max_res: 200.0,
+        center,
+        min_peaks: 5,
+    };
+    let found = finder.find(frame.view(), None);
+    assert!(found.hit);
+    let mut expected: Vec<(f64, f64)> = planted.iter().map(|p| (p.0, p.1)).collect();
+    expected.push((70.0, 20.8));
+    assert_eq!(found.peaks.len(), expected.len(), "{:?}", found.peaks);
+    for (r, c) in expected {
+        let nearest = found
+            .peaks
+            .iter()
+            .map(|p| ((p.row - r).powi(2) + (p.col - c).powi(2)).sqrt())
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 0.3,
+            "planted peak at ({r}, {c}) found {nearest:.2} px away"
+        );
+    }
+    // a masked peak disappears; raising min_peaks makes the frame a non-hit
+    let mut mask = Array2::from_elem((rows, cols), false);
+    for i in 17..24 {
+        for j in 27..35 {
+            mask[[i, j]] = true;
+        }
+    }
+    let masked = finder.find(frame.view(), Some(mask.view()));
+    assert_eq!(masked.peaks.len(), found.peaks.len() - 1);
+    let strict = PeakFinder {
+        min_peaks: 8,
+        ..finder
+    };
+    assert!(!strict.find(frame.view(), None).hit);
+}

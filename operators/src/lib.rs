@@ -21,6 +21,7 @@ pub mod calibration;
 pub mod droplets;
 pub mod histogram;
 pub mod normalize;
+pub mod peaks;
 pub mod photons;
 pub mod pixel;
 pub mod roi;
