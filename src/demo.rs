@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shotflow_operators::photons::count_photons;
+use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+use shotflow_operators::photons::PhotonCounter;
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
 
@@ -70,6 +71,8 @@ pub struct ShotRow {
     pub photons: u64,
     /// Sum of the pixels at or above half a photon in the central region, ADU.
     pub roi_sum: f64,
+    /// Azimuthal profile of the frame, mean ADU above pedestal per q bin ([`AZAV_BINS`]).
+    pub azav: Vec<f32>,
 }
 
 impl ShotRow {
@@ -81,6 +84,7 @@ impl ShotRow {
             .with(crate::event::Key::new("laser_on"), self.laser_on)
             .with(crate::event::Key::new("photons"), self.photons)
             .with(crate::event::Key::new("roi_sum"), self.roi_sum)
+            .with(crate::event::Key::new("azav"), self.azav.clone())
     }
 }
 
@@ -98,27 +102,80 @@ pub fn demo_roi(shape: [usize; 2]) -> Roi {
     )
 }
 
-/// Photons and the central ROI sum (pixels from half a photon up) of a 2-D u16 frame field;
-/// zeros without a frame.
-fn frame_stats(event: &Event, key: Key) -> (u64, f64) {
+/// q bins of the demo's azimuthal profile.
+pub const AZAV_BINS: usize = 64;
+
+/// The demo's detector geometry: 200 µm pixels (AGIPD), 12 cm from the sample, 9.3 keV, beam
+/// at the frame centre.
+pub fn demo_geometry(shape: [usize; 2]) -> Geometry {
+    Geometry {
+        distance: 0.12,
+        poni1: 0.0,
+        poni2: 0.0,
+        pixel1: 2e-4,
+        pixel2: 2e-4,
+        energy_kev: 9.3,
+    }
+    .with_center(shape[0] as f64 / 2.0, shape[1] as f64 / 2.0)
+}
+
+type Maps = Vec<([usize; 2], AzimuthalMap)>;
+
+thread_local! {
+    /// Pixel maps per frame shape: built once per worker, used for every frame.
+    static MAPS: std::cell::RefCell<Maps> = const { std::cell::RefCell::new(Vec::new()) };
+    static COUNTER: PhotonCounter = PhotonCounter::new(PEDESTAL as f64, PHOTON_ADU as f64);
+}
+
+/// Photons, the central ROI sum (pixels from half a photon up) and the azimuthal profile
+/// (mean ADU above pedestal per q bin) of a 2-D u16 frame field; zeros and no profile without
+/// a frame.
+fn frame_stats(event: &Event, key: Key) -> (u64, f64, Vec<f32>) {
     let Some(frame) = event.array::<u16>(key) else {
-        return (0, 0.0);
+        return (0, 0.0, Vec::new());
     };
     let frame = frame
         .into_dimensionality::<ndarray::Ix2>()
         .expect("detector frames are 2-D");
     let shape = [frame.nrows(), frame.ncols()];
     let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
+    let azav = MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if !maps.iter().any(|(s, _)| *s == shape) {
+            let geometry = demo_geometry(shape);
+            let map = AzimuthalMap::new(
+                (shape[0], shape[1]),
+                &geometry,
+                Radial::QInvNm,
+                AZAV_BINS,
+                None,
+                None,
+                1,
+            )
+            .expect("bins over the frame's q range");
+            maps.push((shape, map));
+        }
+        let map = &maps
+            .iter()
+            .find(|(s, _)| *s == shape)
+            .expect("just added")
+            .1;
+        map.integrate(frame)
+            .iter()
+            .map(|v| (v - PEDESTAL as f64) as f32)
+            .collect()
+    });
     (
-        count_photons(frame, PEDESTAL as f64, PHOTON_ADU as f64),
+        COUNTER.with(|c| c.count(frame)),
         roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
+        azav,
     )
 }
 
 /// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
 pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
     let keys = config.keys();
-    let (photons, roi_sum) = frame_stats(event, keys.frame);
+    let (photons, roi_sum, azav) = frame_stats(event, keys.frame);
     ShotRow {
         id: event.id,
         pulse_energy: event.get_f64(keys.pulse_energy).unwrap_or(f64::NAN),
@@ -126,6 +183,7 @@ pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
         laser_on: event.get::<bool>(keys.laser_on).unwrap_or(false),
         photons,
         roi_sum,
+        azav,
     }
 }
 
@@ -186,7 +244,7 @@ pub fn pulse_energies_per_frame(mut train: Event, keys: &RunKeys) -> Event {
 
 /// Reduces one pulse event of a simulated run to a row.
 pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
-    let (photons, roi_sum) = frame_stats(event, keys.frame);
+    let (photons, roi_sum, azav) = frame_stats(event, keys.frame);
     ShotRow {
         id: event.id,
         pulse_energy: event
@@ -196,6 +254,7 @@ pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
         laser_on: event.get_f64(keys.shutter).is_some_and(|v| v != 0.0),
         photons,
         roi_sum,
+        azav,
     }
 }
 

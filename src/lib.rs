@@ -39,6 +39,7 @@
 
 pub mod demo;
 pub mod event;
+pub mod plot;
 pub mod runtime;
 pub mod sink;
 pub mod source;

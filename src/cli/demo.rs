@@ -47,7 +47,10 @@ pub struct DemoArgs {
     /// Smalldata HDF5 output (master file; part files are written beside it).
     #[arg(long, default_value = "shotflow_demo.h5")]
     output: std::path::PathBuf,
-    /// Do not write the smalldata file.
+    /// PNG plot of the pump-probe curve.
+    #[arg(long, default_value = "shotflow_demo.png")]
+    plot: std::path::PathBuf,
+    /// Write neither the smalldata file nor the plot.
     #[arg(long)]
     no_output: bool,
     /// Print the result as JSON (exact values) instead of a table.
@@ -122,9 +125,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             print!("{report}");
             if !args.no_output {
                 println!(
-                    "  per-shot results: {} (h5py: f['photons'], f['summary/photons/mean'])",
+                    "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
+                match shotflow::plot::pump_probe(&report.curve.sorted(), &args.plot) {
+                    Ok(()) => println!("  plot: {}", args.plot.display()),
+                    Err(e) => eprintln!("warning: no plot: {e}"),
+                }
             }
         }
     }
