@@ -10,6 +10,9 @@ use crate::demo::DelayPoint;
 /// the plot is drawn without text.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
+/// A curve: its name, colour and the value it takes of each point.
+type Series = (&'static str, RGBColor, Box<dyn Fn(&DelayPoint) -> f64>);
+
 /// Draws laser-on and laser-off means and their difference against the delay into `path`.
 ///
 /// # Examples
@@ -75,7 +78,7 @@ pub fn pump_probe(points: &[DelayPoint], path: &Path) -> Result<(), String> {
         mesh.disable_x_axis().disable_y_axis();
     }
     mesh.draw().map_err(|e| err(&e))?;
-    let series: [(&str, RGBColor, Box<dyn Fn(&DelayPoint) -> f64>); 3] = [
+    let series: [Series; 3] = [
         (
             "laser on",
             RGBColor(200, 40, 40),

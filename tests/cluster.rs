@@ -308,6 +308,12 @@ fn datasets(path: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
             if let Ok(d) = group.dataset(&name) {
                 let bytes = match d.dtype().unwrap().size() {
                     1 => d.read_raw::<u8>().unwrap(),
+                    4 => d
+                        .read_raw::<u32>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
                     8 => d
                         .read_raw::<u64>()
                         .unwrap()
