@@ -40,6 +40,7 @@
 pub mod demo;
 pub mod event;
 pub mod plot;
+pub mod recording;
 pub mod reduce;
 pub mod runtime;
 pub mod sink;

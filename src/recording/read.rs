@@ -1,0 +1,309 @@
+//! Reading a recording: an index of intact frames, and the replay source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MAGIC};
+use crate::event::Event;
+use crate::runtime::fail;
+use crate::sink::Batch;
+
+/// One intact frame.
+#[derive(Clone, Debug)]
+struct Frame {
+    file: usize,
+    offset: u64,
+    length: u64,
+    events: u32,
+    ns: u64,
+}
+
+/// An opened recording.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its files.
+    pub files: Vec<PathBuf>,
+    /// Their headers.
+    pub headers: Vec<Header>,
+    /// Frames per batch, in batch order.
+    batches: Vec<(Batch, Vec<Frame>)>,
+    /// What was wrong with the files (truncation, bad checksums, missing end markers).
+    pub warnings: Vec<String>,
+}
+
+/// How fast to replay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// As fast as the dataflow takes the batches.
+    AsFastAsPossible,
+    /// At the recorded rate times `speed` (2.0 = twice as fast).
+    Recorded {
+        /// Speed factor.
+        speed: f64,
+    },
+}
+
+fn read_exact_or_eof(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read(&mut buf[read..])? {
+            0 => return Ok(false),
+            n => read += n,
+        }
+    }
+    Ok(true)
+}
+
+impl Recording {
+    /// Opens a recording directory and indexes its intact frames.
+    pub fn open(dir: &Path) -> Result<Recording, RecordingError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |e| RecordingError::Io { path, source: e }
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "sfrec"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(RecordingError::Format {
+                path: dir.display().to_string(),
+                message: "no recording files (*.sfrec)".into(),
+            });
+        }
+        let mut headers = Vec::new();
+        let mut warnings = Vec::new();
+        let mut batches: BTreeMap<Batch, Vec<Frame>> = BTreeMap::new();
+        for (index, path) in files.iter().enumerate() {
+            let format = |message: String| RecordingError::Format {
+                path: path.display().to_string(),
+                message,
+            };
+            let mut file = std::io::BufReader::new(File::open(path).map_err(io(path))?);
+            let mut fixed = [0u8; 20];
+            if !read_exact_or_eof(&mut file, &mut fixed).map_err(io(path))? || &fixed[..12] != MAGIC
+            {
+                return Err(format("not a shotflow recording".into()));
+            }
+            let version = u32::from_le_bytes(fixed[12..16].try_into().unwrap());
+            if version != FORMAT_VERSION {
+                return Err(format(format!(
+                    "format version {version}; this shotflow reads {FORMAT_VERSION}"
+                )));
+            }
+            let mut json =
+                vec![0u8; u32::from_le_bytes(fixed[16..20].try_into().unwrap()) as usize];
+            if !read_exact_or_eof(&mut file, &mut json).map_err(io(path))? {
+                return Err(format("header cut short".into()));
+            }
+            let header: Header =
+                serde_json::from_slice(&json).map_err(|e| format(format!("header: {e}")))?;
+            headers.push(header);
+            let mut offset = 20 + json.len() as u64;
+            let mut intact = 0u64;
+            let problem = loop {
+                let mut tag = [0u8; 1];
+                if !read_exact_or_eof(&mut file, &mut tag).map_err(io(path))? {
+                    break Some(
+                        "ends without an end marker (the recorder did not finish)".to_string(),
+                    );
+                }
+                match tag[0] {
+                    FRAME => {
+                        let mut head = [0u8; FRAME_HEADER];
+                        if !read_exact_or_eof(&mut file, &mut head).map_err(io(path))? {
+                            break Some("cut short inside a frame header".into());
+                        }
+                        let batch = u64::from_le_bytes(head[0..8].try_into().unwrap());
+                        let ns = u64::from_le_bytes(head[8..16].try_into().unwrap());
+                        let events = u32::from_le_bytes(head[16..20].try_into().unwrap());
+                        let length = u64::from_le_bytes(head[20..28].try_into().unwrap());
+                        let crc = u32::from_le_bytes(head[28..32].try_into().unwrap());
+                        let mut payload = vec![0u8; length as usize];
+                        if !read_exact_or_eof(&mut file, &mut payload).map_err(io(path))? {
+                            break Some(format!("cut short inside batch {batch}"));
+                        }
+                        if crc32fast::hash(&payload) != crc {
+                            break Some(format!("batch {batch} fails its checksum"));
+                        }
+                        let start = offset + 1 + FRAME_HEADER as u64;
+                        batches.entry(batch).or_default().push(Frame {
+                            file: index,
+                            offset: start,
+                            length,
+                            events,
+                            ns,
+                        });
+                        offset = start + length;
+                        intact += 1;
+                    }
+                    END => {
+                        let mut count = [0u8; 8];
+                        if !read_exact_or_eof(&mut file, &mut count).map_err(io(path))? {
+                            break Some("cut short in the end marker".into());
+                        }
+                        let written = u64::from_le_bytes(count);
+                        break (written != intact).then(|| {
+                            format!("end marker counts {written} frames, {intact} found")
+                        });
+                    }
+                    other => {
+                        break Some(format!("unknown frame tag {other} after {intact} frames"))
+                    }
+                }
+            };
+            if let Some(problem) = problem {
+                let warning = format!(
+                    "{}: {problem}; replaying its {intact} intact batches",
+                    path.display()
+                );
+                tracing::warn!("{warning}");
+                warnings.push(warning);
+            }
+        }
+        Ok(Recording {
+            dir: dir.to_path_buf(),
+            files,
+            headers,
+            batches: batches.into_iter().collect(),
+            warnings,
+        })
+    }
+
+    /// Number of batches.
+    pub fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Number of events.
+    pub fn events(&self) -> u64 {
+        self.batches
+            .iter()
+            .flat_map(|(_, f)| f)
+            .map(|f| f.events as u64)
+            .sum()
+    }
+
+    /// Bytes of payload.
+    pub fn bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .flat_map(|(_, f)| f)
+            .map(|f| f.length)
+            .sum()
+    }
+
+    /// Reads batch `i` (in batch order): every frame of it, events sorted by id.
+    pub fn read_batch(
+        &self,
+        i: usize,
+        open: &mut HashMap<usize, File>,
+    ) -> Result<Vec<Event>, RecordingError> {
+        let mut events: Vec<Event> = Vec::new();
+        for frame in &self.batches[i].1 {
+            let path = &self.files[frame.file];
+            let io = |e| RecordingError::Io {
+                path: path.display().to_string(),
+                source: e,
+            };
+            let file = match open.entry(frame.file) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(File::open(path).map_err(io)?)
+                }
+            };
+            file.seek(SeekFrom::Start(frame.offset)).map_err(io)?;
+            let mut payload = vec![0u8; frame.length as usize];
+            file.read_exact(&mut payload).map_err(io)?;
+            let mut part: Vec<Event> =
+                bincode::deserialize(&payload).map_err(|e| RecordingError::Format {
+                    path: path.display().to_string(),
+                    message: format!("batch {}: {e}", self.batches[i].0),
+                })?;
+            if events.is_empty() {
+                events = part;
+            } else {
+                events.append(&mut part);
+            }
+        }
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    /// When batch `i` was recorded, relative to the first batch.
+    fn offset(&self, i: usize) -> Duration {
+        let first = |b: &(Batch, Vec<Frame>)| b.1.iter().map(|f| f.ns).min().unwrap_or(0);
+        Duration::from_nanos(
+            first(&self.batches[i]).saturating_sub(self.batches.first().map(first).unwrap_or(0)),
+        )
+    }
+}
+
+/// Adds a recording as a source.
+pub trait ReplaySource<'scope> {
+    /// Replays `recording`: batch `i` (in recorded batch order) becomes batch `i` here, on
+    /// worker `i % peers`.
+    fn replay(self, recording: Arc<Recording>, pace: Pace) -> StreamVec<'scope, Batch, Event>;
+}
+
+impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
+    fn replay(self, recording: Arc<Recording>, pace: Pace) -> StreamVec<'scope, Batch, Event> {
+        let scope = self;
+        source::<_, timely::container::CapacityContainerBuilder<Vec<Event>>, _, _>(
+            self,
+            "Replay",
+            move |capability, info| {
+                let activator = scope.activator_for(info.address);
+                let peers = scope.peers();
+                let mut next = scope.index();
+                let mut capability = Some(capability);
+                let mut files = HashMap::new();
+                let started = Instant::now();
+                move |output| {
+                    let Some(cap) = capability.as_mut() else {
+                        return;
+                    };
+                    if next >= recording.batches() {
+                        capability = None;
+                        return;
+                    }
+                    if let Pace::Recorded { speed } = pace {
+                        let due = recording.offset(next).div_f64(speed.max(1e-9));
+                        let now = started.elapsed();
+                        if now < due {
+                            activator.activate_after(due - now);
+                            return;
+                        }
+                    }
+                    cap.downgrade(&(next as Batch));
+                    match recording.read_batch(next, &mut files) {
+                        Ok(mut events) => output.session(&*cap).give_container(&mut events),
+                        Err(e) => {
+                            fail(format!("replay: {e}"));
+                            capability = None;
+                            return;
+                        }
+                    }
+                    next += peers;
+                    if next < recording.batches() {
+                        cap.downgrade(&(next as Batch));
+                        activator.activate();
+                    } else {
+                        capability = None;
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,146 @@
+//! Writing a recording: a sink on every worker.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use timely::dataflow::StreamVec;
+
+use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, MAGIC};
+use crate::event::Event;
+use crate::sink::{Batch, Routing, Sink, SinkError, SinkExt};
+
+/// The recording sink of one worker.
+pub struct Recorder {
+    path: PathBuf,
+    worker: usize,
+    peers: usize,
+    out: Option<BufWriter<File>>,
+    started: Instant,
+    frames: u64,
+}
+
+impl Recorder {
+    /// A recorder for worker `worker` of `peers` into directory `dir`.
+    pub fn new(dir: &Path, worker: usize, peers: usize) -> Result<Recorder, RecordingError> {
+        std::fs::create_dir_all(dir).map_err(|e| RecordingError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        Ok(Recorder {
+            path: dir.join(format!("worker-{worker:04}.sfrec")),
+            worker,
+            peers,
+            out: None,
+            started: Instant::now(),
+            frames: 0,
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> SinkError {
+        SinkError::Io {
+            context: self.path.display().to_string(),
+            source: e,
+        }
+    }
+
+    /// Writes the header on first use, with the schema of `first` (if any).
+    fn open(&mut self, first: Option<&Event>) -> Result<(), SinkError> {
+        if self.out.is_some() {
+            return Ok(());
+        }
+        let schema = first
+            .map(|e| {
+                e.fields()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.name().to_string(),
+                            v.dtype().to_string(),
+                            v.shape().to_vec(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let header = Header {
+            shotflow: env!("CARGO_PKG_VERSION").to_string(),
+            worker: self.worker,
+            peers: self.peers,
+            schema,
+        };
+        let json = serde_json::to_vec(&header).expect("header serialises");
+        let file = File::create(&self.path).map_err(|e| self.io(e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let write = |out: &mut BufWriter<File>| -> std::io::Result<()> {
+            out.write_all(MAGIC)?;
+            out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+            out.write_all(&(json.len() as u32).to_le_bytes())?;
+            out.write_all(&json)
+        };
+        write(&mut out).map_err(|e| self.io(e))?;
+        self.out = Some(out);
+        Ok(())
+    }
+}
+
+impl Sink<Event> for Recorder {
+    fn routing(&self) -> Routing<Event> {
+        Routing::Local
+    }
+
+    fn write(&mut self, batch: Batch, rows: &mut Vec<Event>) -> Result<(), SinkError> {
+        self.open(rows.first())?;
+        let payload = bincode::serialize(rows).map_err(|e| {
+            SinkError::Other(format!(
+                "{}: encoding batch {batch}: {e}",
+                self.path.display()
+            ))
+        })?;
+        let crc = crc32fast::hash(&payload);
+        let ns = self.started.elapsed().as_nanos() as u64;
+        let n = rows.len() as u32;
+        let out = self.out.as_mut().expect("opened");
+        let result = (|| -> std::io::Result<()> {
+            out.write_all(&[FRAME])?;
+            out.write_all(&batch.to_le_bytes())?;
+            out.write_all(&ns.to_le_bytes())?;
+            out.write_all(&n.to_le_bytes())?;
+            out.write_all(&(payload.len() as u64).to_le_bytes())?;
+            out.write_all(&crc.to_le_bytes())?;
+            out.write_all(&payload)
+        })();
+        result.map_err(|e| self.io(e))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.open(None)?;
+        let frames = self.frames;
+        let out = self.out.as_mut().expect("opened");
+        let result = (|| -> std::io::Result<()> {
+            out.write_all(&[END])?;
+            out.write_all(&frames.to_le_bytes())?;
+            out.flush()?;
+            out.get_ref().sync_all()
+        })();
+        result.map_err(|e| self.io(e))
+    }
+}
+
+/// Records a stream of events.
+pub trait RecordExt {
+    /// Records every event of the stream into directory `dir` (one file per worker).
+    fn record(self, dir: &Path) -> Result<(), RecordingError>;
+}
+
+impl RecordExt for StreamVec<'_, Batch, Event> {
+    fn record(self, dir: &Path) -> Result<(), RecordingError> {
+        let scope = self.scope();
+        let recorder = Recorder::new(dir, scope.index(), scope.peers())?;
+        self.sink_into("Record", recorder);
+        Ok(())
+    }
+}
