@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shotflow::event::Value;
+use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
 use shotflow::source::exdf::simulate::Simulation;
@@ -80,6 +81,7 @@ fn main() {
         "HDF5, sequential, one train a read", limit, 1.0
     );
 
+    let mut rates: Vec<f64> = Vec::new();
     for workers in [1u16, 2] {
         let delivered = Arc::new(AtomicU64::new(0));
         let d = Arc::clone(&delivered);
@@ -108,10 +110,65 @@ fn main() {
         let seconds = started.elapsed().as_secs_f64();
         assert_eq!(delivered.load(Ordering::Relaxed), bytes);
         let rate = bytes as f64 / seconds / 1e9;
+        rates.push(rate);
         println!(
             "{:<36} {rate:>8.2} {:>8.2}",
             format!("shotflow exdf source, {workers} worker(s)"),
             rate / limit
+        );
+    }
+
+    // A recording of the same frames, replayed as fast as possible.
+    let recording_dir = dir.join("recording");
+    if !recording_dir.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&recording_dir);
+        let (r, s, out) = (
+            Arc::clone(&run),
+            Arc::clone(&selected),
+            recording_dir.clone(),
+        );
+        execute(&Launch::threads(1), move |worker| {
+            let (r, s, out) = (Arc::clone(&r), Arc::clone(&s), out.clone());
+            worker.dataflow(|scope| scope.exdf(r, s, 1).record(&out))?;
+            Ok::<_, shotflow::recording::RecordingError>(())
+        })
+        .unwrap();
+        std::fs::write(recording_dir.join("complete"), b"").unwrap();
+    }
+    let recording = Arc::new(Recording::open(&recording_dir).unwrap());
+    for workers in [1u16, 2] {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let (d, r) = (Arc::clone(&delivered), Arc::clone(&recording));
+        let started = Instant::now();
+        execute(&Launch::threads(workers), move |worker| {
+            let (r, d) = (Arc::clone(&r), Arc::clone(&d));
+            worker.dataflow(|scope| {
+                scope.replay(r, Pace::AsFastAsPossible).for_each_batch(
+                    "Count",
+                    move |_, events| {
+                        let n: usize = events
+                            .iter()
+                            .flat_map(|e| e.fields())
+                            .map(|(_, v)| match v {
+                                Value::Array(a) => a.len() * 2,
+                                _ => 0,
+                            })
+                            .sum();
+                        d.fetch_add(n as u64, Ordering::Relaxed);
+                    },
+                );
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(delivered.load(Ordering::Relaxed), bytes);
+        let rate = bytes as f64 / seconds / 1e9;
+        println!(
+            "{:<36} {rate:>8.2} {:>8.2}   ({:.2} × reading the run)",
+            format!("recording replay, {workers} worker(s)"),
+            rate / limit,
+            rate / rates[workers as usize - 1]
         );
     }
 }

@@ -140,7 +140,7 @@ fn a_recording_cut_short_replays_its_intact_batches() {
 }
 
 #[test]
-fn a_corrupted_batch_ends_its_file_with_a_warning() {
+fn a_corrupted_batch_is_skipped_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     record(dir.path(), &Plan::Thread);
     let file = dir.path().join("worker-0000.sfrec");
@@ -148,15 +148,21 @@ fn a_corrupted_batch_ends_its_file_with_a_warning() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
+    // The flipped byte lies in a frame payload (frames are large, headers small): that batch
+    // fails its checksum at replay and is left out; every other event replays unchanged.
     let recording = Recording::open(dir.path()).unwrap();
-    assert!(
-        recording.warnings[0].contains("fails its checksum")
-            || recording.warnings[0].contains("unknown frame tag"),
-        "{:?}",
-        recording.warnings
-    );
+    assert!(recording.warnings.is_empty(), "{:?}", recording.warnings);
     let got = replay(dir.path(), &Plan::Thread, Pace::AsFastAsPossible);
-    assert!(got[..] == original()[..got.len()]);
+    let want = original();
+    assert!(
+        !got.is_empty() && got.len() < want.len(),
+        "{} of {}",
+        got.len(),
+        want.len()
+    );
+    let by_id: std::collections::HashMap<u64, &Event> = want.iter().map(|e| (e.id, e)).collect();
+    assert!(got.iter().all(|e| by_id[&e.id] == e));
+    assert!(got.windows(2).all(|w| w[0].id < w[1].id));
     assert!(Recording::open(Path::new("/nonexistent")).is_err());
 }
 

@@ -3,6 +3,7 @@
 mod demo;
 mod extract;
 mod inspect;
+mod record;
 mod simulate;
 
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Extract selected keys of a run, one row per train, into a smalldata file.
     Extract(extract::ExtractArgs),
+    /// Record a source (synthetic, a run directory, a recording) into a recording.
+    Record(record::RecordArgs),
+    /// Replay a recording, as fast as possible or at the recorded rate.
+    Replay(record::ReplayArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -44,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Record(args) => record::record(args),
+        Command::Replay(args) => record::replay(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@
 //! magic "SHOTFLOWREC\0" | u32 format version | u32 n | n bytes of JSON header
 //!   (shotflow version, worker, peers, schema of the first batch's fields)
 //! frames:  u8 1 | u64 batch | u64 ns since the recording started | u32 events
-//!          | u64 payload length | u32 CRC-32 of the payload | payload (bincode Vec<Event>)
+//!          | u64 payload length | u32 CRC-32 of the payload | payload (see `codec`)
 //! end:     u8 2 | u64 frames written
 //! ```
 //!
@@ -19,6 +19,7 @@
 //! Replay is a source like any other, on any number of workers (batch `i` of the recording on
 //! worker `i % peers`), as fast as possible or paced at the recorded rate, optionally scaled.
 
+mod codec;
 mod read;
 mod write;
 

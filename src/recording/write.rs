@@ -19,6 +19,8 @@ pub struct Recorder {
     out: Option<BufWriter<File>>,
     started: Instant,
     frames: u64,
+    /// Reused encoding buffer.
+    buffer: Vec<u8>,
 }
 
 impl Recorder {
@@ -35,6 +37,7 @@ impl Recorder {
             out: None,
             started: Instant::now(),
             frames: 0,
+            buffer: Vec::new(),
         })
     }
 
@@ -92,12 +95,9 @@ impl Sink<Event> for Recorder {
 
     fn write(&mut self, batch: Batch, rows: &mut Vec<Event>) -> Result<(), SinkError> {
         self.open(rows.first())?;
-        let payload = bincode::serialize(rows).map_err(|e| {
-            SinkError::Other(format!(
-                "{}: encoding batch {batch}: {e}",
-                self.path.display()
-            ))
-        })?;
+        let mut payload = std::mem::take(&mut self.buffer);
+        payload.clear();
+        super::codec::encode(rows, &mut payload);
         let crc = crc32fast::hash(&payload);
         let ns = self.started.elapsed().as_nanos() as u64;
         let n = rows.len() as u32;
@@ -111,6 +111,7 @@ impl Sink<Event> for Recorder {
             out.write_all(&crc.to_le_bytes())?;
             out.write_all(&payload)
         })();
+        self.buffer = payload;
         result.map_err(|e| self.io(e))?;
         self.frames += 1;
         Ok(())
