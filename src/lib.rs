@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod demo;
 pub mod event;
 pub mod plot;

@@ -4,6 +4,7 @@ mod demo;
 mod extract;
 mod inspect;
 mod record;
+mod serve;
 mod simulate;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Replay a recording, as fast as possible or at the recorded rate.
     Replay(record::ReplayArgs),
+    /// Serve a run or recording to karabo-bridge clients (REP or PUSH).
+    Serve(serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Extract(args) => extract::run(args),
         Command::Record(args) => record::record(args),
         Command::Replay(args) => record::replay(args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

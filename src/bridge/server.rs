@@ -1,0 +1,163 @@
+//! The karabo-bridge server sink: events leave as trains, in event order, from worker 0.
+
+use std::time::{Duration, Instant};
+
+use super::{protocol, BridgeError, Pattern};
+use crate::event::Event;
+use std::collections::BTreeMap;
+
+use crate::sink::{Batch, Routing, Sink, SinkError};
+
+/// A bound karabo-bridge socket.
+pub struct Server {
+    endpoint: String,
+    socket: zmq::Socket,
+    pattern: Pattern,
+    _context: zmq::Context,
+    /// Trains sent.
+    pub sent: u64,
+    pace: Option<(f64, Instant)>,
+    first_train: Option<u64>,
+}
+
+impl Server {
+    /// Binds `endpoint`. With REP, every train waits (at most `timeout`) for a client's
+    /// `next`; with PUSH, for a client to take it. `pace = Some(speed)` sends trains at 10 Hz
+    /// (EuXFEL's train rate) times `speed`.
+    pub fn bind(
+        endpoint: &str,
+        pattern: Pattern,
+        timeout: Duration,
+        pace: Option<f64>,
+    ) -> Result<Server, BridgeError> {
+        let zmq_err = |e| BridgeError::Zmq {
+            endpoint: endpoint.to_string(),
+            source: e,
+        };
+        let context = zmq::Context::new();
+        let socket = context
+            .socket(match pattern {
+                Pattern::Rep => zmq::REP,
+                Pattern::Push => zmq::PUSH,
+            })
+            .map_err(zmq_err)?;
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        socket.set_rcvtimeo(ms).map_err(zmq_err)?;
+        socket.set_sndtimeo(ms).map_err(zmq_err)?;
+        socket.set_linger(1000).map_err(zmq_err)?;
+        socket.bind(endpoint).map_err(zmq_err)?;
+        Ok(Server {
+            endpoint: endpoint.to_string(),
+            socket,
+            pattern,
+            _context: context,
+            sent: 0,
+            pace: pace.map(|s| (s, Instant::now())),
+            first_train: None,
+        })
+    }
+
+    /// Sends one train. Returns false when no client asked or took it within the timeout.
+    pub fn send(&mut self, event: &Event) -> Result<bool, BridgeError> {
+        let zmq_err = |e| BridgeError::Zmq {
+            endpoint: self.endpoint.clone(),
+            source: e,
+        };
+        if let Some((speed, started)) = self.pace {
+            let first = *self.first_train.get_or_insert(event.id);
+            let due = Duration::from_secs_f64(event.id.saturating_sub(first) as f64 / 10.0 / speed);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if self.pattern == Pattern::Rep {
+            match self.socket.recv_bytes(0) {
+                Ok(_) => {}
+                Err(zmq::Error::EAGAIN) => return Ok(false),
+                Err(e) => return Err(zmq_err(e)),
+            }
+        }
+        match self.socket.send_multipart(protocol::encode(event), 0) {
+            Ok(()) => {
+                self.sent += 1;
+                Ok(true)
+            }
+            Err(zmq::Error::EAGAIN) => Ok(false),
+            Err(e) => Err(zmq_err(e)),
+        }
+    }
+}
+
+/// A sink that serves every event of the stream as a karabo-bridge train, in event order,
+/// from worker 0 (which binds the socket when the first train is ready).
+pub struct BridgeSink {
+    endpoint: String,
+    pattern: Pattern,
+    timeout: Duration,
+    pace: Option<f64>,
+    server: Option<Server>,
+    pending: BTreeMap<Batch, Vec<Event>>,
+}
+
+impl BridgeSink {
+    /// A sink serving on `endpoint`; see [`Server::bind`].
+    pub fn new(
+        endpoint: &str,
+        pattern: Pattern,
+        timeout: Duration,
+        pace: Option<f64>,
+    ) -> BridgeSink {
+        BridgeSink {
+            endpoint: endpoint.to_string(),
+            pattern,
+            timeout,
+            pace,
+            server: None,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl Sink<Event> for BridgeSink {
+    fn routing(&self) -> Routing<Event> {
+        Routing::Worker(0)
+    }
+
+    fn write(&mut self, batch: Batch, rows: &mut Vec<Event>) -> Result<(), SinkError> {
+        self.pending.entry(batch).or_default().append(rows);
+        Ok(())
+    }
+
+    fn advance(&mut self, frontier: Option<Batch>) -> Result<(), SinkError> {
+        while let Some(entry) = self.pending.first_entry() {
+            if frontier.is_some_and(|f| *entry.key() >= f) {
+                break;
+            }
+            let mut events = entry.remove();
+            events.sort_by_key(|e| e.id);
+            if self.server.is_none() {
+                let server = Server::bind(&self.endpoint, self.pattern, self.timeout, self.pace)
+                    .map_err(|e| SinkError::Other(e.to_string()))?;
+                self.server = Some(server);
+            }
+            let server = self.server.as_mut().expect("bound");
+            for event in &events {
+                match server.send(event) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(SinkError::Other(format!(
+                            "{}: no client took train {} within {:?} ({} trains sent)",
+                            self.endpoint, event.id, self.timeout, server.sent
+                        )))
+                    }
+                    Err(e) => return Err(SinkError::Other(e.to_string())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

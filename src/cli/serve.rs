@@ -1,0 +1,91 @@
+//! `shotflow serve RUN_OR_RECORDING --bind tcp://127.0.0.1:PORT`: replay to karabo-bridge
+//! clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use shotflow::bridge::server::BridgeSink;
+use shotflow::bridge::Pattern;
+use shotflow::recording::{Pace, Recording, ReplaySource};
+use shotflow::runtime::{execute, Launch};
+use shotflow::sink::SinkExt;
+use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A EuXFEL run directory or a recording.
+    source: PathBuf,
+    /// ZeroMQ endpoint to bind.
+    #[arg(long, default_value = "tcp://127.0.0.1:4545")]
+    bind: String,
+    /// REP (clients ask with `next`) or PUSH.
+    #[arg(long, value_enum, default_value_t = Pattern::Rep)]
+    pattern: Pattern,
+    /// `SOURCE_GLOB[:KEY_GLOB]` of a run to serve (default: everything).
+    #[arg(long)]
+    select: Vec<String>,
+    /// Send at 10 Hz times this (`1`, `2x`); default: as fast as clients take trains.
+    #[arg(long)]
+    speed: Option<String>,
+    /// Seconds to wait for a client to ask for or take a train before giving up.
+    #[arg(long, default_value_t = 30)]
+    client_timeout: u64,
+    #[command(flatten)]
+    launch: Launch,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let pace = match &args.speed {
+        Some(text) => Some(
+            text.trim_end_matches(['x', 'X'])
+                .parse::<f64>()
+                .map_err(|_| anyhow::anyhow!("--speed {text:?}: expected a number"))?,
+        ),
+        None => None,
+    };
+    let recording = Recording::open(&args.source).ok().map(Arc::new);
+    let run = match recording {
+        Some(_) => None,
+        None => {
+            let run = Arc::new(ExdfRun::open(&args.source)?);
+            let texts = if args.select.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                args.select.clone()
+            };
+            let selectors = texts
+                .iter()
+                .map(|s| Selector::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let selected = Arc::new(run.select(&selectors)?);
+            Some((run, selected))
+        }
+    };
+    let (bind, pattern, timeout) = (
+        args.bind.clone(),
+        args.pattern,
+        Duration::from_secs(args.client_timeout),
+    );
+    eprintln!("serving {} on {bind} ({pattern:?})", args.source.display());
+    execute(&args.launch, move |worker| {
+        let (recording, run, bind) = (recording.clone(), run.clone(), bind.clone());
+        worker.dataflow(|scope| {
+            let stream = match (&recording, &run) {
+                (Some(r), _) => scope.replay(Arc::clone(r), Pace::AsFastAsPossible),
+                (None, Some((run, selected))) => {
+                    scope.exdf(Arc::clone(run), Arc::clone(selected), 2)
+                }
+                (None, None) => unreachable!("a recording or a run"),
+            };
+            stream.sink_into(
+                "KaraboBridgeServer",
+                BridgeSink::new(&bind, pattern, timeout, pace),
+            );
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })?;
+    Ok(())
+}
