@@ -57,7 +57,7 @@ impl Client {
 
     /// The next train, or `None` when the server did not answer within the timeout (gone, or
     /// out of data). A malformed message is skipped, counted and logged.
-    pub fn next(&mut self) -> Result<Option<Event>, BridgeError> {
+    pub fn next_train(&mut self) -> Result<Option<Event>, BridgeError> {
         loop {
             if self.pattern == Pattern::Rep {
                 match self.socket.send("next", 0) {
@@ -153,7 +153,7 @@ impl<'scope> BridgeSource<'scope> for Scope<'scope, Batch> {
                     while events.len() < trains_per_batch.max(1)
                         && max_trains.is_none_or(|m| received < m)
                     {
-                        match c.next() {
+                        match c.next_train() {
                             Ok(Some(event)) => {
                                 received += 1;
                                 events.push(event);
