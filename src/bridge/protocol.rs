@@ -120,10 +120,7 @@ pub fn decode(parts: &[Vec<u8>]) -> Result<(Event, usize), ProtocolError> {
                 }
                 macro_rules! array {
                     ($t:ty) => {{
-                        let data: Vec<$t> = raw
-                            .chunks_exact(std::mem::size_of::<$t>())
-                            .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()))
-                            .collect();
+                        let data: Vec<$t> = pod_vec(raw);
                         Value::from(
                             ArrayD::from_shape_vec(IxDyn(&shape), data)
                                 .map_err(|e| err(e.to_string()))?,
@@ -227,15 +224,31 @@ pub fn encode(event: &Event) -> Vec<Vec<u8>> {
     parts
 }
 
+/// Elements from raw little-endian bytes (this is a little-endian host): one copy when the
+/// buffer is aligned, else through an aligned buffer.
+fn pod_vec<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
+    match bytemuck::try_cast_slice::<u8, T>(raw) {
+        Ok(elements) => elements.to_vec(),
+        Err(_) => {
+            let mut out = vec![T::zeroed(); raw.len() / std::mem::size_of::<T>()];
+            bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(raw);
+            out
+        }
+    }
+}
+
 fn raw_le(array: &Array) -> Vec<u8> {
     macro_rules! bytes {
         ($a:expr) => {
-            $a.iter().flat_map(|x| x.to_le_bytes()).collect()
+            match $a.as_slice() {
+                Some(s) => bytemuck::cast_slice(s).to_vec(),
+                None => $a.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            }
         };
     }
     match array {
         Array::Bool(a) => a.iter().map(|b| *b as u8).collect(),
-        Array::U8(a) => a.iter().copied().collect(),
+        Array::U8(a) => bytes!(a),
         Array::U16(a) => bytes!(a),
         Array::U32(a) => bytes!(a),
         Array::U64(a) => bytes!(a),
