@@ -296,7 +296,7 @@ mod tests {
             &[2, 3, 4]
         );
         let mut bad = encode(&event);
-        bad[3].pop();
+        bad.last_mut().unwrap().pop(); // the array bytes of the last source
         assert!(decode(&bad)
             .unwrap_err()
             .to_string()
