@@ -82,8 +82,6 @@ fn main() {
                 &endpoint,
                 "--select",
                 select,
-                "--workers",
-                "2",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

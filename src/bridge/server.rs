@@ -89,14 +89,21 @@ impl Server {
 }
 
 /// A sink that serves every event of the stream as a karabo-bridge train, in event order,
-/// from worker 0 (which binds the socket when the first train is ready).
+/// from worker 0. The socket lives on a sender thread fed through a short bounded channel, so
+/// reading and reducing the next trains overlap with encoding and sending this one, and a
+/// slow client holds the dataflow back instead of filling memory.
 pub struct BridgeSink {
     endpoint: String,
     pattern: Pattern,
     timeout: Duration,
     pace: Option<f64>,
-    server: Option<Server>,
+    sender: Option<SenderThread>,
     pending: BTreeMap<Batch, Vec<Event>>,
+}
+
+struct SenderThread {
+    queue: std::sync::mpsc::SyncSender<Event>,
+    thread: std::thread::JoinHandle<Result<u64, String>>,
 }
 
 impl BridgeSink {
@@ -112,8 +119,51 @@ impl BridgeSink {
             pattern,
             timeout,
             pace,
-            server: None,
+            sender: None,
             pending: BTreeMap::new(),
+        }
+    }
+
+    fn start(&mut self) -> Result<(), SinkError> {
+        // Bind here, so that a taken port is reported as the run's error right away.
+        let mut server = Server::bind(&self.endpoint, self.pattern, self.timeout, self.pace)
+            .map_err(|e| SinkError::Other(e.to_string()))?;
+        let (queue, trains) = std::sync::mpsc::sync_channel::<Event>(2);
+        let (endpoint, timeout) = (self.endpoint.clone(), self.timeout);
+        let thread = std::thread::Builder::new()
+            .name("shotflow:bridge".into())
+            .spawn(move || {
+                for event in trains {
+                    match server.send(&event) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(format!(
+                                "{endpoint}: no client took train {} within {timeout:?} ({} trains sent)",
+                                event.id, server.sent
+                            ))
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                Ok(server.sent)
+            })
+            .map_err(|e| SinkError::Other(format!("starting the bridge sender: {e}")))?;
+        self.sender = Some(SenderThread { queue, thread });
+        Ok(())
+    }
+
+    /// Ends the sender thread and returns its error, if any.
+    fn stop(&mut self) -> Result<(), SinkError> {
+        match self.sender.take() {
+            Some(SenderThread { queue, thread }) => {
+                drop(queue);
+                match thread.join() {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(SinkError::Other(e)),
+                    Err(_) => Err(SinkError::Other("the bridge sender panicked".into())),
+                }
+            }
+            None => Ok(()),
         }
     }
 }
@@ -135,22 +185,16 @@ impl Sink<Event> for BridgeSink {
             }
             let mut events = entry.remove();
             events.sort_by_key(|e| e.id);
-            if self.server.is_none() {
-                let server = Server::bind(&self.endpoint, self.pattern, self.timeout, self.pace)
-                    .map_err(|e| SinkError::Other(e.to_string()))?;
-                self.server = Some(server);
+            if self.sender.is_none() {
+                self.start()?;
             }
-            let server = self.server.as_mut().expect("bound");
-            for event in &events {
-                match server.send(event) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Err(SinkError::Other(format!(
-                            "{}: no client took train {} within {:?} ({} trains sent)",
-                            self.endpoint, event.id, self.timeout, server.sent
-                        )))
-                    }
-                    Err(e) => return Err(SinkError::Other(e.to_string())),
+            for event in events {
+                let queue = &self.sender.as_ref().expect("started").queue;
+                if queue.send(event).is_err() {
+                    // The sender stopped: its error says why.
+                    return self
+                        .stop()
+                        .and(Err(SinkError::Other("the bridge sender stopped".into())));
                 }
             }
         }
@@ -158,6 +202,6 @@ impl Sink<Event> for BridgeSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        self.stop()
     }
 }
