@@ -29,22 +29,11 @@ impl Client {
         pattern: Pattern,
         timeout: Duration,
     ) -> Result<Client, BridgeError> {
-        let zmq_err = |e| BridgeError::Zmq {
-            endpoint: endpoint.to_string(),
-            source: e,
+        let kind = match pattern {
+            Pattern::Rep => zmq::REQ,
+            Pattern::Push => zmq::PULL,
         };
-        let context = zmq::Context::new();
-        let socket = context
-            .socket(match pattern {
-                Pattern::Rep => zmq::REQ,
-                Pattern::Push => zmq::PULL,
-            })
-            .map_err(zmq_err)?;
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        socket.set_rcvtimeo(ms).map_err(zmq_err)?;
-        socket.set_sndtimeo(ms).map_err(zmq_err)?;
-        socket.set_linger(0).map_err(zmq_err)?;
-        socket.connect(endpoint).map_err(zmq_err)?;
+        let (context, socket) = super::socket(kind, endpoint, timeout, false)?;
         Ok(Client {
             endpoint: endpoint.to_string(),
             socket,

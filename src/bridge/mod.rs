@@ -36,3 +36,32 @@ pub enum BridgeError {
         source: protocol::ProtocolError,
     },
 }
+
+/// A ZeroMQ socket of `kind` with every wait bounded by `timeout`, bound (`bind`) or connected
+/// to `endpoint`.
+pub(crate) fn socket(
+    kind: zmq::SocketType,
+    endpoint: &str,
+    timeout: std::time::Duration,
+    bind: bool,
+) -> Result<(zmq::Context, zmq::Socket), BridgeError> {
+    let zmq_err = |e| BridgeError::Zmq {
+        endpoint: endpoint.to_string(),
+        source: e,
+    };
+    let context = zmq::Context::new();
+    let socket = context.socket(kind).map_err(zmq_err)?;
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    socket.set_rcvtimeo(ms).map_err(zmq_err)?;
+    socket.set_sndtimeo(ms).map_err(zmq_err)?;
+    // A server lingers to deliver its last train; a client has nothing to deliver.
+    socket
+        .set_linger(if bind { 1000 } else { 0 })
+        .map_err(zmq_err)?;
+    if bind {
+        socket.bind(endpoint).map_err(zmq_err)?;
+    } else {
+        socket.connect(endpoint).map_err(zmq_err)?;
+    }
+    Ok((context, socket))
+}

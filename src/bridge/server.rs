@@ -30,22 +30,11 @@ impl Server {
         timeout: Duration,
         pace: Option<f64>,
     ) -> Result<Server, BridgeError> {
-        let zmq_err = |e| BridgeError::Zmq {
-            endpoint: endpoint.to_string(),
-            source: e,
+        let kind = match pattern {
+            Pattern::Rep => zmq::REP,
+            Pattern::Push => zmq::PUSH,
         };
-        let context = zmq::Context::new();
-        let socket = context
-            .socket(match pattern {
-                Pattern::Rep => zmq::REP,
-                Pattern::Push => zmq::PUSH,
-            })
-            .map_err(zmq_err)?;
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        socket.set_rcvtimeo(ms).map_err(zmq_err)?;
-        socket.set_sndtimeo(ms).map_err(zmq_err)?;
-        socket.set_linger(1000).map_err(zmq_err)?;
-        socket.bind(endpoint).map_err(zmq_err)?;
+        let (context, socket) = super::socket(kind, endpoint, timeout, true)?;
         Ok(Server {
             endpoint: endpoint.to_string(),
             socket,
