@@ -21,6 +21,18 @@ use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Bytes of array data (u16 frames) in `events`.
+fn frame_bytes(events: &[shotflow::event::Event]) -> usize {
+    events
+        .iter()
+        .flat_map(|e| e.fields())
+        .map(|(_, v)| match v {
+            Value::Array(a) => a.len() * 2,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn main() {
     shotflow::runtime::keep_freed_memory();
     let scale: f64 = std::env::args()
@@ -93,14 +105,7 @@ fn main() {
                 scope
                     .exdf(r, s, 1)
                     .for_each_batch("Count", move |_, events| {
-                        let n: usize = events
-                            .iter()
-                            .flat_map(|e| e.fields())
-                            .map(|(_, v)| match v {
-                                Value::Array(a) => a.len() * 2,
-                                _ => 0,
-                            })
-                            .sum();
+                        let n = frame_bytes(events);
                         d.fetch_add(n as u64, Ordering::Relaxed);
                     });
             });
@@ -146,14 +151,7 @@ fn main() {
                 scope.replay(r, Pace::AsFastAsPossible).for_each_batch(
                     "Count",
                     move |_, events| {
-                        let n: usize = events
-                            .iter()
-                            .flat_map(|e| e.fields())
-                            .map(|(_, v)| match v {
-                                Value::Array(a) => a.len() * 2,
-                                _ => 0,
-                            })
-                            .sum();
+                        let n = frame_bytes(events);
                         d.fetch_add(n as u64, Ordering::Relaxed);
                     },
                 );

@@ -1,6 +1,9 @@
 //! karabo-bridge against the reference Python implementation (karabo-bridge-py from PyPI):
 //! its file server feeding our client, our server feeding its client, and its simulator.
 
+mod common;
+
+use common::python;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,10 +17,6 @@ use shotflow::sink::SinkExt;
 use shotflow::source::exdf::{ExdfRun, Selector};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

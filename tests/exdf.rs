@@ -2,6 +2,9 @@
 //! with known values) are read by shotflow at 1, 2 and 3 workers; every selected key, train
 //! and row must equal what extra-data returns (tests/exdf_reference.py compares).
 
+mod common;
+
+use common::python;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,10 +13,6 @@ use shotflow::event::{DType, Element, Event, Value};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::SinkExt;
 use shotflow::source::exdf::{ExdfRun, ExdfSource, Selected, Selector, SourceKind};
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/exdf_reference.py")

@@ -1,15 +1,14 @@
 //! Detector reductions against references we did not write: pyFAI for azimuthal integration,
 //! scipy.ndimage for droplets (tests/check_*.py).
 
+mod common;
+
+use common::python;
 use std::path::Path;
 use std::process::Command;
 
 use ndarray::Array2;
 use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 fn run_check(script: &str, file: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -64,3 +64,38 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// `--speed 2`, `--speed 2x`: a positive factor.
+pub fn parse_speed(text: &str) -> anyhow::Result<f64> {
+    let speed: f64 = text
+        .trim_end_matches(['x', 'X'])
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--speed {text:?}: expected a number such as 2 or 2x"))?;
+    if speed.is_nan() || speed <= 0.0 {
+        anyhow::bail!("--speed {text:?} must be positive");
+    }
+    Ok(speed)
+}
+
+/// Opens a run directory and selects `select` (everything when empty).
+pub fn open_run(
+    dir: &std::path::Path,
+    select: &[String],
+) -> anyhow::Result<(
+    std::sync::Arc<shotflow::source::exdf::ExdfRun>,
+    std::sync::Arc<Vec<shotflow::source::exdf::Selected>>,
+)> {
+    use shotflow::source::exdf::{ExdfRun, Selector};
+    let run = ExdfRun::open(dir)?;
+    let texts = if select.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        select.to_vec()
+    };
+    let selectors = texts
+        .iter()
+        .map(|s| Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selected = run.select(&selectors)?;
+    Ok((std::sync::Arc::new(run), std::sync::Arc::new(selected)))
+}

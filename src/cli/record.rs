@@ -11,7 +11,7 @@ use shotflow::event::Value;
 use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
+use shotflow::source::exdf::{ExdfRun, ExdfSource};
 use shotflow::source::{Synthetic, SyntheticSource};
 
 #[derive(Args)]
@@ -57,17 +57,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
     } else if path.is_dir() && Recording::open(&path).is_ok() {
         Input::Recording(Arc::new(Recording::open(&path)?))
     } else if path.is_dir() {
-        let run = Arc::new(ExdfRun::open(&path)?);
-        let texts = if args.select.is_empty() {
-            vec!["*".to_string()]
-        } else {
-            args.select.clone()
-        };
-        let selectors = texts
-            .iter()
-            .map(|s| Selector::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let selected = Arc::new(run.select(&selectors)?);
+        let (run, selected) = super::open_run(&path, &args.select)?;
         Input::Run(run, selected)
     } else {
         bail!(
@@ -112,12 +102,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     let pace = match &args.speed {
         None => Pace::AsFastAsPossible,
         Some(text) => {
-            let speed: f64 = text.trim_end_matches(['x', 'X']).parse().map_err(|_| {
-                anyhow::anyhow!("--speed {text:?}: expected a number such as 2 or 2x")
-            })?;
-            if speed.is_nan() || speed <= 0.0 {
-                bail!("--speed must be positive");
-            }
+            let speed = super::parse_speed(text)?;
             Pace::Recorded { speed }
         }
     };

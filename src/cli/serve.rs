@@ -12,7 +12,7 @@ use shotflow::bridge::Pattern;
 use shotflow::recording::{Pace, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
+use shotflow::source::exdf::ExdfSource;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -38,31 +38,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let pace = match &args.speed {
-        Some(text) => Some(
-            text.trim_end_matches(['x', 'X'])
-                .parse::<f64>()
-                .map_err(|_| anyhow::anyhow!("--speed {text:?}: expected a number"))?,
-        ),
-        None => None,
-    };
+    let pace = args.speed.as_deref().map(super::parse_speed).transpose()?;
     let recording = Recording::open(&args.source).ok().map(Arc::new);
     let run = match recording {
         Some(_) => None,
-        None => {
-            let run = Arc::new(ExdfRun::open(&args.source)?);
-            let texts = if args.select.is_empty() {
-                vec!["*".to_string()]
-            } else {
-                args.select.clone()
-            };
-            let selectors = texts
-                .iter()
-                .map(|s| Selector::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
-            let selected = Arc::new(run.select(&selectors)?);
-            Some((run, selected))
-        }
+        None => Some(super::open_run(&args.source, &args.select)?),
     };
     let (bind, pattern, timeout) = (
         args.bind.clone(),

@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use shotflow::demo::{self, Curve, DemoConfig};
 use shotflow::source::Synthetic;
 
+/// The Python with the reference packages (`PYTHON`, else `python3`).
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// A demo configuration small enough for debug builds.
 pub fn small_demo() -> DemoConfig {
     DemoConfig {
