@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shotflow::bridge::client::BridgeSource;
+use shotflow::bridge::client::{BridgeSource, ClientConfig};
 use shotflow::bridge::Pattern;
 use shotflow::event::Event;
 use shotflow::runtime::{execute_plan, Plan};
@@ -65,7 +65,13 @@ fn receive(endpoint: &str, pattern: Pattern, trains: u64) -> Vec<Event> {
         let endpoint = endpoint.clone();
         worker.dataflow(|scope| {
             scope
-                .karabo_bridge(&endpoint, pattern, Some(trains), 3, Duration::from_secs(20))
+                .karabo_bridge(
+                    &ClientConfig::new(&endpoint)
+                        .pattern(pattern)
+                        .max_trains(Some(trains))
+                        .trains_per_batch(3)
+                        .timeout(Duration::from_secs(20)),
+                )
                 .ordered("Collect", move |_, events: &[Event]| {
                     out.lock().unwrap().extend_from_slice(events)
                 });

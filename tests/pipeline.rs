@@ -252,3 +252,48 @@ fn demo_from_a_simulated_run_matches_sequential_reference() {
         assert_eq!(report.curve, want, "{}", plan.describe());
     }
 }
+
+/// A slow sink on worker 0 holds every worker's source back, and still gets every batch once,
+/// in order. The bound is twice the window: sources run at most a window ahead of the sink's
+/// frontier, and the sink may have received up to a window of batches it has not written yet.
+#[test]
+fn sources_stay_within_the_read_ahead_window_of_a_slow_sink() {
+    use shotflow::source::{batched_source, read_ahead};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let batches = 60u64;
+    let window = read_ahead::window_per_worker();
+    for workers in [1usize, 2, 3] {
+        let produced = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (p, s) = (Arc::clone(&produced), Arc::clone(&seen));
+        execute_plan(&Plan::Process { workers }, move |worker| {
+            let (p, s, q) = (Arc::clone(&p), Arc::clone(&s), Arc::clone(&p));
+            worker.dataflow(|scope| {
+                batched_source(scope, "Counted", batches, move |batch| {
+                    q.fetch_max(batch + 1, Ordering::SeqCst);
+                    Ok::<_, String>(vec![batch])
+                })
+                .ordered("Slow", move |batch, rows: &[u64]| {
+                    std::thread::sleep(std::time::Duration::from_millis(3));
+                    // Batches produced beyond this one, which the sink has not finished.
+                    let ahead = p.load(Ordering::SeqCst) - (batch + 1);
+                    s.lock().unwrap().push((batch, rows.to_vec(), ahead));
+                });
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        let order: Vec<u64> = seen.iter().map(|(b, _, _)| *b).collect();
+        assert_eq!(order, (0..batches).collect::<Vec<_>>(), "{workers} workers");
+        assert!(seen.iter().all(|(b, rows, _)| rows == &vec![*b]));
+        let most = seen.iter().map(|(_, _, ahead)| *ahead).max().unwrap();
+        let bound = 2 * window * workers as u64;
+        assert!(
+            most <= bound,
+            "{workers} workers: a source ran {most} batches ahead of the sink (window {bound})"
+        );
+        // And it does read ahead: the sink is never starved down to one batch at a time.
+        assert!(most >= 1, "{workers} workers: no read-ahead at all");
+    }
+}

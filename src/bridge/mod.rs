@@ -37,19 +37,32 @@ pub enum BridgeError {
     },
 }
 
+/// A ZeroMQ context with `io_threads` I/O threads: each TCP connection is served by one, so a
+/// parallel client or a server with several clients needs more than ZeroMQ's default one.
+pub(crate) fn context(endpoint: &str, io_threads: usize) -> Result<zmq::Context, BridgeError> {
+    let context = zmq::Context::new();
+    context
+        .set_io_threads(io_threads.clamp(1, 8) as i32)
+        .map_err(|e| BridgeError::Zmq {
+            endpoint: endpoint.to_string(),
+            source: e,
+        })?;
+    Ok(context)
+}
+
 /// A ZeroMQ socket of `kind` with every wait bounded by `timeout`, bound (`bind`) or connected
 /// to `endpoint`.
 pub(crate) fn socket(
+    context: &zmq::Context,
     kind: zmq::SocketType,
     endpoint: &str,
     timeout: std::time::Duration,
     bind: bool,
-) -> Result<(zmq::Context, zmq::Socket), BridgeError> {
+) -> Result<zmq::Socket, BridgeError> {
     let zmq_err = |e| BridgeError::Zmq {
         endpoint: endpoint.to_string(),
         source: e,
     };
-    let context = zmq::Context::new();
     let socket = context.socket(kind).map_err(zmq_err)?;
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     socket.set_rcvtimeo(ms).map_err(zmq_err)?;
@@ -63,5 +76,5 @@ pub(crate) fn socket(
     } else {
         socket.connect(endpoint).map_err(zmq_err)?;
     }
-    Ok((context, socket))
+    Ok(socket)
 }

@@ -40,7 +40,12 @@ fn dtype_of(name: &str) -> Option<DType> {
 /// Decodes one train. Returns the event (id = `timestamp.tid` of the first source that has
 /// it) and the number of values skipped because shotflow has no type for them (strings,
 /// nested lists).
-pub fn decode(parts: &[Vec<u8>]) -> Result<(Event, usize), ProtocolError> {
+///
+/// The parts can be `Vec<u8>` or received `zmq::Message`s: arrays are copied once, straight
+/// from the message buffers into the event.
+pub fn decode<P: std::ops::Deref<Target = [u8]>>(
+    parts: &[P],
+) -> Result<(Event, usize), ProtocolError> {
     if parts.len() < 2 || parts.len() % 2 != 0 {
         return Err(err(format!(
             "{} parts; protocol 2.2 sends header/payload pairs",
@@ -105,17 +110,20 @@ pub fn decode(parts: &[Vec<u8>]) -> Result<(Event, usize), ProtocolError> {
                     .iter()
                     .map(|d| {
                         d.as_u64()
-                            .map(|d| d as usize)
-                            .ok_or_else(|| err("bad shape"))
+                            .and_then(|d| usize::try_from(d).ok())
+                            .ok_or_else(|| err(format!("{source}/{path}: bad shape {d}")))
                     })
                     .collect::<Result<_, _>>()?;
-                let n: usize = shape.iter().product();
-                let raw = &pair[1];
-                if raw.len() != n * dtype.size() {
+                // A hostile shape must not overflow into a small, "matching" size.
+                let expected = shape
+                    .iter()
+                    .try_fold(dtype.size(), |n, d| n.checked_mul(*d))
+                    .ok_or_else(|| err(format!("{source}/{path}: shape {shape:?} overflows")))?;
+                let raw: &[u8] = &pair[1];
+                if raw.len() != expected {
                     return Err(err(format!(
-                        "{source}/{path}: {} bytes for {dtype_name} {shape:?} ({} expected)",
+                        "{source}/{path}: {} bytes for {dtype_name} {shape:?} ({expected} expected)",
                         raw.len(),
-                        n * dtype.size()
                     )));
                 }
                 macro_rules! array {
@@ -165,9 +173,29 @@ fn mp_str(s: &str) -> Mp {
     Mp::String(s.into())
 }
 
+/// One part of an encoded train.
+pub enum Part<'a> {
+    /// A msgpack header or map, or array bytes that had to be laid out (non-contiguous, bool).
+    Bytes(Vec<u8>),
+    /// A contiguous array's bytes, as they lie in the event (this is a little-endian host).
+    Borrowed(&'a [u8]),
+}
+
 /// Encodes one event as a train: fields `"<source>/<key>"` are grouped by source (the name
 /// up to the last `/`); arrays go as raw parts, scalars into the msgpack map.
 pub fn encode(event: &Event) -> Vec<Vec<u8>> {
+    encode_parts(event)
+        .into_iter()
+        .map(|part| match part {
+            Part::Bytes(bytes) => bytes,
+            Part::Borrowed(bytes) => bytes.to_vec(),
+        })
+        .collect()
+}
+
+/// [`encode`], with contiguous arrays borrowed from the event instead of copied, for a sender
+/// that can hand ZeroMQ memory it keeps alive.
+pub fn encode_parts(event: &Event) -> Vec<Part<'_>> {
     let mut sources: BTreeMap<&str, Vec<(&str, &Value)>> = BTreeMap::new();
     for (key, value) in event.fields() {
         let name = key.name();
@@ -180,11 +208,11 @@ pub fn encode(event: &Event) -> Vec<Vec<u8>> {
             (mp_str("source"), mp_str(source)),
             (mp_str("timestamp.tid"), Mp::from(event.id)),
         ]);
-        parts.push(pack(&Mp::Map(vec![
+        parts.push(Part::Bytes(pack(&Mp::Map(vec![
             (mp_str("source"), mp_str(source)),
             (mp_str("content"), mp_str("msgpack")),
             (mp_str("metadata"), metadata),
-        ])));
+        ]))));
         let scalars: Vec<(Mp, Mp)> = fields
             .iter()
             .filter_map(|(k, v)| {
@@ -205,10 +233,10 @@ pub fn encode(event: &Event) -> Vec<Vec<u8>> {
                 Some((mp_str(k), mp))
             })
             .collect();
-        parts.push(pack(&Mp::Map(scalars)));
+        parts.push(Part::Bytes(pack(&Mp::Map(scalars))));
         for (k, v) in fields {
             let Some(array) = v.as_array() else { continue };
-            parts.push(pack(&Mp::Map(vec![
+            parts.push(Part::Bytes(pack(&Mp::Map(vec![
                 (mp_str("source"), mp_str(source)),
                 (mp_str("content"), mp_str("array")),
                 (mp_str("path"), mp_str(k)),
@@ -217,11 +245,36 @@ pub fn encode(event: &Event) -> Vec<Vec<u8>> {
                     mp_str("shape"),
                     Mp::Array(array.shape().iter().map(|d| Mp::from(*d as u64)).collect()),
                 ),
-            ])));
-            parts.push(raw_le(array));
+            ]))));
+            parts.push(match contiguous_bytes(array) {
+                Some(bytes) => Part::Borrowed(bytes),
+                None => Part::Bytes(raw_le(array)),
+            });
         }
     }
     parts
+}
+
+/// The array's memory as bytes, when it is one C-order block of a plain number type.
+fn contiguous_bytes(array: &Array) -> Option<&[u8]> {
+    macro_rules! bytes {
+        ($a:expr) => {
+            $a.as_slice().map(|s| bytemuck::cast_slice(s))
+        };
+    }
+    match array {
+        Array::Bool(_) => None,
+        Array::U8(a) => bytes!(a),
+        Array::U16(a) => bytes!(a),
+        Array::U32(a) => bytes!(a),
+        Array::U64(a) => bytes!(a),
+        Array::I8(a) => bytes!(a),
+        Array::I16(a) => bytes!(a),
+        Array::I32(a) => bytes!(a),
+        Array::I64(a) => bytes!(a),
+        Array::F32(a) => bytes!(a),
+        Array::F64(a) => bytes!(a),
+    }
 }
 
 /// Elements from raw little-endian bytes (this is a little-endian host): one copy when the

@@ -1,5 +1,7 @@
 //! The karabo-bridge server sink: events leave as trains, in event order, from worker 0.
 
+use std::os::raw::c_void;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{protocol, BridgeError, Pattern};
@@ -34,7 +36,9 @@ impl Server {
             Pattern::Rep => zmq::REP,
             Pattern::Push => zmq::PUSH,
         };
-        let (context, socket) = super::socket(kind, endpoint, timeout, true)?;
+        // Two I/O threads: clients with several connections are sent to in parallel.
+        let context = super::context(endpoint, 2)?;
+        let socket = super::socket(&context, kind, endpoint, timeout, true)?;
         Ok(Server {
             endpoint: endpoint.to_string(),
             socket,
@@ -47,9 +51,12 @@ impl Server {
     }
 
     /// Sends one train. Returns false when no client asked or took it within the timeout.
-    pub fn send(&mut self, event: &Event) -> Result<bool, BridgeError> {
-        let zmq_err = |e| BridgeError::Zmq {
-            endpoint: self.endpoint.clone(),
+    ///
+    /// Contiguous arrays are not copied: ZeroMQ sends them from the event's memory and drops
+    /// the event when its I/O thread is done with the last of them.
+    pub fn send(&mut self, event: Event) -> Result<bool, BridgeError> {
+        let zmq_err = |endpoint: &str, e| BridgeError::Zmq {
+            endpoint: endpoint.to_string(),
             source: e,
         };
         if let Some((speed, started)) = self.pace {
@@ -63,18 +70,70 @@ impl Server {
             match self.socket.recv_bytes(0) {
                 Ok(_) => {}
                 Err(zmq::Error::EAGAIN) => return Ok(false),
-                Err(e) => return Err(zmq_err(e)),
+                Err(e) => return Err(zmq_err(&self.endpoint, e)),
             }
         }
-        match self.socket.send_multipart(protocol::encode(event), 0) {
-            Ok(()) => {
-                self.sent += 1;
-                Ok(true)
+        let event = Arc::new(event);
+        let parts = protocol::encode_parts(&event);
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            let flags = if i < last { zmq::SNDMORE } else { 0 };
+            let sent = match part {
+                protocol::Part::Bytes(bytes) => self.socket.send(bytes, flags),
+                protocol::Part::Borrowed(bytes) => {
+                    send_borrowed(&mut self.socket, bytes, &event, flags)
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                // Only the first part can wait (ZeroMQ queues a message's parts together).
+                Err(zmq::Error::EAGAIN) => return Ok(false),
+                Err(e) => return Err(zmq_err(&self.endpoint, e)),
             }
-            Err(zmq::Error::EAGAIN) => Ok(false),
-            Err(e) => Err(zmq_err(e)),
+        }
+        self.sent += 1;
+        Ok(true)
+    }
+}
+
+/// Hands ZeroMQ `bytes`, which lie inside `*owner`, without copying them.
+fn send_borrowed(
+    socket: &mut zmq::Socket,
+    bytes: &[u8],
+    owner: &Arc<Event>,
+    flags: i32,
+) -> Result<(), zmq::Error> {
+    if bytes.is_empty() {
+        return socket.send(Vec::new(), flags);
+    }
+    unsafe extern "C" fn release(_data: *mut c_void, hint: *mut c_void) {
+        // SAFETY: `hint` is the `Arc::into_raw` below; ZeroMQ calls this exactly once.
+        drop(unsafe { Arc::from_raw(hint as *const Event) });
+    }
+    let hint = Arc::into_raw(Arc::clone(owner)) as *mut c_void;
+    let mut message = zmq_sys::zmq_msg_t { __: [0; 64] };
+    // SAFETY: `bytes` lies inside the event behind the Arc, which the clone passed as `hint`
+    // keeps alive and in place until ZeroMQ calls `release` (after sending, or when closing
+    // the message). ZeroMQ only reads the data of a message built with zmq_msg_init_data.
+    unsafe {
+        if zmq_sys::zmq_msg_init_data(
+            &mut message,
+            bytes.as_ptr() as *mut c_void,
+            bytes.len(),
+            Some(release),
+            hint,
+        ) != 0
+        {
+            drop(Arc::from_raw(hint as *const Event));
+            return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+        }
+        if zmq_sys::zmq_msg_send(&mut message, socket.as_mut_ptr(), flags) == -1 {
+            let error = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            zmq_sys::zmq_msg_close(&mut message);
+            return Err(error);
         }
     }
+    Ok(())
 }
 
 /// A sink that serves every event of the stream as a karabo-bridge train, in event order,
@@ -123,12 +182,13 @@ impl BridgeSink {
             .name("shotflow:bridge".into())
             .spawn(move || {
                 for event in trains {
-                    match server.send(&event) {
+                    let id = event.id;
+                    match server.send(event) {
                         Ok(true) => {}
                         Ok(false) => {
                             return Err(format!(
-                                "{endpoint}: no client took train {} within {timeout:?} ({} trains sent)",
-                                event.id, server.sent
+                                "{endpoint}: no client took train {id} within {timeout:?} ({} trains sent)",
+                                server.sent
                             ))
                         }
                         Err(e) => return Err(e.to_string()),

@@ -56,7 +56,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let stream = match (&recording, &run) {
                 (Some(r), _) => scope.replay(Arc::clone(r), Pace::AsFastAsPossible),
                 (None, Some((run, selected))) => {
-                    scope.exdf(Arc::clone(run), Arc::clone(selected), 2)
+                    // One train per batch: a train of a large detector is tens of MB.
+                    scope.exdf(Arc::clone(run), Arc::clone(selected), 1)
                 }
                 (None, None) => unreachable!("a recording or a run"),
             };

@@ -14,6 +14,7 @@ use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MA
 use crate::event::Event;
 use crate::runtime::fail;
 use crate::sink::Batch;
+use crate::source::read_ahead::ReadAhead;
 
 /// One intact frame.
 #[derive(Clone, Debug)]
@@ -281,7 +282,8 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
             self,
             "Replay",
             move |capability, info| {
-                let activator = scope.activator_for(info.address);
+                let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
+                let activator = read_ahead.activator().clone();
                 let peers = scope.peers();
                 let mut next = scope.index();
                 let mut capability = Some(capability);
@@ -293,6 +295,9 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
                     };
                     if next >= recording.batches() {
                         capability = None;
+                        return;
+                    }
+                    if !read_ahead.allows(next as Batch) {
                         return;
                     }
                     if let Pace::Recorded { speed } = pace {

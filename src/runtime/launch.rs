@@ -60,6 +60,10 @@ pub struct Launch {
     /// Seconds to wait for the other processes to connect.
     #[arg(long, default_value_t = 60)]
     pub connect_timeout: u64,
+    /// Batches per worker that sources may read ahead of the slowest sink (default 4); bounds
+    /// the memory a run holds in flight.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_ahead: Option<u64>,
 }
 
 /// The resolved plan: how many workers, in which processes.

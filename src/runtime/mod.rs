@@ -85,6 +85,9 @@ where
     F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
 {
     let plan = launch.plan()?;
+    if let Some(batches) = launch.read_ahead {
+        crate::source::read_ahead::set_window_per_worker(batches);
+    }
     execute_plan(&plan, func)
 }
 

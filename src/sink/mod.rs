@@ -43,6 +43,7 @@ use timely::progress::frontier::MutableAntichain;
 use timely::ExchangeData;
 
 use crate::runtime::fail;
+use crate::source::read_ahead::SinkProgress;
 
 /// The batch number: the timely timestamp of every shotflow stream.
 pub type Batch = u64;
@@ -155,20 +156,21 @@ impl<D: ExchangeData> SinkExt<D> for StreamVec<'_, Batch, D> {
     fn sink_into<S: Sink<D>>(self, name: &str, sink: S) {
         let peers = self.scope().peers() as u64;
         let operator = name.to_string();
+        let progress = SinkProgress::new(&self.scope());
         match sink.routing() {
-            Routing::Local => self.sink(Pipeline, name, drive(operator, sink)),
+            Routing::Local => self.sink(Pipeline, name, drive(operator, sink, progress)),
             Routing::Worker(target) => {
                 let target = target as u64;
                 self.sink(
                     Exchange::new(move |_: &D| target),
                     name,
-                    drive(operator, sink),
+                    drive(operator, sink, progress),
                 )
             }
             Routing::By(route) => self.sink(
                 Exchange::new(move |row: &D| route(row) % peers),
                 name,
-                drive(operator, sink),
+                drive(operator, sink, progress),
             ),
         }
     }
@@ -176,7 +178,11 @@ impl<D: ExchangeData> SinkExt<D> for StreamVec<'_, Batch, D> {
 
 /// The operator logic shared by every routing: hand over rows, report frontier moves, stop
 /// the run on the first error.
-fn drive<D, S, I>(name: String, mut sink: S) -> impl FnMut((&mut I, &MutableAntichain<Batch>))
+fn drive<D, S, I>(
+    name: String,
+    mut sink: S,
+    progress: SinkProgress,
+) -> impl FnMut((&mut I, &MutableAntichain<Batch>))
 where
     S: Sink<D>,
     I: ForEachTime<D>,
@@ -186,6 +192,7 @@ where
     move |(input, frontier)| {
         if broken {
             input.discard();
+            progress.report(None);
             return;
         }
         let mut result = Ok(());
@@ -202,6 +209,8 @@ where
                 result = sink.finish();
             }
         }
+        // After `advance`: the batches before `now` are written, not merely received.
+        progress.report(now);
         if let Err(e) = result {
             broken = true;
             fail(format!("sink {name:?}: {e}"));

@@ -10,6 +10,7 @@
 //! unless an operator moves them.
 
 pub mod exdf;
+pub mod read_ahead;
 pub mod synthetic;
 
 pub use synthetic::{Synthetic, SyntheticKeys, SyntheticSource};
@@ -63,13 +64,16 @@ where
 {
     let operator = name.to_string();
     source(scope, name, move |capability, info| {
-        let activator = scope.activator_for(info.address);
+        let read_ahead = read_ahead::ReadAhead::new(&scope, scope.activator_for(info.address));
         let mut owned = owned_batches(batches, scope.index(), scope.peers()).peekable();
         let mut capability = Some(capability);
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
             };
+            if owned.peek().is_some_and(|b| !read_ahead.allows(*b)) {
+                return;
+            }
             match owned.next() {
                 Some(batch) => {
                     cap.downgrade(&batch);
@@ -84,7 +88,7 @@ where
                     match owned.peek() {
                         Some(next) => {
                             cap.downgrade(next);
-                            activator.activate();
+                            read_ahead.activator().activate();
                         }
                         None => capability = None,
                     }

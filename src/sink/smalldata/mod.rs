@@ -307,6 +307,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
         });
         let summaries = config.summaries.clone();
         let cfg = config.clone();
+        let progress = crate::source::read_ahead::SinkProgress::new(&tagged.scope());
         let reports = tagged.unary_frontier(
             Exchange::new(move |(batch, _): &(Batch, Row)| {
                 writer_worker((*batch % writers as u64) as usize) as u64
@@ -343,6 +344,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
                         }
                     }
                     let done_upto = frontier.frontier().first().copied();
+                    progress.report(done_upto);
                     let mut failed = false;
                     let mut session = output.session(&*cap);
                     while let Some(entry) = pending.first_entry() {

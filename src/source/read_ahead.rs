@@ -1,0 +1,187 @@
+//! Bounded read-ahead: a source produces batch `b` only while every sink of its dataflow has
+//! received all batches before `b - window`.
+//!
+//! Timely has no back-pressure of its own: a source that reads as fast as it can piles the run
+//! up in memory in front of a slow sink (a karabo-bridge client, a disk, worker 0's ordered
+//! callback). Bounding what is in flight keeps memory at a few batches per worker, and it is
+//! also faster: buffers freed by the sinks are reused while still mapped, instead of every
+//! batch landing in fresh pages that the kernel must zero first (two thirds of a karabo-bridge
+//! server's time before this existed).
+//!
+//! Sinks attached with [`SinkExt::sink_into`](crate::sink::SinkExt::sink_into) (and the
+//! smalldata writers) report their input frontier here; the sources of this crate consult it.
+//! A dataflow without such sinks (say, one that ends in timely's `capture`) is not held back.
+//! The window is per worker, [`window_per_worker`] batches (4 unless set). Each worker sees the
+//! sinks through its own operator instances, so a sink that gathers on worker 0 may hold up to
+//! one more window it has received but not yet written: at most two windows are in flight.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use timely::dataflow::Scope;
+use timely::scheduling::Activator;
+
+use crate::sink::Batch;
+
+static WINDOW_PER_WORKER: AtomicU64 = AtomicU64::new(4);
+
+/// Sets how many batches per worker the sources may run ahead of the slowest sink (at least 1),
+/// for dataflows built after the call.
+///
+/// # Examples
+///
+/// ```
+/// shotflow::source::read_ahead::set_window_per_worker(8);
+/// assert_eq!(shotflow::source::read_ahead::window_per_worker(), 8);
+/// ```
+pub fn set_window_per_worker(batches: u64) {
+    WINDOW_PER_WORKER.store(batches.max(1), Ordering::Relaxed);
+}
+
+/// See [`set_window_per_worker`].
+pub fn window_per_worker() -> u64 {
+    WINDOW_PER_WORKER.load(Ordering::Relaxed)
+}
+
+/// What the sinks of one dataflow on this worker have completed, and who waits for it.
+#[derive(Default)]
+struct Flow {
+    /// Per sink, its input frontier: every batch before it is complete (`None`: all).
+    sinks: Vec<Option<Batch>>,
+    /// Sources to wake when a sink moves.
+    sources: Vec<Activator>,
+}
+
+thread_local! {
+    static FLOWS: RefCell<HashMap<usize, Weak<RefCell<Flow>>>> = RefCell::new(HashMap::new());
+}
+
+/// The flow of the dataflow that `scope` belongs to, on this worker.
+fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
+    let dataflow = scope.addr().first().copied().unwrap_or(0);
+    FLOWS.with(|flows| {
+        let mut flows = flows.borrow_mut();
+        flows.retain(|_, f| f.strong_count() > 0);
+        if let Some(flow) = flows.get(&dataflow).and_then(Weak::upgrade) {
+            return flow;
+        }
+        let flow = Rc::new(RefCell::new(Flow::default()));
+        flows.insert(dataflow, Rc::downgrade(&flow));
+        flow
+    })
+}
+
+/// A sink's report of its progress.
+pub(crate) struct SinkProgress {
+    flow: Rc<RefCell<Flow>>,
+    slot: usize,
+}
+
+impl SinkProgress {
+    /// Registers a sink of `scope`'s dataflow; it has completed nothing yet.
+    pub(crate) fn new(scope: &Scope<'_, Batch>) -> SinkProgress {
+        let flow = flow(scope);
+        let slot = {
+            let mut f = flow.borrow_mut();
+            f.sinks.push(Some(0));
+            f.sinks.len() - 1
+        };
+        SinkProgress { flow, slot }
+    }
+
+    /// The sink's input frontier is now `frontier` (`None`: the input has ended).
+    pub(crate) fn report(&self, frontier: Option<Batch>) {
+        let mut f = self.flow.borrow_mut();
+        if f.sinks[self.slot] != frontier {
+            f.sinks[self.slot] = frontier;
+            for source in &f.sources {
+                source.activate();
+            }
+        }
+    }
+}
+
+impl Drop for SinkProgress {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.flow.try_borrow_mut() {
+            f.sinks[self.slot] = None;
+        }
+    }
+}
+
+/// A source's view of its dataflow's sinks.
+///
+/// # Examples
+///
+/// A source operator asks before producing each batch; when the answer is no, it is activated
+/// again as soon as a sink moves.
+///
+/// ```
+/// use shotflow::source::read_ahead::ReadAhead;
+/// use timely::container::CapacityContainerBuilder;
+/// use timely::dataflow::operators::generic::operator::source;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     source::<_, CapacityContainerBuilder<Vec<u64>>, _, _>(scope.clone(), "Counter", |capability, info| {
+///         let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
+///         let (mut next, mut capability) = (0u64, Some(capability));
+///         move |output| {
+///             let Some(cap) = capability.as_mut() else { return };
+///             if !read_ahead.allows(next) {
+///                 return;
+///             }
+///             cap.downgrade(&next);
+///             output.session(&*cap).give(next);
+///             next += 1;
+///             if next == 10 { capability = None } else { read_ahead.activator().activate() }
+///         }
+///     })
+///     .capture()
+/// });
+/// assert_eq!(captured.extract().len(), 10);
+/// ```
+pub struct ReadAhead {
+    flow: Rc<RefCell<Flow>>,
+    window: u64,
+    activator: Activator,
+}
+
+impl ReadAhead {
+    /// The read-ahead of a source in `scope` whose operator `activator` wakes.
+    pub fn new(scope: &Scope<'_, Batch>, activator: Activator) -> ReadAhead {
+        let flow = flow(scope);
+        flow.borrow_mut().sources.push(activator.clone());
+        ReadAhead {
+            flow,
+            window: window_per_worker() * scope.peers() as u64,
+            activator,
+        }
+    }
+
+    /// Whether `batch` may be produced now. When not, the source will be activated again when
+    /// a sink moves (and at the latest after 10 ms, should a frontier move unseen).
+    pub fn allows(&self, batch: Batch) -> bool {
+        let slowest = self
+            .flow
+            .borrow()
+            .sinks
+            .iter()
+            .map(|s| s.unwrap_or(Batch::MAX))
+            .min()
+            .unwrap_or(Batch::MAX);
+        let allowed = batch < slowest.saturating_add(self.window);
+        if !allowed {
+            self.activator.activate_after(Duration::from_millis(10));
+        }
+        allowed
+    }
+
+    /// The source's activator.
+    pub fn activator(&self) -> &Activator {
+        &self.activator
+    }
+}
