@@ -14,6 +14,10 @@ use shotflow::bridge::Pattern;
 use shotflow::event::Value;
 use shotflow::source::exdf::simulate::Simulation;
 
+// As the `shotflow` binary: the client allocates every array it decodes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Guard(Child);
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -95,12 +99,14 @@ fn loopback(streams: usize) -> f64 {
 fn main() {
     shotflow::runtime::keep_freed_memory();
     let simulation = Simulation {
-        trains: 48,
+        // Long enough for the allocators to reach their steady state (the first ~50 trains
+        // of a process land in fresh pages).
+        trains: 128,
         modules: 4,
         frames: 64,
         ..Simulation::default()
     };
-    let dir = std::env::temp_dir().join("shotflow-bench-bridge-run-48");
+    let dir = std::env::temp_dir().join("shotflow-bench-bridge-run-128");
     if !dir.join("complete").exists() {
         simulation.write(&dir).unwrap();
         std::fs::write(dir.join("complete"), b"").unwrap();

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shotflow::bridge::client::{BridgeSource, ClientConfig};
+use shotflow::bridge::client::{BridgeSource, Client, ClientConfig};
 use shotflow::bridge::Pattern;
-use shotflow::event::Event;
+use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::SinkExt;
 use shotflow::source::exdf::{ExdfRun, Selector};
@@ -83,6 +83,48 @@ fn receive(endpoint: &str, pattern: Pattern, trains: u64) -> Vec<Event> {
     events
 }
 
+/// Every value of `want` (our EXDF reader, itself checked against extra-data) is in `got`
+/// (received over the bridge). The bridge sends a train-resolved source's single row without
+/// its row axis, and Python ints as int64. Returns how many values were compared.
+fn assert_same_trains(got: &[Event], want: &[Event]) -> usize {
+    assert_eq!(got.len(), want.len());
+    let mut compared = 0;
+    for (got, want) in got.iter().zip(want) {
+        assert_eq!(got.id, want.id);
+        for (key, value) in want.fields() {
+            let Some(received) = got.value(*key) else {
+                panic!("train {}: {key} not received", want.id)
+            };
+            let same = match (value, received) {
+                (shotflow::event::Value::Array(a), shotflow::event::Value::Array(b)) => {
+                    a.to_f64_vec() == b.to_f64_vec()
+                }
+                (a, b) => {
+                    a.as_f64() == b.as_f64()
+                        || a.as_array().map(|x| x.to_f64_vec())
+                            == Some(vec![b.as_f64().unwrap_or(f64::NAN)])
+                }
+            };
+            assert!(same, "train {}: {key} differs", want.id);
+            compared += 1;
+        }
+    }
+    compared
+}
+
+/// The run's trains through our EXDF reader.
+fn read_run(run_dir: &Path) -> Vec<Event> {
+    let run = ExdfRun::open(run_dir).unwrap();
+    let selected = run.select(&[Selector::parse("*").unwrap()]).unwrap();
+    let mut open = |i: usize, name: &str| {
+        Ok(hdf5::File::open(&run.files[i].path)
+            .unwrap()
+            .dataset(name)
+            .unwrap())
+    };
+    run.read(&run.trains, &selected, &mut open).unwrap()
+}
+
 #[test]
 fn our_client_reads_karabo_bridge_serve_files_like_extra_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,40 +143,7 @@ fn our_client_reads_karabo_bridge_serve_files_like_extra_data() {
             .expect("karabo-bridge (pip install karabo-bridge)"),
     );
     let events = receive(&endpoint, Pattern::Rep, 12);
-    assert_eq!(events.len(), 12);
-    // The same trains through our EXDF reader (itself checked against extra-data).
-    let run = ExdfRun::open(&run_dir).unwrap();
-    let selected = run.select(&[Selector::parse("*").unwrap()]).unwrap();
-    let mut open = |i: usize, name: &str| {
-        Ok(hdf5::File::open(&run.files[i].path)
-            .unwrap()
-            .dataset(name)
-            .unwrap())
-    };
-    let want = run.read(&run.trains, &selected, &mut open).unwrap();
-    let mut compared = 0;
-    for (got, want) in events.iter().zip(&want) {
-        assert_eq!(got.id, want.id);
-        for (key, value) in want.fields() {
-            let Some(received) = got.value(*key) else {
-                panic!("train {}: {key} not received", want.id)
-            };
-            // The bridge sends a train-resolved source's single row without its row axis, and
-            // Python ints as int64.
-            let same = match (value, received) {
-                (shotflow::event::Value::Array(a), shotflow::event::Value::Array(b)) => {
-                    a.to_f64_vec() == b.to_f64_vec()
-                }
-                (a, b) => {
-                    a.as_f64() == b.as_f64()
-                        || a.as_array().map(|x| x.to_f64_vec())
-                            == Some(vec![b.as_f64().unwrap_or(f64::NAN)])
-                }
-            };
-            assert!(same, "train {}: {key} differs", want.id);
-            compared += 1;
-        }
-    }
+    let compared = assert_same_trains(&events, &read_run(&run_dir));
     assert!(compared > 12 * 10, "{compared} values compared");
 }
 
@@ -230,4 +239,229 @@ fn our_client_reads_the_reference_simulator() {
         assert!(frames.1.shape().len() >= 3, "{:?}", frames.1.shape());
     }
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+/// `shotflow serve` on a fresh port, REP, giving up on clients after `client_timeout` s.
+fn serve(run_dir: &Path, client_timeout: u64) -> (String, Child) {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let child = common::spawn(
+        SHOTFLOW,
+        &[
+            "serve".into(),
+            run_dir.display().to_string(),
+            "--bind".into(),
+            endpoint.clone(),
+            "--client-timeout".into(),
+            client_timeout.to_string(),
+        ],
+    );
+    (endpoint, child)
+}
+
+fn train_ids(run_dir: &Path) -> Vec<u64> {
+    ExdfRun::open(run_dir).unwrap().trains.clone()
+}
+
+#[test]
+fn a_client_that_leaves_mid_run_leaves_the_rest_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("r0001");
+    simulate(&run_dir);
+    let (endpoint, server) = serve(&run_dir, 10);
+    let mut got = Vec::new();
+    {
+        let mut first = Client::connect(&endpoint, Pattern::Rep, Duration::from_secs(20)).unwrap();
+        for _ in 0..4 {
+            got.push(first.next_train().unwrap().expect("a train").id);
+        }
+        // dropped here, between requests, as a viewer that is closed
+    }
+    // The next client, with two connections, takes the rest, and then the server is done.
+    let mut second =
+        Client::connect_parallel(&endpoint, Pattern::Rep, Duration::from_secs(3), 2).unwrap();
+    while let Some(train) = second.next_train().unwrap() {
+        got.push(train.id);
+    }
+    assert_eq!(got, train_ids(&run_dir));
+    assert_eq!(second.skipped_trains, 0);
+    let out = common::wait_bounded(server, Duration::from_secs(30));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_server_whose_clients_left_ends_with_an_error_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("r0001");
+    simulate(&run_dir);
+    let (endpoint, server) = serve(&run_dir, 2);
+    let mut client = Client::connect(&endpoint, Pattern::Rep, Duration::from_secs(20)).unwrap();
+    for _ in 0..3 {
+        client.next_train().unwrap().expect("a train");
+    }
+    drop(client);
+    let started = std::time::Instant::now();
+    let out = common::wait_bounded(server, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&endpoint)
+            && stderr.contains("no client")
+            && stderr.contains("3 trains sent"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_server_that_goes_away_ends_the_stream_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("r0001");
+    simulate(&run_dir);
+    let ids = train_ids(&run_dir);
+    // Killed mid-run: the client sees no answer and ends, it does not hang or panic.
+    let (endpoint, server) = serve(&run_dir, 20);
+    let mut server = Guard(server);
+    let mut client = Client::connect(&endpoint, Pattern::Rep, Duration::from_secs(2)).unwrap();
+    for want in &ids[..3] {
+        assert_eq!(client.next_train().unwrap().expect("a train").id, *want);
+    }
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
+    let started = std::time::Instant::now();
+    assert!(client.next_train().unwrap().is_none());
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A server that runs out of trains: the source ends the dataflow with what it received.
+    let (endpoint, server) = serve(&run_dir, 20);
+    let _server = Guard(server);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&seen);
+    let started = std::time::Instant::now();
+    execute_plan(&Plan::Process { workers: 2 }, move |worker| {
+        let out = Arc::clone(&out);
+        let config = ClientConfig::new(&endpoint)
+            .trains_per_batch(5)
+            .timeout(Duration::from_secs(2));
+        worker.dataflow(|scope| {
+            scope
+                .karabo_bridge(&config)
+                .ordered("Collect", move |_, events: &[Event]| {
+                    out.lock().unwrap().extend(events.iter().map(|e| e.id))
+                });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), ids);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn malformed_trains_on_the_wire_are_skipped_and_counted() {
+    // A REP server in Python (pyzmq + msgpack, as karabo-bridge-py) answering four broken
+    // trains and then a good one.
+    let port = free_port();
+    let script = r#"
+import sys, zmq, msgpack, numpy as np
+sock = zmq.Context().socket(zmq.REP)
+sock.setsockopt(zmq.LINGER, 2000)
+sock.bind(f"tcp://127.0.0.1:{sys.argv[1]}")
+def head(src, tid):
+    return msgpack.packb({"source": src, "content": "msgpack", "metadata": {"source": src, "timestamp.tid": tid}})
+def arr(src, path, dtype, shape):
+    return msgpack.packb({"source": src, "content": "array", "path": path, "dtype": dtype, "shape": shape})
+frames = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
+answers = [
+    [b"\xc1\x00", b"\x80"],                                                    # bad msgpack
+    [head("DET", 1), msgpack.packb({}), arr("DET", "image.data", "uint16", [2, 3, 4]), frames.tobytes()[:-2]],  # short array
+    [head("DET", 2), msgpack.packb({}), arr("DET", "image.data", "uint16", [2**62, 2**62])],  # odd parts
+    [head("DET", 3), msgpack.packb({}), arr("DET", "image.data", "uint16", [2**62, 2**62]), b""],  # overflowing shape
+    [head("DET", 4), msgpack.packb({"pulseCount": 2, "energy": 9.5, "name": "agipd"}),
+     arr("DET", "image.data", "uint16", [2, 3, 4]), frames.tobytes()],
+]
+for parts in answers:
+    sock.recv()
+    sock.send_multipart(parts)
+"#;
+    let server = Command::new(python())
+        .args(["-c", script, &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _server = Guard(server);
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let mut client = Client::connect(&endpoint, Pattern::Rep, Duration::from_secs(20)).unwrap();
+    let train = client.next_train().unwrap().expect("the good train");
+    assert_eq!(client.skipped_trains, 4);
+    assert_eq!(train.id, 4);
+    assert_eq!(train.get::<i64>(Key::new("DET/pulseCount")), Some(2));
+    assert_eq!(train.get::<f64>(Key::new("DET/energy")), Some(9.5));
+    assert_eq!(client.skipped_values, 1, "the string has no shotflow type");
+    let frames = train.array::<u16>(Key::new("DET/image.data")).unwrap();
+    assert_eq!(frames.shape(), &[2, 3, 4]);
+    assert_eq!(
+        frames.iter().copied().collect::<Vec<_>>(),
+        (0..24).collect::<Vec<u16>>()
+    );
+    // The server has nothing more: the client says so instead of hanging.
+    let mut client = Client::connect(&endpoint, Pattern::Rep, Duration::from_secs(1)).unwrap();
+    assert!(client.next_train().unwrap().is_none());
+}
+
+#[test]
+fn a_live_stream_recorded_with_shotflow_record_replays_as_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("r0001");
+    simulate(&run_dir);
+    let (endpoint, server) = serve(&run_dir, 20);
+    let _server = Guard(server);
+    let recording_dir = dir.path().join("live.sfrec");
+    let record = common::spawn(
+        SHOTFLOW,
+        &[
+            "record".into(),
+            endpoint,
+            recording_dir.display().to_string(),
+            "--timeout".into(),
+            "3".into(),
+            "--connections".into(),
+            "2".into(),
+        ],
+    );
+    let out = common::wait_bounded(record, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recording = Arc::new(shotflow::recording::Recording::open(&recording_dir).unwrap());
+    let want = read_run(&run_dir);
+    for workers in [1, 3] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&seen);
+        let r = Arc::clone(&recording);
+        execute_plan(&Plan::Process { workers }, move |worker| {
+            let (out, r) = (Arc::clone(&out), Arc::clone(&r));
+            worker.dataflow(|scope| {
+                use shotflow::recording::{Pace, ReplaySource};
+                scope
+                    .replay(r, Pace::AsFastAsPossible)
+                    .ordered("Collect", move |_, events: &[Event]| {
+                        out.lock().unwrap().extend_from_slice(events)
+                    });
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        assert_same_trains(&seen.lock().unwrap(), &want);
+    }
 }

@@ -176,7 +176,7 @@ impl BridgeSink {
         // Bind here, so that a taken port is reported as the run's error right away.
         let mut server = Server::bind(&self.endpoint, self.pattern, self.timeout, self.pace)
             .map_err(|e| SinkError::Other(e.to_string()))?;
-        let (queue, trains) = std::sync::mpsc::sync_channel::<Event>(2);
+        let (queue, trains) = std::sync::mpsc::sync_channel::<Event>(1);
         let (endpoint, timeout) = (self.endpoint.clone(), self.timeout);
         let thread = std::thread::Builder::new()
             .name("shotflow:bridge".into())

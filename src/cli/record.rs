@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use shotflow::bridge::client::{BridgeSource, ClientConfig};
+use shotflow::bridge::Pattern;
 use shotflow::event::Value;
 use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
@@ -16,7 +18,8 @@ use shotflow::source::{Synthetic, SyntheticSource};
 
 #[derive(Args)]
 pub struct RecordArgs {
-    /// `synthetic`, a EuXFEL run directory, or another recording.
+    /// `synthetic`, a EuXFEL run directory, another recording, or a karabo-bridge endpoint
+    /// (`tcp://HOST:PORT`, `ipc://PATH`).
     source: String,
     /// Recording directory to write.
     out: PathBuf,
@@ -26,6 +29,18 @@ pub struct RecordArgs {
     /// Events of the synthetic source.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
+    /// karabo-bridge: the server's pattern (REP: we ask with `next`; PUSH: we pull).
+    #[arg(long, value_enum, default_value_t = Pattern::Rep)]
+    pattern: Pattern,
+    /// karabo-bridge: trains to record (default: until the server is silent for --timeout).
+    #[arg(long)]
+    trains: Option<u64>,
+    /// karabo-bridge: seconds of silence that end the recording.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// karabo-bridge: connections, each with a train in flight.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     #[command(flatten)]
     launch: Launch,
 }
@@ -45,11 +60,20 @@ enum Input {
     Synthetic(Synthetic),
     Run(Arc<ExdfRun>, Arc<Vec<shotflow::source::exdf::Selected>>),
     Recording(Arc<Recording>),
+    Bridge(ClientConfig),
 }
 
 pub fn record(args: RecordArgs) -> Result<()> {
     let path = PathBuf::from(&args.source);
-    let input = if args.source == "synthetic" {
+    let input = if args.source.starts_with("tcp://") || args.source.starts_with("ipc://") {
+        Input::Bridge(
+            ClientConfig::new(&args.source)
+                .pattern(args.pattern)
+                .max_trains(args.trains)
+                .connections(args.connections)
+                .timeout(std::time::Duration::from_secs(args.timeout)),
+        )
+    } else if args.source == "synthetic" {
         Input::Synthetic(Synthetic {
             events: args.events,
             ..Synthetic::default()
@@ -61,7 +85,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         Input::Run(run, selected)
     } else {
         bail!(
-            "{}: not `synthetic`, a run directory or a recording",
+            "{}: not `synthetic`, a run directory, a recording or a tcp:// or ipc:// endpoint",
             args.source
         );
     };
@@ -77,6 +101,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
                 Input::Recording(recording) => {
                     scope.replay(Arc::clone(recording), Pace::AsFastAsPossible)
                 }
+                Input::Bridge(config) => scope.karabo_bridge(config),
             };
             stream.record(&out)
         })?;

@@ -50,7 +50,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Duration::from_secs(args.client_timeout),
     );
     eprintln!("serving {} on {bind} ({pattern:?})", args.source.display());
-    execute(&args.launch, move |worker| {
+    let mut launch = args.launch.clone();
+    // A train of a large detector is tens of MB: one in flight per worker is enough to keep
+    // the socket busy, and more only spreads the run over pages the kernel must zero first.
+    launch.read_ahead.get_or_insert(1);
+    execute(&launch, move |worker| {
         let (recording, run, bind) = (recording.clone(), run.clone(), bind.clone());
         worker.dataflow(|scope| {
             let stream = match (&recording, &run) {
