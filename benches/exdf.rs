@@ -62,68 +62,7 @@ fn main() {
             .unwrap(),
     );
 
-    // The local limit: every image.data dataset read in slabs of one train, one after another.
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    for info in &run.files {
-        let file = hdf5::File::open(&info.path).unwrap();
-        for source in info.sources.keys().filter(|s| s.contains("AGIPD")) {
-            let data = file
-                .dataset(&format!("INSTRUMENT/{source}/image/data"))
-                .unwrap();
-            let rows = data.shape()[0];
-            for lo in (0..rows).step_by(simulation.frames) {
-                let hi = (lo + simulation.frames).min(rows);
-                let slab: ndarray::Array3<u16> =
-                    data.read_slice(ndarray::s![lo..hi, .., ..]).unwrap();
-                bytes += (slab.len() * 2) as u64;
-            }
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "frame data: {:.2} GB in {} files",
-        bytes as f64 / 1e9,
-        run.files.len()
-    );
-    println!("{:<36} {:>8} {:>8}", "reader", "GB/s", "ratio");
-    let limit = bytes as f64 / seconds / 1e9;
-    println!(
-        "{:<36} {:>8.2} {:>8.2}",
-        "HDF5, sequential, one train a read", limit, 1.0
-    );
-
-    let mut rates: Vec<f64> = Vec::new();
-    for workers in [1u16, 2] {
-        let delivered = Arc::new(AtomicU64::new(0));
-        let d = Arc::clone(&delivered);
-        let (r, s) = (Arc::clone(&run), Arc::clone(&selected));
-        let started = Instant::now();
-        execute(&Launch::threads(workers), move |worker| {
-            let (r, s, d) = (Arc::clone(&r), Arc::clone(&s), Arc::clone(&d));
-            worker.dataflow(|scope| {
-                scope
-                    .exdf(r, s, 1)
-                    .for_each_batch("Count", move |_, events| {
-                        let n = frame_bytes(events);
-                        d.fetch_add(n as u64, Ordering::Relaxed);
-                    });
-            });
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-        let seconds = started.elapsed().as_secs_f64();
-        assert_eq!(delivered.load(Ordering::Relaxed), bytes);
-        let rate = bytes as f64 / seconds / 1e9;
-        rates.push(rate);
-        println!(
-            "{:<36} {rate:>8.2} {:>8.2}",
-            format!("shotflow exdf source, {workers} worker(s)"),
-            rate / limit
-        );
-    }
-
-    // A recording of the same frames, replayed as fast as possible.
+    // A recording of the same frames, for the replay rows.
     let recording_dir = dir.join("recording");
     if !recording_dir.join("complete").exists() {
         let _ = std::fs::remove_dir_all(&recording_dir);
@@ -141,32 +80,113 @@ fn main() {
         std::fs::write(recording_dir.join("complete"), b"").unwrap();
     }
     let recording = Arc::new(Recording::open(&recording_dir).unwrap());
-    for workers in [1u16, 2] {
-        let delivered = Arc::new(AtomicU64::new(0));
-        let (d, r) = (Arc::clone(&delivered), Arc::clone(&recording));
-        let started = Instant::now();
-        execute(&Launch::threads(workers), move |worker| {
-            let (r, d) = (Arc::clone(&r), Arc::clone(&d));
-            worker.dataflow(|scope| {
-                scope.replay(r, Pace::AsFastAsPossible).for_each_batch(
-                    "Count",
-                    move |_, events| {
-                        let n = frame_bytes(events);
-                        d.fetch_add(n as u64, Ordering::Relaxed);
-                    },
-                );
-            });
-            Ok::<_, std::convert::Infallible>(())
-        })
-        .unwrap();
-        let seconds = started.elapsed().as_secs_f64();
-        assert_eq!(delivered.load(Ordering::Relaxed), bytes);
-        let rate = bytes as f64 / seconds / 1e9;
-        println!(
-            "{:<36} {rate:>8.2} {:>8.2}   ({:.2} × reading the run)",
-            format!("recording replay, {workers} worker(s)"),
-            rate / limit,
-            rate / rates[workers as usize - 1]
-        );
+
+    // Best of three rounds: the first passes of a process land in fresh pages (the allocator
+    // and the page cache warm up), which is not what a long run sees.
+    let mut best = [0f64; 5];
+    let mut bytes = 0;
+    for _round in 0..3 {
+        let (limit, b) = hdf5_sequential(&run, simulation.frames);
+        bytes = b;
+        let rates = [
+            limit,
+            exdf(&run, &selected, 1, bytes),
+            exdf(&run, &selected, 2, bytes),
+            replay(&recording, 1, bytes),
+            replay(&recording, 2, bytes),
+        ];
+        for (best, rate) in best.iter_mut().zip(rates) {
+            *best = best.max(rate);
+        }
     }
+    println!(
+        "frame data: {:.2} GB in {} files, best of 3 rounds",
+        bytes as f64 / 1e9,
+        run.files.len()
+    );
+    println!("{:<36} {:>8} {:>8}", "reader", "GB/s", "ratio");
+    let rows = [
+        "HDF5, sequential, one train a read",
+        "shotflow exdf source, 1 worker(s)",
+        "shotflow exdf source, 2 worker(s)",
+        "recording replay, 1 worker(s)",
+        "recording replay, 2 worker(s)",
+    ];
+    for (i, (row, rate)) in rows.iter().zip(best).enumerate() {
+        print!("{row:<36} {rate:>8.2} {:>8.2}", rate / best[0]);
+        if i >= 3 {
+            print!("   ({:.2} × reading the run)", rate / best[i - 2]);
+        }
+        println!();
+    }
+}
+
+/// The local limit: every image.data dataset read in slabs of one train, one after another.
+fn hdf5_sequential(run: &ExdfRun, frames: usize) -> (f64, u64) {
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for info in &run.files {
+        let file = hdf5::File::open(&info.path).unwrap();
+        for source in info.sources.keys().filter(|s| s.contains("AGIPD")) {
+            let data = file
+                .dataset(&format!("INSTRUMENT/{source}/image/data"))
+                .unwrap();
+            let rows = data.shape()[0];
+            for lo in (0..rows).step_by(frames) {
+                let hi = (lo + frames).min(rows);
+                let slab: ndarray::Array3<u16> =
+                    data.read_slice(ndarray::s![lo..hi, .., ..]).unwrap();
+                bytes += (slab.len() * 2) as u64;
+            }
+        }
+    }
+    (bytes as f64 / started.elapsed().as_secs_f64() / 1e9, bytes)
+}
+
+fn exdf(
+    run: &Arc<ExdfRun>,
+    selected: &Arc<Vec<shotflow::source::exdf::Selected>>,
+    workers: u16,
+    bytes: u64,
+) -> f64 {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let d = Arc::clone(&delivered);
+    let (r, s) = (Arc::clone(run), Arc::clone(selected));
+    let started = Instant::now();
+    execute(&Launch::threads(workers), move |worker| {
+        let (r, s, d) = (Arc::clone(&r), Arc::clone(&s), Arc::clone(&d));
+        worker.dataflow(|scope| {
+            scope
+                .exdf(r, s, 1)
+                .for_each_batch("Count", move |_, events| {
+                    d.fetch_add(frame_bytes(events) as u64, Ordering::Relaxed);
+                });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(delivered.load(Ordering::Relaxed), bytes);
+    bytes as f64 / seconds / 1e9
+}
+
+fn replay(recording: &Arc<Recording>, workers: u16, bytes: u64) -> f64 {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (d, r) = (Arc::clone(&delivered), Arc::clone(recording));
+    let started = Instant::now();
+    execute(&Launch::threads(workers), move |worker| {
+        let (r, d) = (Arc::clone(&r), Arc::clone(&d));
+        worker.dataflow(|scope| {
+            scope
+                .replay(r, Pace::AsFastAsPossible)
+                .for_each_batch("Count", move |_, events| {
+                    d.fetch_add(frame_bytes(events) as u64, Ordering::Relaxed);
+                });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(delivered.load(Ordering::Relaxed), bytes);
+    bytes as f64 / seconds / 1e9
 }

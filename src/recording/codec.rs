@@ -8,8 +8,7 @@
 //!   multiple of 8 bytes from the payload start | raw elements
 //! ```
 //!
-//! The padding lets a reader that loads the payload into 8-byte aligned memory take each
-//! array's elements with one copy.
+//! The padding keeps every array 8-byte aligned within the payload.
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -89,81 +88,164 @@ pub(crate) fn encode(events: &[Event], out: &mut Vec<u8>) {
     }
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Why a payload could not be decoded.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// Reading the bytes failed.
+    Io(std::io::Error),
+    /// The bytes are not a payload.
+    Format(String),
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.bytes.len())
-            .ok_or("payload ends early")?;
-        let s = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+impl From<&str> for DecodeError {
+    fn from(message: &str) -> Self {
+        DecodeError::Format(message.to_string())
     }
 }
 
-fn typed<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-    match bytemuck::try_cast_slice::<u8, T>(bytes) {
-        // An aligned payload: one copy.
-        Ok(elements) => elements.to_vec(),
-        // Otherwise through a fresh, aligned buffer.
-        Err(_) => {
-            let mut out = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>()];
-            bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
-            out
+impl From<String> for DecodeError {
+    fn from(message: String) -> Self {
+        DecodeError::Format(message)
+    }
+}
+
+/// Where a payload's bytes come from: memory, or a file read while it is decoded.
+pub(crate) trait Payload {
+    /// Fills `out` with the next bytes.
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), DecodeError>;
+    /// Bytes read so far.
+    fn position(&self) -> u64;
+    /// Bytes left.
+    fn remaining(&self) -> u64;
+}
+
+/// One frame's payload of `length` bytes read from `reader` as it is decoded: arrays are read
+/// straight into their own buffers, a MiB at a time, and the CRC-32 is taken of each piece
+/// while it is still in cache. Reading a payload whole and then decoding it passed over every
+/// byte three times (read, checksum, copy out).
+pub(crate) struct Streamed<'a, R> {
+    reader: &'a mut R,
+    at: u64,
+    length: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<'a, R: std::io::Read> Streamed<'a, R> {
+    pub(crate) fn new(reader: &'a mut R, length: u64) -> Self {
+        Streamed {
+            reader,
+            at: 0,
+            length,
+            crc: crc32fast::Hasher::new(),
         }
     }
+
+    /// Reads what decoding left (a damaged payload may stop early) and returns the CRC-32 of
+    /// the whole payload.
+    pub(crate) fn finish(mut self) -> Result<u32, std::io::Error> {
+        let mut scratch = vec![0u8; (1 << 20).min(self.remaining() as usize)];
+        while self.remaining() > 0 {
+            let n = scratch.len().min(self.remaining() as usize);
+            self.reader.read_exact(&mut scratch[..n])?;
+            self.crc.update(&scratch[..n]);
+            self.at += n as u64;
+        }
+        Ok(self.crc.finalize())
+    }
 }
 
-/// Decodes a payload written by [`encode`].
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Event>, String> {
-    let mut c = Cursor { bytes, at: 0 };
-    let n = c.u32()? as usize;
+impl<R: std::io::Read> Payload for Streamed<'_, R> {
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), DecodeError> {
+        if out.len() as u64 > self.remaining() {
+            return Err("payload ends early".into());
+        }
+        for piece in out.chunks_mut(1 << 20) {
+            self.reader.read_exact(piece).map_err(DecodeError::Io)?;
+            self.crc.update(piece);
+        }
+        self.at += out.len() as u64;
+        Ok(())
+    }
+    fn position(&self) -> u64 {
+        self.at
+    }
+    fn remaining(&self) -> u64 {
+        self.length - self.at
+    }
+}
+
+fn read_u8(p: &mut impl Payload) -> Result<u8, DecodeError> {
+    let mut b = [0u8; 1];
+    p.fill(&mut b)?;
+    Ok(b[0])
+}
+fn read_u16(p: &mut impl Payload) -> Result<u16, DecodeError> {
+    let mut b = [0u8; 2];
+    p.fill(&mut b)?;
+    Ok(u16::from_le_bytes(b))
+}
+fn read_u32(p: &mut impl Payload) -> Result<u32, DecodeError> {
+    let mut b = [0u8; 4];
+    p.fill(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+fn read_u64(p: &mut impl Payload) -> Result<u64, DecodeError> {
+    let mut b = [0u8; 8];
+    p.fill(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// `count` elements, read into their own (aligned) buffer: one copy.
+fn elements<T: bytemuck::Pod>(p: &mut impl Payload, count: usize) -> Result<Vec<T>, DecodeError> {
+    let bytes = count
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or("array too large")?;
+    // Checked before allocating: a damaged shape must not ask for terabytes.
+    if bytes as u64 > p.remaining() {
+        return Err("payload ends early".into());
+    }
+    let mut out = vec![T::zeroed(); count];
+    p.fill(bytemuck::cast_slice_mut(&mut out))?;
+    Ok(out)
+}
+
+/// Decodes one payload written by [`encode`] from `p`.
+pub(crate) fn decode_from(p: &mut impl Payload) -> Result<Vec<Event>, DecodeError> {
+    let n = read_u32(p)? as usize;
     let mut events = Vec::with_capacity(n.min(1 << 20));
     for _ in 0..n {
-        let mut event = Event::with_capacity(c.u64()?, 0);
-        let fields = c.u16()?;
+        let mut event = Event::with_capacity(read_u64(p)?, 0);
+        let fields = read_u16(p)?;
         for _ in 0..fields {
-            let name_len = c.u16()? as usize;
-            let name = std::str::from_utf8(c.take(name_len)?).map_err(|e| e.to_string())?;
+            let mut name = vec![0u8; read_u16(p)? as usize];
+            p.fill(&mut name)?;
+            let name = std::str::from_utf8(&name).map_err(|e| e.to_string())?;
             let key = Key::new(name);
-            let dtype = *DTYPES.get(c.u8()? as usize).ok_or("unknown dtype")?;
-            let rank = c.u8()?;
-            let shape: Vec<usize> = if rank == u8::MAX {
+            let dtype = *DTYPES.get(read_u8(p)? as usize).ok_or("unknown dtype")?;
+            let rank = read_u8(p)?;
+            let scalar = rank == u8::MAX;
+            let shape: Vec<usize> = if scalar {
                 Vec::new()
             } else {
                 (0..rank)
-                    .map(|_| c.u64().map(|d| d as usize))
+                    .map(|_| read_u64(p).map(|d| d as usize))
                     .collect::<Result<_, _>>()?
             };
-            let count: usize = if rank == u8::MAX {
+            let count: usize = if scalar {
                 1
             } else {
-                shape.iter().product()
+                shape
+                    .iter()
+                    .try_fold(1usize, |n, d| n.checked_mul(*d))
+                    .ok_or("array too large")?
             };
-            c.take(c.at.next_multiple_of(8) - c.at)?;
-            let raw = c.take(count.checked_mul(dtype.size()).ok_or("array too large")?)?;
+            let mut padding = [0u8; 8];
+            let pad = (p.position().next_multiple_of(8) - p.position()) as usize;
+            p.fill(&mut padding[..pad])?;
             macro_rules! value {
                 ($t:ty, $variant:ident) => {{
-                    let data: Vec<$t> = typed(raw);
-                    if rank == u8::MAX {
+                    let data: Vec<$t> = elements(p, count)?;
+                    if scalar {
                         Value::$variant(data[0])
                     } else {
                         Value::from(
@@ -175,8 +257,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Event>, String> {
             }
             let value = match dtype {
                 DType::Bool => {
-                    let data: Vec<bool> = raw.iter().map(|b| *b != 0).collect();
-                    if rank == u8::MAX {
+                    let data: Vec<bool> = elements::<u8>(p, count)?
+                        .into_iter()
+                        .map(|b| b != 0)
+                        .collect();
+                    if scalar {
                         Value::Bool(data[0])
                     } else {
                         Value::from(
@@ -200,18 +285,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Event>, String> {
         }
         events.push(event);
     }
-    if c.at != bytes.len() {
-        return Err(format!(
-            "{} bytes left after {n} events",
-            bytes.len() - c.at
-        ));
-    }
     Ok(events)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        let mut reader = bytes;
+        let mut payload = Streamed::new(&mut reader, bytes.len() as u64);
+        let events = decode_from(&mut payload)?;
+        assert_eq!(payload.remaining(), 0);
+        Ok(events)
+    }
 
     #[test]
     fn every_dtype_and_shape_round_trips() {
@@ -241,5 +328,22 @@ mod tests {
         let back = decode(&bytes).unwrap();
         assert_eq!(back, vec![e, Event::new(43)]);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_damaged_shape_is_an_error_not_an_allocation() {
+        let e = Event::new(1).with(Key::new("a"), ArrayD::<f64>::zeros(IxDyn(&[4])));
+        let mut bytes = Vec::new();
+        encode(&[e], &mut bytes);
+        // u32 events | u64 id | u16 fields | u16 name length | "a" | dtype | rank | shape
+        let shape_at = 4 + 8 + 2 + 2 + 1 + 1 + 1;
+        bytes[shape_at..shape_at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        match decode(&bytes) {
+            Err(DecodeError::Format(message)) => assert!(
+                message.contains("ends early") || message.contains("too large"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
+use super::codec::{decode_from, DecodeError, Payload, Streamed};
 use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MAGIC};
 use crate::event::Event;
 use crate::runtime::fail;
@@ -229,13 +230,14 @@ impl Recording {
                 }
             };
             file.seek(SeekFrom::Start(frame.offset)).map_err(io)?;
-            // u64 words: 8-byte aligned, so the codec copies arrays out in one pass.
-            let mut words = vec![0u64; (frame.length as usize).div_ceil(8)];
-            let payload =
-                &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..frame.length as usize];
-            file.read_exact(payload).map_err(io)?;
-            let payload = &*payload;
-            if crc32fast::hash(payload) != frame.crc {
+            let mut reader = std::io::BufReader::with_capacity(64 << 10, &mut *file);
+            let mut payload = Streamed::new(&mut reader, frame.length);
+            let decoded = decode_from(&mut payload);
+            let left = payload.remaining();
+            // The checksum covers the whole payload, also when decoding stopped early on
+            // damaged bytes: damage is a checksum failure, not a format error.
+            let crc = payload.finish().map_err(io)?;
+            if crc != frame.crc {
                 let warning = format!(
                     "{}: batch {} fails its checksum: skipped",
                     path.display(),
@@ -245,10 +247,18 @@ impl Recording {
                 eprintln!("warning: {warning}");
                 continue;
             }
-            let mut part = super::codec::decode(payload).map_err(|e| RecordingError::Format {
+            let format = |message: String| RecordingError::Format {
                 path: path.display().to_string(),
-                message: format!("batch {}: {e}", self.batches[i].0),
-            })?;
+                message: format!("batch {}: {message}", self.batches[i].0),
+            };
+            let mut part = match decoded {
+                Ok(_) if left > 0 => {
+                    return Err(format(format!("{left} bytes left after the last event")))
+                }
+                Ok(events) => events,
+                Err(DecodeError::Io(e)) => return Err(io(e)),
+                Err(DecodeError::Format(message)) => return Err(format(message)),
+            };
             if events.is_empty() {
                 events = part;
             } else {
