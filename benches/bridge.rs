@@ -1,6 +1,7 @@
 //! karabo-bridge throughput: trains/s and GB/s of AGIPD-sized trains from a server to our
-//! client, for our server (`shotflow serve`) and the reference Python file server
-//! (`karabo-bridge-serve-files`), on the same simulated run in the same run of the bench.
+//! client (1 and 2 connections) and to a bare ZeroMQ receiver, for our server (`shotflow
+//! serve`) and the reference Python file server (`karabo-bridge-serve-files`), on the same
+//! simulated run in the same run of the bench, beside what plain TCP moves on loopback.
 //!
 //! ```text
 //! cargo bench --bench bridge
@@ -52,6 +53,32 @@ fn receive(endpoint: &str, trains: u64, connections: usize) -> (f64, f64) {
                 v => v.dtype().size(),
             })
             .sum::<usize>();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    ((trains - 1) as f64 / seconds, bytes as f64 / seconds / 1e9)
+}
+
+/// The server alone: a plain ZeroMQ REQ socket that receives the parts and decodes nothing.
+fn receive_raw(endpoint: &str, trains: u64) -> (f64, f64) {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::REQ).unwrap();
+    socket.set_rcvtimeo(60_000).unwrap();
+    socket.connect(endpoint).unwrap();
+    let train = || {
+        socket.send("next", 0).unwrap();
+        let mut bytes = 0;
+        loop {
+            let part = socket.recv_msg(0).unwrap();
+            bytes += part.len();
+            if !part.get_more() {
+                return bytes;
+            }
+        }
+    };
+    train();
+    let (mut bytes, started) = (0usize, Instant::now());
+    for _ in 1..trains {
+        bytes += train();
     }
     let seconds = started.elapsed().as_secs_f64();
     ((trains - 1) as f64 / seconds, bytes as f64 / seconds / 1e9)
@@ -122,7 +149,8 @@ fn main() {
     );
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let mut best = [0f64; 2];
-    for connections in [1, 2] {
+    // connections 0: the raw receiver, to see the server without our client's decoding
+    for connections in [0, 1, 2] {
         for (k, name) in ["shotflow serve", "karabo-bridge-serve-files (Python)"]
             .iter()
             .enumerate()
@@ -148,12 +176,21 @@ fn main() {
                     .spawn()
                     .unwrap(),
             );
+            if connections == 0 {
+                let (rate, gbs) = receive_raw(&endpoint, simulation.trains);
+                println!("{name:<44} {:>6} {rate:>10.1} {gbs:>8.2}", "raw");
+                continue;
+            }
             let (rate, gbs) = receive(&endpoint, simulation.trains, connections);
             best[k] = best[k].max(gbs);
             println!("{name:<44} {connections:>6} {rate:>10.1} {gbs:>8.2}");
         }
     }
-    println!("best shotflow / best Python: {:.1}×", best[0] / best[1]);
+    println!("(raw: a bare ZeroMQ receiver that decodes nothing, to see the server alone)");
+    println!(
+        "best shotflow / best Python, through our client: {:.1}×",
+        best[0] / best[1]
+    );
     println!(
         "plain TCP on loopback (the ceiling): 1 stream {:.2} GB/s, 2 streams {:.2} GB/s",
         loopback(1),
