@@ -14,12 +14,12 @@ use crate::source::read_ahead::ReadAhead;
 
 /// A connection to a karabo-bridge server, over one or several ZeroMQ sockets.
 ///
-/// One TCP stream on loopback moves about 2 GB/s on a 2-core machine, while two streams move
-/// more than twice that: with `connections > 1` the client keeps a train in flight on every
-/// connection, so the server's sends, the kernel's copies and our decoding overlap. Trains
-/// still come out in train-id order: with REQ, every round asks each connection for one train
-/// and sorts the answers before handing them out; with PULL, what arrives within one poll is
-/// sorted.
+/// With `connections > 1` the client keeps a train in flight on every connection, each its own
+/// TCP stream: on loopback one stream moves 1.7–1.8 GB/s on a 2-core machine and two move
+/// 2.6–2.9 GB/s, which helps when the machine has cores to spare for the extra stream (on the
+/// 2-core bench machine it does not: `cargo bench --bench bridge`). Trains still come out in
+/// train-id order: with REQ, every round asks each connection for one train and sorts the
+/// answers before handing them out; with PULL, what arrives within one poll is sorted.
 ///
 /// # Examples
 ///

@@ -3,12 +3,13 @@
 //! a msgpack map of the non-array keys, then per array a header `{source, content: "array",
 //! path, dtype, shape}` and the raw C-order bytes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use ndarray::{ArrayD, IxDyn};
 use rmpv::Value as Mp;
 
-use crate::event::{Array, DType, Event, Key, Value};
+use crate::event::{DType, Event, Key, Value};
 
 /// A message that does not follow the protocol.
 #[derive(Debug, thiserror::Error)]
@@ -173,29 +174,18 @@ fn mp_str(s: &str) -> Mp {
     Mp::String(s.into())
 }
 
-/// One part of an encoded train.
-pub enum Part<'a> {
-    /// A msgpack header or map, or array bytes that had to be laid out (non-contiguous, bool).
-    Bytes(Vec<u8>),
-    /// A contiguous array's bytes, as they lie in the event (this is a little-endian host).
-    Borrowed(&'a [u8]),
-}
-
 /// Encodes one event as a train: fields `"<source>/<key>"` are grouped by source (the name
 /// up to the last `/`); arrays go as raw parts, scalars into the msgpack map.
 pub fn encode(event: &Event) -> Vec<Vec<u8>> {
     encode_parts(event)
         .into_iter()
-        .map(|part| match part {
-            Part::Bytes(bytes) => bytes,
-            Part::Borrowed(bytes) => bytes.to_vec(),
-        })
+        .map(Cow::into_owned)
         .collect()
 }
 
-/// [`encode`], with contiguous arrays borrowed from the event instead of copied, for a sender
-/// that can hand ZeroMQ memory it keeps alive.
-pub fn encode_parts(event: &Event) -> Vec<Part<'_>> {
+/// [`encode`], with contiguous arrays borrowed from the event ([`Array::le_bytes`](crate::event::Array::le_bytes)) instead of
+/// copied, for a sender that can hand ZeroMQ memory it keeps alive.
+pub fn encode_parts(event: &Event) -> Vec<Cow<'_, [u8]>> {
     let mut sources: BTreeMap<&str, Vec<(&str, &Value)>> = BTreeMap::new();
     for (key, value) in event.fields() {
         let name = key.name();
@@ -208,7 +198,7 @@ pub fn encode_parts(event: &Event) -> Vec<Part<'_>> {
             (mp_str("source"), mp_str(source)),
             (mp_str("timestamp.tid"), Mp::from(event.id)),
         ]);
-        parts.push(Part::Bytes(pack(&Mp::Map(vec![
+        parts.push(Cow::Owned(pack(&Mp::Map(vec![
             (mp_str("source"), mp_str(source)),
             (mp_str("content"), mp_str("msgpack")),
             (mp_str("metadata"), metadata),
@@ -233,10 +223,10 @@ pub fn encode_parts(event: &Event) -> Vec<Part<'_>> {
                 Some((mp_str(k), mp))
             })
             .collect();
-        parts.push(Part::Bytes(pack(&Mp::Map(scalars))));
+        parts.push(Cow::Owned(pack(&Mp::Map(scalars))));
         for (k, v) in fields {
             let Some(array) = v.as_array() else { continue };
-            parts.push(Part::Bytes(pack(&Mp::Map(vec![
+            parts.push(Cow::Owned(pack(&Mp::Map(vec![
                 (mp_str("source"), mp_str(source)),
                 (mp_str("content"), mp_str("array")),
                 (mp_str("path"), mp_str(k)),
@@ -246,35 +236,10 @@ pub fn encode_parts(event: &Event) -> Vec<Part<'_>> {
                     Mp::Array(array.shape().iter().map(|d| Mp::from(*d as u64)).collect()),
                 ),
             ]))));
-            parts.push(match contiguous_bytes(array) {
-                Some(bytes) => Part::Borrowed(bytes),
-                None => Part::Bytes(raw_le(array)),
-            });
+            parts.push(array.le_bytes());
         }
     }
     parts
-}
-
-/// The array's memory as bytes, when it is one C-order block of a plain number type.
-fn contiguous_bytes(array: &Array) -> Option<&[u8]> {
-    macro_rules! bytes {
-        ($a:expr) => {
-            $a.as_slice().map(|s| bytemuck::cast_slice(s))
-        };
-    }
-    match array {
-        Array::Bool(_) => None,
-        Array::U8(a) => bytes!(a),
-        Array::U16(a) => bytes!(a),
-        Array::U32(a) => bytes!(a),
-        Array::U64(a) => bytes!(a),
-        Array::I8(a) => bytes!(a),
-        Array::I16(a) => bytes!(a),
-        Array::I32(a) => bytes!(a),
-        Array::I64(a) => bytes!(a),
-        Array::F32(a) => bytes!(a),
-        Array::F64(a) => bytes!(a),
-    }
 }
 
 /// Elements from raw little-endian bytes (this is a little-endian host): one copy when the
@@ -287,30 +252,6 @@ fn pod_vec<T: bytemuck::Pod>(raw: &[u8]) -> Vec<T> {
             bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(raw);
             out
         }
-    }
-}
-
-fn raw_le(array: &Array) -> Vec<u8> {
-    macro_rules! bytes {
-        ($a:expr) => {
-            match $a.as_slice() {
-                Some(s) => bytemuck::cast_slice(s).to_vec(),
-                None => $a.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            }
-        };
-    }
-    match array {
-        Array::Bool(a) => a.iter().map(|b| *b as u8).collect(),
-        Array::U8(a) => bytes!(a),
-        Array::U16(a) => bytes!(a),
-        Array::U32(a) => bytes!(a),
-        Array::U64(a) => bytes!(a),
-        Array::I8(a) => bytes!(a),
-        Array::I16(a) => bytes!(a),
-        Array::I32(a) => bytes!(a),
-        Array::I64(a) => bytes!(a),
-        Array::F32(a) => bytes!(a),
-        Array::F64(a) => bytes!(a),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The karabo-bridge server sink: events leave as trains, in event order, from worker 0.
 
+use std::borrow::Cow;
 use std::os::raw::c_void;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,10 +80,8 @@ impl Server {
         for (i, part) in parts.into_iter().enumerate() {
             let flags = if i < last { zmq::SNDMORE } else { 0 };
             let sent = match part {
-                protocol::Part::Bytes(bytes) => self.socket.send(bytes, flags),
-                protocol::Part::Borrowed(bytes) => {
-                    send_borrowed(&mut self.socket, bytes, &event, flags)
-                }
+                Cow::Owned(bytes) => self.socket.send(bytes, flags),
+                Cow::Borrowed(bytes) => send_borrowed(&mut self.socket, bytes, &event, flags),
             };
             match sent {
                 Ok(()) => {}

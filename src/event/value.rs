@@ -114,6 +114,47 @@ macro_rules! each_array {
 pub(crate) use each_array;
 
 impl Array {
+    /// The elements as little-endian bytes in C order (this is a little-endian host): the
+    /// array's own memory when it is one contiguous block of numbers, else a laid-out copy
+    /// (strided views, and bool as 0/1 bytes). File and wire formats send these bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shotflow::event::Array;
+    /// use ndarray::{ArrayD, IxDyn};
+    /// use std::borrow::Cow;
+    ///
+    /// let a = Array::U16(ArrayD::from_shape_vec(IxDyn(&[2]), vec![1u16, 0x0203]).unwrap());
+    /// assert!(matches!(a.le_bytes(), Cow::Borrowed(&[1, 0, 3, 2])));
+    /// let t = Array::U16(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1u16, 2, 3, 4]).unwrap().reversed_axes());
+    /// assert_eq!(&*t.le_bytes(), &[1, 0, 3, 0, 2, 0, 4, 0]);
+    /// ```
+    pub fn le_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
+        macro_rules! bytes {
+            ($a:expr) => {
+                match $a.as_slice() {
+                    Some(s) => Cow::Borrowed(bytemuck::cast_slice(s)),
+                    None => Cow::Owned($a.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                }
+            };
+        }
+        match self {
+            Array::Bool(a) => Cow::Owned(a.iter().map(|b| *b as u8).collect()),
+            Array::U8(a) => bytes!(a),
+            Array::U16(a) => bytes!(a),
+            Array::U32(a) => bytes!(a),
+            Array::U64(a) => bytes!(a),
+            Array::I8(a) => bytes!(a),
+            Array::I16(a) => bytes!(a),
+            Array::I32(a) => bytes!(a),
+            Array::I64(a) => bytes!(a),
+            Array::F32(a) => bytes!(a),
+            Array::F64(a) => bytes!(a),
+        }
+    }
+
     /// Element type.
     pub fn dtype(&self) -> DType {
         match self {

@@ -12,7 +12,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::event::{Array, DType, Event, Key, Value};
+use crate::event::{DType, Event, Key, Value};
 
 const DTYPES: [DType; 11] = DType::ALL;
 
@@ -25,16 +25,6 @@ fn dtype_code(dtype: DType) -> u8 {
 
 fn raw_bytes(value: &Value) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
-    macro_rules! slice {
-        ($a:expr) => {
-            match $a.as_slice() {
-                Some(s) => Cow::Borrowed(bytemuck::cast_slice(s)),
-                None => Cow::Owned(
-                    bytemuck::cast_slice(&$a.iter().copied().collect::<Vec<_>>()).to_vec(),
-                ),
-            }
-        };
-    }
     match value {
         Value::Bool(x) => Cow::Owned(vec![*x as u8]),
         Value::U8(x) => Cow::Owned(x.to_le_bytes().to_vec()),
@@ -47,19 +37,7 @@ fn raw_bytes(value: &Value) -> std::borrow::Cow<'_, [u8]> {
         Value::I64(x) => Cow::Owned(x.to_le_bytes().to_vec()),
         Value::F32(x) => Cow::Owned(x.to_le_bytes().to_vec()),
         Value::F64(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::Array(a) => match a.as_ref() {
-            Array::Bool(a) => Cow::Owned(a.iter().map(|b| *b as u8).collect()),
-            Array::U8(a) => slice!(a),
-            Array::U16(a) => slice!(a),
-            Array::U32(a) => slice!(a),
-            Array::U64(a) => slice!(a),
-            Array::I8(a) => slice!(a),
-            Array::I16(a) => slice!(a),
-            Array::I32(a) => slice!(a),
-            Array::I64(a) => slice!(a),
-            Array::F32(a) => slice!(a),
-            Array::F64(a) => slice!(a),
-        },
+        Value::Array(a) => a.le_bytes(),
     }
 }
 

@@ -209,7 +209,6 @@ where
                 result = sink.finish();
             }
         }
-        // After `advance`: the batches before `now` are written, not merely received.
         progress.report(now);
         if let Err(e) = result {
             broken = true;
