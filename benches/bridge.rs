@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use shotflow::bridge::client::Client;
 use shotflow::bridge::Pattern;
 use shotflow::event::Value;
-use shotflow::source::exdf::simulate::Simulation;
+use shotflow::exdf::simulate::Simulation;
 
 // As the `shotflow` binary: the client allocates every array it decodes.
 #[global_allocator]

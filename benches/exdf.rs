@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shotflow::event::Value;
+use shotflow::exdf::simulate::Simulation;
+use shotflow::exdf::{ExdfRun, ExdfSource, Selector};
 use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::simulate::Simulation;
-use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -145,7 +145,7 @@ fn hdf5_sequential(run: &ExdfRun, frames: usize) -> (f64, u64) {
 
 fn exdf(
     run: &Arc<ExdfRun>,
-    selected: &Arc<Vec<shotflow::source::exdf::Selected>>,
+    selected: &Arc<Vec<shotflow::exdf::Selected>>,
     workers: u16,
     bytes: u64,
 ) -> f64 {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute, Launch};
-use shotflow::sink::smalldata::{SmallData, SmallDataExt};
+use shotflow::smalldata::{SmallData, SmallDataExt};
 use shotflow::source::batched_source;
 
 #[global_allocator]

@@ -37,21 +37,29 @@
 
 #![warn(missing_docs)]
 
-pub mod bridge;
-pub mod demo;
+// The engine: no file formats, no sockets.
 pub mod event;
-pub mod plot;
-pub mod recording;
+pub mod flow;
 pub mod reduce;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 
+// Formats, each a source or a sink (or both) built on the engine.
+#[cfg(feature = "bridge")]
+pub mod bridge;
+#[cfg(feature = "hdf5")]
+pub mod exdf;
+pub mod recording;
+#[cfg(feature = "hdf5")]
+pub mod smalldata;
+
 /// The names a shotflow program usually needs.
 pub mod prelude {
     pub use crate::event::{Event, EventId, HasEventId, Key, Value};
+    pub use crate::flow::Batch;
     pub use crate::runtime::{execute, Launch};
-    pub use crate::sink::{Batch, Sink, SinkExt};
+    pub use crate::sink::{Sink, SinkExt};
     pub use crate::source::{Synthetic, SyntheticSource};
 }
 

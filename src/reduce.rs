@@ -6,7 +6,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::event::{Element, Event, Key, Value};
-use crate::sink::Batch;
+use crate::flow::Batch;
 use shotflow_operators::Pixel;
 
 /// Reductions of a 2-D frame field into new fields, per event.

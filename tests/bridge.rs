@@ -12,9 +12,9 @@ use std::time::Duration;
 use shotflow::bridge::client::{BridgeSource, Client, ClientConfig};
 use shotflow::bridge::Pattern;
 use shotflow::event::{Event, Key};
+use shotflow::exdf::{ExdfRun, Selector};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::{ExdfRun, Selector};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 

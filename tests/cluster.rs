@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::demo::{Curve, DelayPoint};
 use common::{demo_reference, small_demo, small_demo_args, spawn, wait_bounded};
-use shotflow::demo::Curve;
 use shotflow::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
@@ -17,18 +17,19 @@ use timely::dataflow::operators::Exchange;
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn curve_of(stdout: &[u8]) -> (u64, Curve) {
+/// The events and the curve (kept rows, points) that `shotflow demo --json` printed.
+fn curve_of(stdout: &[u8]) -> (u64, (u64, Vec<DelayPoint>)) {
     let json: serde_json::Value = serde_json::from_slice(stdout).expect("demo --json output");
-    let mut curve = Curve {
-        kept: json["kept"].as_u64().unwrap(),
-        ..Curve::default()
-    };
-    for p in
-        serde_json::from_value::<Vec<shotflow::demo::DelayPoint>>(json["points"].clone()).unwrap()
-    {
-        curve.points.insert(p.delay.to_bits(), p);
-    }
-    (json["events"].as_u64().unwrap(), curve)
+    let points = serde_json::from_value::<Vec<DelayPoint>>(json["points"].clone()).unwrap();
+    (
+        json["events"].as_u64().unwrap(),
+        (json["kept"].as_u64().unwrap(), points),
+    )
+}
+
+/// A reference curve as `curve_of` reads one.
+fn printed(curve: &Curve) -> (u64, Vec<DelayPoint>) {
+    (curve.kept, curve.sorted())
 }
 
 fn cluster_args(
@@ -76,7 +77,7 @@ fn demo_on_two_processes_matches_sequential_reference() {
         }
         let (events, curve) = curve_of(&outputs[0].stdout);
         assert_eq!(events, 1203);
-        assert_eq!(curve, want, "2 processes × {workers} workers");
+        assert_eq!(curve, printed(&want), "2 processes × {workers} workers");
         assert!(outputs[1].stdout.is_empty(), "only process 0 reports");
     }
 }
@@ -291,7 +292,7 @@ fn demo_under_mpirun_matches_sequential_reference() {
     );
     let (events, curve) = curve_of(&out.stdout);
     assert_eq!(events, 1203);
-    assert_eq!(curve, want);
+    assert_eq!(curve, printed(&want));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["plan"], "2 processes × 1 worker (Open MPI)");
 }
@@ -390,7 +391,7 @@ fn smalldata_from_two_processes_equals_one_process() {
     // and the values are the reference's: the kept shots' photons, in event order
     let config = small_demo();
     let photons: Vec<u64> = (0..config.source.events)
-        .map(|i| shotflow::demo::reduce(&config.source, &config.source.event(i)))
+        .map(|i| common::demo::reduce(&config.source, &config.source.event(i)))
         .filter(|row| row.pulse_energy >= config.energy_cut)
         .map(|row| row.photons)
         .collect();
@@ -411,7 +412,7 @@ fn smalldata_from_two_processes_equals_one_process() {
 fn demo_reading_a_simulated_run_on_two_processes_matches_reference() {
     let want = common::run_reference(
         &common::small_run(),
-        shotflow::demo::DemoConfig::default().energy_cut,
+        common::demo::DemoConfig::default().energy_cut,
     );
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..2)
@@ -434,5 +435,5 @@ fn demo_reading_a_simulated_run_on_two_processes_matches_reference() {
     }
     let (events, curve) = curve_of(&outputs[0].stdout);
     assert_eq!(events, 72);
-    assert_eq!(curve, want);
+    assert_eq!(curve, printed(&want));
 }

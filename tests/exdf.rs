@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use shotflow::event::{DType, Element, Event, Value};
+use shotflow::exdf::{ExdfRun, ExdfSource, Selected, Selector, SourceKind};
 use shotflow::runtime::{execute_plan, Plan};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::{ExdfRun, ExdfSource, Selected, Selector, SourceKind};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/exdf_reference.py")

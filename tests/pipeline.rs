@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 
 mod common;
 
+use common::demo::{self, DemoConfig};
 use common::{demo_reference, small_demo};
-use shotflow::demo::{self, DemoConfig};
+use shotflow::flow::Settings;
 use shotflow::prelude::*;
 use shotflow::runtime::{execute_plan, Plan};
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -129,9 +130,9 @@ fn map_filter_exchange_reduce_matches_sequential_reference() {
 fn demo_matches_sequential_reference_bit_for_bit() {
     let config = small_demo();
     let want = demo_reference(&config);
-    assert!(want.kept > 900 && want.points.len() == 8);
+    assert!(want.kept > 900 && want.sorted().len() == 8);
     for plan in plans() {
-        let report = demo::run(&config, &plan)
+        let report = demo::run(&config, &plan, Settings::default())
             .unwrap()
             .expect("process 0 reports");
         assert_eq!(report.events, config.source.events);
@@ -243,9 +244,9 @@ fn demo_from_a_simulated_run_matches_sequential_reference() {
         ..DemoConfig::default()
     };
     let want = common::run_reference(config.run.as_ref().unwrap(), config.energy_cut);
-    assert!(want.kept > 50 && want.points.len() == 6, "{want:?}"); // 12 trains, 2 per delay step
+    assert!(want.kept > 50 && want.sorted().len() == 6, "{want:?}"); // 12 trains, 2 per delay step
     for plan in plans() {
-        let report = demo::run(&config, &plan)
+        let report = demo::run(&config, &plan, Settings::default())
             .unwrap()
             .expect("process 0 reports");
         assert_eq!(report.events, 12 * 6);
@@ -258,10 +259,10 @@ fn demo_from_a_simulated_run_matches_sequential_reference() {
 /// frontier, and the sink may have received up to a window of batches it has not written yet.
 #[test]
 fn sources_stay_within_the_read_ahead_window_of_a_slow_sink() {
-    use shotflow::source::{batched_source, read_ahead};
+    use shotflow::source::batched_source;
     use std::sync::atomic::{AtomicU64, Ordering};
     let batches = 60u64;
-    let window = read_ahead::window_per_worker();
+    let window = Settings::default().read_ahead;
     for workers in [1usize, 2, 3] {
         let produced = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -295,5 +296,57 @@ fn sources_stay_within_the_read_ahead_window_of_a_slow_sink() {
         );
         // And it does read ahead: the sink is never starved down to one batch at a time.
         assert!(most >= 1, "{workers} workers: no read-ahead at all");
+    }
+}
+
+/// How many batches one worker's source ran ahead of a slow ordered sink, at most, in a run
+/// launched with `launch`.
+fn most_ahead_of_a_slow_sink(launch: &Launch) -> u64 {
+    use shotflow::source::batched_source;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let produced = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let (p, m) = (Arc::clone(&produced), Arc::clone(&most));
+    execute(launch, move |worker| {
+        let (p, m, q) = (Arc::clone(&p), Arc::clone(&m), Arc::clone(&p));
+        worker.dataflow(|scope| {
+            batched_source(scope, "Counted", 40, move |batch| {
+                q.fetch_max(batch + 1, Ordering::SeqCst);
+                Ok::<_, String>(vec![batch])
+            })
+            .ordered("Slow", move |batch, _rows: &[u64]| {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                m.fetch_max(p.load(Ordering::SeqCst) - (batch + 1), Ordering::SeqCst);
+            });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    most.load(Ordering::SeqCst)
+}
+
+/// Regression: the window was a process-wide static, so `--read-ahead` was ignored by runs
+/// that did not go through `execute(&launch)` (the demo) and `serve`'s window of 1 stayed for
+/// every later run in the process. Now it travels with the run: a narrow run reads at most
+/// 2 × 1 batches ahead, and the runs after it in the same process are back at the default.
+#[test]
+fn the_read_ahead_setting_holds_for_its_own_run_and_no_other() {
+    // Two workers: with one, source and sink take turns on one thread and never overlap.
+    let narrow = Launch {
+        read_ahead: Some(1),
+        ..Launch::threads(2)
+    };
+    let default = Settings::default().read_ahead;
+    for round in 0..2 {
+        let ahead = most_ahead_of_a_slow_sink(&narrow);
+        assert!(
+            ahead <= 2 * 2,
+            "round {round}: --read-ahead 1 ran {ahead} batches ahead"
+        );
+        let ahead = most_ahead_of_a_slow_sink(&Launch::threads(2));
+        assert!(
+            (5..=2 * 2 * default).contains(&ahead),
+            "round {round}: the default window ({default}) after a narrow run ran {ahead} batches ahead"
+        );
     }
 }

@@ -3,14 +3,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use super::{protocol, BridgeError, Pattern};
 use crate::event::Event;
-use crate::runtime::fail;
-use crate::sink::Batch;
-use crate::source::read_ahead::ReadAhead;
+use crate::flow::Batch;
+use crate::source::{source_loop, Produced, Schedule};
 
 /// A connection to a karabo-bridge server, over one or several ZeroMQ sockets.
 ///
@@ -336,80 +334,52 @@ pub trait BridgeSource<'scope> {
 
 impl<'scope> BridgeSource<'scope> for Scope<'scope, Batch> {
     fn karabo_bridge(self, config: &ClientConfig) -> StreamVec<'scope, Batch, Event> {
-        let scope = self;
         let config = config.clone();
-        source::<_, timely::container::CapacityContainerBuilder<Vec<Event>>, _, _>(
-            self,
-            "KaraboBridge",
-            move |capability, info| {
-                let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
-                let mut capability = (scope.index() == 0).then_some(capability);
-                let mut client = None;
-                let (mut batch, mut received) = (0u64, 0u64);
-                let endpoint = config.endpoint.clone();
-                move |output| {
-                    let Some(cap) = capability.as_mut() else {
-                        return;
-                    };
-                    // A slow dataflow stops asking (REQ) or taking (PULL): the server waits.
-                    if !read_ahead.allows(batch) {
-                        return;
+        let mut client: Option<Client> = None;
+        let mut received = 0u64;
+        let mut ended = false;
+        source_loop(self, "KaraboBridge", Schedule::Live, move |_batch| {
+            if ended {
+                return Ok(Produced::End);
+            }
+            // Connect on first use: a slow dataflow then stops asking (REQ) or taking (PULL)
+            // through the read-ahead window, and the server waits.
+            let c = match client.as_mut() {
+                Some(c) => c,
+                None => client.insert(config.connect().map_err(|e| e.to_string())?),
+            };
+            let mut events = Vec::with_capacity(config.trains_per_batch);
+            while events.len() < config.trains_per_batch.max(1) {
+                match c.next_train().map_err(|e| e.to_string())? {
+                    Some(event) => {
+                        received += 1;
+                        events.push(event);
                     }
-                    if client.is_none() {
-                        match config.connect() {
-                            Ok(c) => client = Some(c),
-                            Err(e) => {
-                                fail(format!("karabo-bridge: {e}"));
-                                capability = None;
-                                return;
-                            }
+                    None => {
+                        if config.max_trains.is_none_or(|m| received < m) {
+                            tracing::warn!(
+                                "{}: no train within {:?} after {received} trains; the stream ends",
+                                config.endpoint,
+                                config.timeout
+                            );
                         }
-                    }
-                    let c = client.as_mut().expect("connected");
-                    let mut events = Vec::with_capacity(config.trains_per_batch);
-                    let mut ended = false;
-                    while events.len() < config.trains_per_batch.max(1) {
-                        match c.next_train() {
-                            Ok(Some(event)) => {
-                                received += 1;
-                                events.push(event);
-                            }
-                            Ok(None) => {
-                                if config.max_trains.is_none_or(|m| received < m) {
-                                    tracing::warn!(
-                                        "{endpoint}: no train within {:?} after {received} trains; the stream ends",
-                                        config.timeout
-                                    );
-                                }
-                                ended = true;
-                                break;
-                            }
-                            Err(e) => {
-                                fail(format!("karabo-bridge: {e}"));
-                                capability = None;
-                                return;
-                            }
-                        }
-                    }
-                    if !events.is_empty() {
-                        cap.downgrade(&batch);
-                        output.session(&*cap).give_container(&mut events);
-                        batch += 1;
-                    }
-                    if ended {
                         if c.skipped_trains > 0 {
                             tracing::warn!(
-                                "{endpoint}: {} malformed trains skipped",
+                                "{}: {} malformed trains skipped",
+                                config.endpoint,
                                 c.skipped_trains
                             );
                         }
-                        capability = None;
-                    } else {
-                        cap.downgrade(&batch);
-                        read_ahead.activator().activate();
+                        ended = true;
+                        break;
                     }
                 }
-            },
-        )
+            }
+            Ok(if events.is_empty() {
+                Produced::End
+            } else {
+                Produced::Batch(events)
+            })
+        })
     }
 }

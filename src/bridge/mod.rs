@@ -27,6 +27,19 @@ pub enum BridgeError {
         /// Cause.
         source: zmq::Error,
     },
+    /// No client asked for or took a train within the timeout (REP: nobody sent `next`; PUSH:
+    /// nobody pulled).
+    #[error("{endpoint}: no client took train {train} within {waited:?} ({sent} trains sent)")]
+    NoClient {
+        /// Endpoint.
+        endpoint: String,
+        /// The train that waited.
+        train: u64,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// Trains sent before it.
+        sent: u64,
+    },
     /// The peer sent something that is not karabo-bridge.
     #[error("{endpoint}: {source}")]
     Protocol {

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{protocol, BridgeError, Pattern};
 use crate::event::Event;
-use std::collections::BTreeMap;
-
-use crate::sink::{Batch, Routing, Sink, SinkError};
+use crate::flow::Batch;
+use crate::sink::{OrderedSink, SinkError};
 
 /// A bound karabo-bridge socket.
 pub struct Server {
@@ -135,22 +134,23 @@ fn send_borrowed(
     Ok(())
 }
 
-/// A sink that serves every event of the stream as a karabo-bridge train, in event order,
-/// from worker 0. The socket lives on a sender thread fed through a short bounded channel, so
-/// reading and reducing the next trains overlap with encoding and sending this one, and a
-/// slow client holds the dataflow back instead of filling memory.
+/// An ordered sink that serves every event of the stream as a karabo-bridge train, in event
+/// order, from worker 0 (attach it with
+/// [`SinkExt::sink_in_order`](crate::sink::SinkExt::sink_in_order)). The socket lives on a
+/// sender thread fed through a short bounded channel, so reading and reducing the next trains
+/// overlap with encoding and sending this one, and a slow client holds the dataflow back
+/// instead of filling memory.
 pub struct BridgeSink {
     endpoint: String,
     pattern: Pattern,
     timeout: Duration,
     pace: Option<f64>,
     sender: Option<SenderThread>,
-    pending: BTreeMap<Batch, Vec<Event>>,
 }
 
 struct SenderThread {
     queue: std::sync::mpsc::SyncSender<Event>,
-    thread: std::thread::JoinHandle<Result<u64, String>>,
+    thread: std::thread::JoinHandle<Result<u64, BridgeError>>,
 }
 
 impl BridgeSink {
@@ -167,14 +167,13 @@ impl BridgeSink {
             timeout,
             pace,
             sender: None,
-            pending: BTreeMap::new(),
         }
     }
 
     fn start(&mut self) -> Result<(), SinkError> {
         // Bind here, so that a taken port is reported as the run's error right away.
         let mut server = Server::bind(&self.endpoint, self.pattern, self.timeout, self.pace)
-            .map_err(|e| SinkError::Other(e.to_string()))?;
+            .map_err(SinkError::format)?;
         let (queue, trains) = std::sync::mpsc::sync_channel::<Event>(1);
         let (endpoint, timeout) = (self.endpoint.clone(), self.timeout);
         let thread = std::thread::Builder::new()
@@ -185,12 +184,14 @@ impl BridgeSink {
                     match server.send(event) {
                         Ok(true) => {}
                         Ok(false) => {
-                            return Err(format!(
-                                "{endpoint}: no client took train {id} within {timeout:?} ({} trains sent)",
-                                server.sent
-                            ))
+                            return Err(BridgeError::NoClient {
+                                endpoint,
+                                train: id,
+                                waited: timeout,
+                                sent: server.sent,
+                            })
                         }
-                        Err(e) => return Err(e.to_string()),
+                        Err(e) => return Err(e),
                     }
                 }
                 Ok(server.sent)
@@ -207,7 +208,7 @@ impl BridgeSink {
                 drop(queue);
                 match thread.join() {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(SinkError::Other(e)),
+                    Ok(Err(e)) => Err(SinkError::format(e)),
                     Err(_) => Err(SinkError::Other("the bridge sender panicked".into())),
                 }
             }
@@ -216,40 +217,29 @@ impl BridgeSink {
     }
 }
 
-impl Sink<Event> for BridgeSink {
-    fn routing(&self) -> Routing<Event> {
-        Routing::Worker(0)
-    }
+impl OrderedSink<Event> for BridgeSink {
+    type Output = ();
 
-    fn write(&mut self, batch: Batch, rows: &mut Vec<Event>) -> Result<(), SinkError> {
-        self.pending.entry(batch).or_default().append(rows);
-        Ok(())
-    }
-
-    fn advance(&mut self, frontier: Option<Batch>) -> Result<(), SinkError> {
-        while let Some(entry) = self.pending.first_entry() {
-            if frontier.is_some_and(|f| *entry.key() >= f) {
-                break;
-            }
-            let mut events = entry.remove();
-            events.sort_by_key(|e| e.id);
-            if self.sender.is_none() {
-                self.start()?;
-            }
-            for event in events {
-                let queue = &self.sender.as_ref().expect("started").queue;
-                if queue.send(event).is_err() {
-                    // The sender stopped: its error says why.
-                    return self
-                        .stop()
-                        .and(Err(SinkError::Other("the bridge sender stopped".into())));
-                }
+    fn emit(&mut self, _: Batch, events: Vec<Event>, _: &mut Vec<()>) -> Result<(), SinkError> {
+        if self.sender.is_none() {
+            self.start()?;
+        }
+        for event in events {
+            let queue = &self.sender.as_ref().expect("started").queue;
+            if queue.send(event).is_err() {
+                // The sender stopped: its error says why.
+                return self
+                    .stop()
+                    .and(Err(SinkError::Other("the bridge sender stopped".into())));
             }
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), SinkError> {
-        self.stop()
+    fn commit(&mut self, upto: Option<Batch>, _: &mut Vec<()>) -> Result<(), SinkError> {
+        match upto {
+            Some(_) => Ok(()),
+            None => self.stop(),
+        }
     }
 }

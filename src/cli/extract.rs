@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Args;
 use shotflow::event::{Event, Key, Value};
+use shotflow::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
 use shotflow::runtime::{execute, Launch};
-use shotflow::sink::smalldata::{SmallData, SmallDataExt};
-use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
+use shotflow::smalldata::{SmallData, SmallDataExt};
 use timely::dataflow::operators::vec::Map;
 
 /// A selected field, and for pulse-resolved arrays the keys of its per-train sum and mean.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
-use shotflow::sink::smalldata::column::Fill;
+use shotflow::smalldata::column_cache::Fill;
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -64,7 +64,7 @@ fn walk(group: &hdf5::Group, prefix: &str, out: &mut Vec<(String, hdf5::Dataset)
 
 /// `lsxfel`: trains, then per source its keys with dtype and shape.
 fn run_directory(dir: &std::path::Path) -> Result<()> {
-    use shotflow::source::exdf::{ExdfRun, SourceKind};
+    use shotflow::exdf::{ExdfRun, SourceKind};
     let run = ExdfRun::open(dir)?;
     let (first, last) = (
         run.trains.first().copied().unwrap_or(0),

@@ -82,10 +82,10 @@ pub fn open_run(
     dir: &std::path::Path,
     select: &[String],
 ) -> anyhow::Result<(
-    std::sync::Arc<shotflow::source::exdf::ExdfRun>,
-    std::sync::Arc<Vec<shotflow::source::exdf::Selected>>,
+    std::sync::Arc<shotflow::exdf::ExdfRun>,
+    std::sync::Arc<Vec<shotflow::exdf::Selected>>,
 )> {
-    use shotflow::source::exdf::{ExdfRun, Selector};
+    use shotflow::exdf::{ExdfRun, Selector};
     let run = ExdfRun::open(dir)?;
     let texts = if select.is_empty() {
         vec!["*".to_string()]

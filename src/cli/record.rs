@@ -10,10 +10,10 @@ use clap::Args;
 use shotflow::bridge::client::{BridgeSource, ClientConfig};
 use shotflow::bridge::Pattern;
 use shotflow::event::Value;
+use shotflow::exdf::{ExdfRun, ExdfSource};
 use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::{ExdfRun, ExdfSource};
 use shotflow::source::{Synthetic, SyntheticSource};
 
 #[derive(Args)]
@@ -58,7 +58,7 @@ pub struct ReplayArgs {
 
 enum Input {
     Synthetic(Synthetic),
-    Run(Arc<ExdfRun>, Arc<Vec<shotflow::source::exdf::Selected>>),
+    Run(Arc<ExdfRun>, Arc<Vec<shotflow::exdf::Selected>>),
     Recording(Arc<Recording>),
     Bridge(ClientConfig),
 }

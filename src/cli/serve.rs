@@ -9,10 +9,10 @@ use anyhow::Result;
 use clap::Args;
 use shotflow::bridge::server::BridgeSink;
 use shotflow::bridge::Pattern;
+use shotflow::exdf::ExdfSource;
 use shotflow::recording::{Pace, Recording, ReplaySource};
 use shotflow::runtime::{execute, Launch};
 use shotflow::sink::SinkExt;
-use shotflow::source::exdf::ExdfSource;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -53,6 +53,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut launch = args.launch.clone();
     // A train of a large detector is tens of MB: one in flight per worker is enough to keep
     // the socket busy, and more only spreads the run over pages the kernel must zero first.
+    // (This run's settings only: nothing is left behind for a later run in the process.)
     launch.read_ahead.get_or_insert(1);
     execute(&launch, move |worker| {
         let (recording, run, bind) = (recording.clone(), run.clone(), bind.clone());
@@ -65,7 +66,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 }
                 (None, None) => unreachable!("a recording or a run"),
             };
-            stream.sink_into(
+            stream.sink_in_order(
                 "KaraboBridgeServer",
                 BridgeSink::new(&bind, pattern, timeout, pace),
             );

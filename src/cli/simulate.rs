@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use shotflow::source::exdf::simulate::Simulation;
+use shotflow::exdf::simulate::Simulation;
 
 #[derive(Args)]
 pub struct SimulateArgs {

@@ -20,11 +20,11 @@
 //! worker `i % peers`), as fast as possible or paced at the recorded rate, optionally scaled.
 
 mod codec;
-mod read;
-mod write;
+mod recorder;
+mod replay;
 
-pub use read::{Pace, Recording, ReplaySource};
-pub use write::{RecordExt, Recorder};
+pub use recorder::{RecordExt, Recorder};
+pub use replay::{Pace, Recording, ReplaySource};
 
 /// The file magic.
 pub const MAGIC: &[u8; 12] = b"SHOTFLOWREC\0";

@@ -9,6 +9,7 @@ use clap::Args;
 use super::cluster::Peers;
 use super::environment::{self, Launcher};
 use super::RunError;
+use crate::flow::Settings;
 
 /// Launch options shared by every `shotflow` subcommand and by user programs that embed them
 /// in their own clap parser (`#[command(flatten)] launch: Launch`).
@@ -36,7 +37,7 @@ use super::RunError;
 /// let cli = Cli::parse_from(["prog", "--workers", "3"]);
 /// assert_eq!(cli.launch.plan_from(std::iter::empty()).unwrap(), Plan::Process { workers: 3 });
 /// ```
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct Launch {
     /// Worker threads per process.
     #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -132,15 +133,38 @@ impl Plan {
     }
 }
 
+/// The options of a command line that gives none: one worker thread.
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch {
+            workers: 1,
+            processes: None,
+            process: None,
+            hostfile: None,
+            rendezvous: None,
+            port: 2101,
+            connect_timeout: 60,
+            read_ahead: None,
+        }
+    }
+}
+
 impl Launch {
     /// Options for `n` worker threads in this process.
     pub fn threads(n: u16) -> Launch {
         Launch {
             workers: n,
-            port: 2101,
-            connect_timeout: 60,
             ..Launch::default()
         }
+    }
+
+    /// The per-run settings these options ask for.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::default();
+        if let Some(batches) = self.read_ahead {
+            settings.read_ahead = batches.max(1);
+        }
+        settings
     }
 
     /// Resolves the plan from these options and the process environment.
@@ -280,6 +304,33 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// `Launch::default()` used to mean 0 workers, so `execute` ran nothing and returned Ok.
+    #[test]
+    fn default_is_what_an_empty_command_line_gives() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            launch: Launch,
+        }
+        let parsed = <Cli as clap::Parser>::parse_from(["prog"]).launch;
+        let default = Launch::default();
+        assert_eq!(default.workers, 1);
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        assert_eq!(default.plan_from(env(&[])).unwrap(), Plan::Thread);
+        let ran =
+            crate::runtime::execute(&default, |_| Ok::<_, std::convert::Infallible>(1)).unwrap();
+        assert_eq!(ran, vec![1]);
+    }
+
+    #[test]
+    fn a_plan_without_workers_is_refused() {
+        let e = crate::runtime::execute_plan(&Plan::Process { workers: 0 }, |_| {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("no workers"), "{e}");
     }
 
     #[test]

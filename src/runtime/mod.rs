@@ -47,6 +47,7 @@ use timely::communication::{AllocatorBuilder, Hooks};
 use timely::worker::Worker;
 use timely::{CommunicationConfig, WorkerConfig};
 
+use crate::flow::Settings;
 use failure::RunState;
 
 /// Why a run did not complete.
@@ -84,21 +85,37 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
 {
-    let plan = launch.plan()?;
-    if let Some(batches) = launch.read_ahead {
-        crate::source::read_ahead::set_window_per_worker(batches);
-    }
-    execute_plan(&plan, func)
+    execute_with(&launch.plan()?, launch.settings(), func)
 }
 
-/// [`execute`] for an already resolved [`Plan`].
+/// [`execute`] for an already resolved [`Plan`], with the default [`Settings`].
 pub fn execute_plan<T, E, F>(plan: &Plan, func: F) -> Result<Vec<T>, RunError>
 where
     T: Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
 {
+    execute_with(plan, Settings::default(), func)
+}
+
+/// [`execute`] for an already resolved [`Plan`] and explicit run [`Settings`]. The settings
+/// reach every worker through its timely configuration ([`Settings::of_worker`]), so they hold
+/// for this run only.
+pub fn execute_with<T, E, F>(plan: &Plan, settings: Settings, func: F) -> Result<Vec<T>, RunError>
+where
+    T: Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
+{
+    if plan.peers() == 0 {
+        return Err(RunError::Launch(format!(
+            "{} has no workers: at least one is needed",
+            plan.describe()
+        )));
+    }
     failure::install_panic_hook();
+    let mut worker_config = WorkerConfig::default();
+    settings.install(&mut worker_config);
     let state = Arc::new(RunState::default());
     let process = plan.process();
 
@@ -148,7 +165,7 @@ where
         // timely's `execute_from` would step leftover dataflows with an unbounded park after
         // `func` returns, which hangs a run whose peer failed; this loop owns the worker instead.
         timely::communication::initialize_from(builders, others, move |allocator| {
-            let mut worker = Worker::new(WorkerConfig::default(), allocator, Some(Instant::now()));
+            let mut worker = Worker::new(worker_config.clone(), allocator, Some(Instant::now()));
             let worker = &mut worker;
             let index = worker.index();
             failure::enter(Arc::clone(&state), index, process, local_workers);

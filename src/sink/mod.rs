@@ -5,6 +5,11 @@
 //! ordered writer may emit it. [`SinkExt::sink_into`] attaches any sink to a timely stream; the
 //! sink's [`Routing`] says which worker each row goes to.
 //!
+//! Ordered outputs implement [`OrderedSink`] instead: they receive complete batches in batch
+//! order, each sorted by event id, and a commit after each frontier step ([`in_order`], the one
+//! mechanism behind every ordered output: callbacks, the karabo-bridge server, the smalldata
+//! writers).
+//!
 //! Ready sinks: [`SinkExt::for_each_batch`] (a per-worker callback, unordered, no data movement)
 //! and [`SinkExt::ordered`] (every row of the run, in event-id order, batch by batch, on
 //! worker 0). Sinks compose: attach several to clones of one stream.
@@ -29,10 +34,9 @@
 
 mod callback;
 mod ordered;
-pub mod smalldata;
 
 pub use callback::ForEachBatch;
-pub use ordered::Ordered;
+pub use ordered::{in_order, Ordered, OrderedSink};
 
 use std::sync::Arc;
 
@@ -42,11 +46,9 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 use timely::ExchangeData;
 
+use crate::flow::read_ahead::SinkProgress;
+pub use crate::flow::Batch;
 use crate::runtime::fail;
-use crate::source::read_ahead::SinkProgress;
-
-/// The batch number: the timely timestamp of every shotflow stream.
-pub type Batch = u64;
 
 /// Why a sink could not take its input.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +61,19 @@ pub enum SinkError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A format's own error (an HDF5 writer's, a socket's), kept typed for callers.
+    #[error(transparent)]
+    Format(Box<dyn std::error::Error + Send + Sync>),
     /// Any other failure, with its message.
     #[error("{0}")]
     Other(String),
+}
+
+impl SinkError {
+    /// Wraps a format's error.
+    pub fn format(error: impl std::error::Error + Send + Sync + 'static) -> SinkError {
+        SinkError::Format(Box::new(error))
+    }
 }
 
 /// Which worker receives each row.
@@ -139,6 +151,14 @@ pub trait SinkExt<D: 'static> {
         self.sink_into(name, ForEachBatch::new(callback));
     }
 
+    /// Feeds every row of the run to `sink` on worker 0, batch after batch in increasing batch
+    /// order, each batch sorted by event id, as soon as the frontier says the batch is complete
+    /// (see [`OrderedSink`]).
+    fn sink_in_order<S>(self, name: &str, sink: S)
+    where
+        D: crate::event::HasEventId,
+        S: OrderedSink<D, Output = ()>;
+
     /// Calls `callback(batch, rows)` on worker 0 for every row of the run, batch after batch in
     /// increasing batch order, each batch sorted by event id, as soon as the frontier says the
     /// batch is complete.
@@ -148,11 +168,19 @@ pub trait SinkExt<D: 'static> {
         F: FnMut(Batch, &[D]) + 'static,
         Self: Sized,
     {
-        self.sink_into(name, Ordered::new(callback));
+        self.sink_in_order(name, Ordered::new(callback));
     }
 }
 
 impl<D: ExchangeData> SinkExt<D> for StreamVec<'_, Batch, D> {
+    fn sink_in_order<S>(self, name: &str, sink: S)
+    where
+        D: crate::event::HasEventId,
+        S: OrderedSink<D, Output = ()>,
+    {
+        in_order(self, name, Arc::new(|_| 0), sink);
+    }
+
     fn sink_into<S: Sink<D>>(self, name: &str, sink: S) {
         let peers = self.scope().peers() as u64;
         let operator = name.to_string();

@@ -23,9 +23,9 @@ use rand_distr::{Distribution, Gamma, Normal, Poisson};
 use rand_pcg::Pcg64Mcg;
 use timely::dataflow::{Scope, StreamVec};
 
-use super::batched_source;
 use crate::event::{Event, Key};
-use crate::sink::Batch;
+use crate::flow::Batch;
+use crate::source::batched_source;
 
 /// Pedestal of the simulated detector, in ADU.
 pub const PEDESTAL: u16 = 100;

@@ -4,8 +4,14 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shotflow::demo::{self, Curve, DemoConfig};
 use shotflow::source::Synthetic;
+
+/// The `shotflow demo` pipeline: application code that lives with the binary, included here to
+/// run it in-process at several worker counts and to compare it with sequential references.
+#[path = "../../src/cli/demo/pipeline.rs"]
+pub mod demo;
+
+use demo::{Curve, DemoConfig};
 
 /// The Python with the reference packages (`PYTHON`, else `python3`).
 pub fn python() -> String {
@@ -92,8 +98,8 @@ pub fn spawn(program: &str, args: &[String]) -> Child {
 }
 
 /// A simulated run small enough for debug builds.
-pub fn small_run() -> shotflow::source::exdf::simulate::Simulation {
-    shotflow::source::exdf::simulate::Simulation {
+pub fn small_run() -> shotflow::exdf::simulate::Simulation {
+    shotflow::exdf::simulate::Simulation {
         trains: 12,
         modules: 1,
         frames: 6,
@@ -128,14 +134,11 @@ pub fn small_run_args() -> Vec<String> {
 
 /// The demo's curve for a simulated run, by a plain loop: all trains read at once, each train
 /// split into pulses by hand (not by the `explode_pulses` operator), reduced, cut, folded.
-pub fn run_reference(
-    simulation: &shotflow::source::exdf::simulate::Simulation,
-    energy_cut: f64,
-) -> Curve {
-    use shotflow::demo::{reduce_pulse, run_selectors, RunKeys};
+pub fn run_reference(simulation: &shotflow::exdf::simulate::Simulation, energy_cut: f64) -> Curve {
+    use demo::{reduce_pulse, run_selectors, RunKeys};
     use shotflow::event::{Event, Value};
-    use shotflow::source::exdf::explode::pulse_event_id;
-    use shotflow::source::exdf::ExdfRun;
+    use shotflow::exdf::explode::pulse_event_id;
+    use shotflow::exdf::ExdfRun;
 
     let dir = tempfile::tempdir().unwrap();
     simulation.write(dir.path()).unwrap();

@@ -8,43 +8,24 @@
 //! batch landing in fresh pages that the kernel must zero first (two thirds of a karabo-bridge
 //! server's time before this existed).
 //!
-//! Sinks attached with [`SinkExt::sink_into`](crate::sink::SinkExt::sink_into) (and the
-//! smalldata writers) report their input frontier here; the sources of this crate consult it.
-//! A dataflow without such sinks (say, one that ends in timely's `capture`) is not held back.
-//! The window is per worker, [`window_per_worker`] batches (4 unless set). Each worker sees the
-//! sinks through its own operator instances, so a sink that gathers on worker 0 may hold up to
-//! one more window it has received but not yet written: at most two windows are in flight.
+//! Sinks attached with [`SinkExt::sink_into`](crate::sink::SinkExt::sink_into) or
+//! [`SinkExt::sink_in_order`](crate::sink::SinkExt::sink_in_order) (so also the smalldata
+//! writers) report their input frontier here; the sources of this crate consult it. A dataflow
+//! without such sinks (say, one that ends in timely's `capture`) is not held back. The window
+//! is per worker, [`Settings::read_ahead`](super::Settings) batches of the run (`--read-ahead`,
+//! 4 by default). Each worker sees the sinks through its own operator instances, so a sink that
+//! gathers on worker 0 may hold up to one more window it has received but not yet written: at
+//! most two windows are in flight.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use timely::dataflow::Scope;
 use timely::scheduling::Activator;
 
-use crate::sink::Batch;
-
-static WINDOW_PER_WORKER: AtomicU64 = AtomicU64::new(4);
-
-/// Sets how many batches per worker the sources may run ahead of the slowest sink (at least 1),
-/// for dataflows built after the call.
-///
-/// # Examples
-///
-/// ```
-/// shotflow::source::read_ahead::set_window_per_worker(8);
-/// assert_eq!(shotflow::source::read_ahead::window_per_worker(), 8);
-/// ```
-pub fn set_window_per_worker(batches: u64) {
-    WINDOW_PER_WORKER.store(batches.max(1), Ordering::Relaxed);
-}
-
-/// See [`set_window_per_worker`].
-pub fn window_per_worker() -> u64 {
-    WINDOW_PER_WORKER.load(Ordering::Relaxed)
-}
+use super::{Batch, Settings};
 
 /// What the sinks of one dataflow on this worker have completed, and who waits for it.
 #[derive(Default)]
@@ -75,14 +56,14 @@ fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
 }
 
 /// A sink's report of its progress.
-pub(crate) struct SinkProgress {
+pub struct SinkProgress {
     flow: Rc<RefCell<Flow>>,
     slot: usize,
 }
 
 impl SinkProgress {
     /// Registers a sink of `scope`'s dataflow; it has completed nothing yet.
-    pub(crate) fn new(scope: &Scope<'_, Batch>) -> SinkProgress {
+    pub fn new(scope: &Scope<'_, Batch>) -> SinkProgress {
         let flow = flow(scope);
         let slot = {
             let mut f = flow.borrow_mut();
@@ -93,7 +74,7 @@ impl SinkProgress {
     }
 
     /// The sink's input frontier is now `frontier` (`None`: the input has ended).
-    pub(crate) fn report(&self, frontier: Option<Batch>) {
+    pub fn report(&self, frontier: Option<Batch>) {
         let mut f = self.flow.borrow_mut();
         if f.sinks[self.slot] != frontier {
             f.sinks[self.slot] = frontier;
@@ -120,7 +101,7 @@ impl Drop for SinkProgress {
 /// again as soon as a sink moves.
 ///
 /// ```
-/// use shotflow::source::read_ahead::ReadAhead;
+/// use shotflow::flow::read_ahead::ReadAhead;
 /// use timely::container::CapacityContainerBuilder;
 /// use timely::dataflow::operators::generic::operator::source;
 /// use timely::dataflow::operators::capture::{Capture, Extract};
@@ -151,13 +132,14 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// The read-ahead of a source in `scope` whose operator `activator` wakes.
+    /// The read-ahead of a source in `scope` whose operator `activator` wakes: the run's
+    /// [`Settings::read_ahead`] batches per worker.
     pub fn new(scope: &Scope<'_, Batch>, activator: Activator) -> ReadAhead {
         let flow = flow(scope);
         flow.borrow_mut().sources.push(activator.clone());
         ReadAhead {
             flow,
-            window: window_per_worker() * scope.peers() as u64,
+            window: Settings::of(scope).read_ahead.max(1) * scope.peers() as u64,
             activator,
         }
     }

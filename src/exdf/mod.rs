@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use shotflow::source::exdf::{ExdfRun, ExdfSource, Selector};
+//! use shotflow::exdf::{ExdfRun, ExdfSource, Selector};
 //!
 //! let run = Arc::new(ExdfRun::open("raw/r0348".as_ref()).unwrap());
 //! let selected = Arc::new(run.select(&[Selector::parse("*/DET/*:image.data").unwrap()]).unwrap());
@@ -42,9 +42,9 @@ use std::sync::Arc;
 
 use timely::dataflow::{Scope, StreamVec};
 
-use super::batched_source;
 use crate::event::Event;
-use crate::sink::Batch;
+use crate::flow::Batch;
+use crate::source::batched_source;
 
 /// Why a run could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ impl ExdfError {
 /// # Examples
 ///
 /// ```
-/// use shotflow::source::exdf::Selector;
+/// use shotflow::exdf::Selector;
 ///
 /// let s = Selector::parse("SPB_DET_AGIPD1M-1/DET/*CH0:xtdf:image.data").unwrap();
 /// assert!(s.source.matches("SPB_DET_AGIPD1M-1/DET/3CH0:xtdf"));

@@ -1,6 +1,6 @@
-//! One writer's part file: rows of the batches this writer owns, in batch order and, within a
-//! batch, in event-id order; per alignment group one extensible chunked dataset per key plus
-//! `timestamp`.
+//! Where a row becomes an HDF5 chunk: one writer's part file. Rows of the batches this writer
+//! owns arrive in batch order and, within a batch, in event-id order; per alignment group each
+//! key is one extensible chunked dataset, plus `timestamp`.
 //!
 //! Rows are cached per key and written in slabs, so memory is bounded in bytes, not events. The
 //! file is closed when the writer is dropped, also when the run fails: whatever was flushed
@@ -17,7 +17,7 @@ use hdf5::{Extent, Extents, SimpleExtents};
 use ndarray::{ArrayView, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::column::{with_data, Column, Data, Fill};
+use super::column_cache::{with_data, Column, Data, Fill};
 use super::{Row, SmallDataError};
 use crate::event::{DType, Event, EventId, Key, Value};
 
@@ -257,10 +257,13 @@ impl GroupWriter {
                 let parent = var_parent(key.name()).expect("ragged keys have a var_ parent");
                 match lengths.iter().find(|(p, _, _)| *p == parent) {
                     Some((_, len, other)) if *len != n => {
-                        return Err(SmallDataError::Other(format!(
-                            "event {}: {:?} has {n} entries but {:?} has {len}; fields under one var_ parent must have equal lengths",
-                            event.id, key.name(), other.name()
-                        )))
+                        return Err(SmallDataError::RaggedLengths {
+                            event: event.id,
+                            key: key.name().to_string(),
+                            entries: n,
+                            other: other.name().to_string(),
+                            other_entries: *len,
+                        })
                     }
                     Some(_) => {}
                     None => lengths.push((parent, n, *key)),
@@ -446,18 +449,19 @@ fn push_zeros(column: &mut Column, rows: usize) {
     }
 }
 
-pub(crate) struct PartWriter {
+/// An open part file and its per-group column caches.
+pub(crate) struct PartFile {
     file: hdf5::File,
     path: PathBuf,
     groups: Vec<GroupWriter>,
     cache_bytes: usize,
 }
 
-impl PartWriter {
-    pub fn create(path: &Path, cache_bytes: usize) -> Result<PartWriter, SmallDataError> {
+impl PartFile {
+    pub fn create(path: &Path, cache_bytes: usize) -> Result<PartFile, SmallDataError> {
         let file = hdf5::File::create(path).map_err(|e| SmallDataError::hdf5(path, "create", e))?;
         let root = GroupWriter::new(&file, path, None)?;
-        Ok(PartWriter {
+        Ok(PartFile {
             file,
             path: path.to_path_buf(),
             groups: vec![root],

@@ -9,7 +9,8 @@ use timely::dataflow::StreamVec;
 
 use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, MAGIC};
 use crate::event::Event;
-use crate::sink::{Batch, Routing, Sink, SinkError, SinkExt};
+use crate::flow::Batch;
+use crate::sink::{Routing, Sink, SinkError, SinkExt};
 
 /// The recording sink of one worker.
 pub struct Recorder {

@@ -62,47 +62,47 @@ pub enum Data {
 macro_rules! with_data {
     ($data:expr, $v:ident : $t:ident => $body:expr) => {
         match $data {
-            $crate::sink::smalldata::column::Data::Bool($v) => {
+            $crate::smalldata::column_cache::Data::Bool($v) => {
                 type $t = bool;
                 $body
             }
-            $crate::sink::smalldata::column::Data::U8($v) => {
+            $crate::smalldata::column_cache::Data::U8($v) => {
                 type $t = u8;
                 $body
             }
-            $crate::sink::smalldata::column::Data::U16($v) => {
+            $crate::smalldata::column_cache::Data::U16($v) => {
                 type $t = u16;
                 $body
             }
-            $crate::sink::smalldata::column::Data::U32($v) => {
+            $crate::smalldata::column_cache::Data::U32($v) => {
                 type $t = u32;
                 $body
             }
-            $crate::sink::smalldata::column::Data::U64($v) => {
+            $crate::smalldata::column_cache::Data::U64($v) => {
                 type $t = u64;
                 $body
             }
-            $crate::sink::smalldata::column::Data::I8($v) => {
+            $crate::smalldata::column_cache::Data::I8($v) => {
                 type $t = i8;
                 $body
             }
-            $crate::sink::smalldata::column::Data::I16($v) => {
+            $crate::smalldata::column_cache::Data::I16($v) => {
                 type $t = i16;
                 $body
             }
-            $crate::sink::smalldata::column::Data::I32($v) => {
+            $crate::smalldata::column_cache::Data::I32($v) => {
                 type $t = i32;
                 $body
             }
-            $crate::sink::smalldata::column::Data::I64($v) => {
+            $crate::smalldata::column_cache::Data::I64($v) => {
                 type $t = i64;
                 $body
             }
-            $crate::sink::smalldata::column::Data::F32($v) => {
+            $crate::smalldata::column_cache::Data::F32($v) => {
                 type $t = f32;
                 $body
             }
-            $crate::sink::smalldata::column::Data::F64($v) => {
+            $crate::smalldata::column_cache::Data::F64($v) => {
                 type $t = f64;
                 $body
             }

@@ -7,15 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use super::codec::{decode_from, DecodeError, Payload, Streamed};
 use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MAGIC};
 use crate::event::Event;
-use crate::runtime::fail;
-use crate::sink::Batch;
-use crate::source::read_ahead::ReadAhead;
+use crate::flow::Batch;
+use crate::source::{source_loop, Produced, Schedule};
 
 /// One intact frame.
 #[derive(Clone, Debug)]
@@ -287,55 +285,22 @@ pub trait ReplaySource<'scope> {
 
 impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
     fn replay(self, recording: Arc<Recording>, pace: Pace) -> StreamVec<'scope, Batch, Event> {
-        let scope = self;
-        source::<_, timely::container::CapacityContainerBuilder<Vec<Event>>, _, _>(
-            self,
-            "Replay",
-            move |capability, info| {
-                let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
-                let activator = read_ahead.activator().clone();
-                let peers = scope.peers();
-                let mut next = scope.index();
-                let mut capability = Some(capability);
-                let mut files = HashMap::new();
-                let started = Instant::now();
-                move |output| {
-                    let Some(cap) = capability.as_mut() else {
-                        return;
-                    };
-                    if next >= recording.batches() {
-                        capability = None;
-                        return;
-                    }
-                    if !read_ahead.allows(next as Batch) {
-                        return;
-                    }
-                    if let Pace::Recorded { speed } = pace {
-                        let due = recording.offset(next).div_f64(speed.max(1e-9));
-                        let now = started.elapsed();
-                        if now < due {
-                            activator.activate_after(due - now);
-                            return;
-                        }
-                    }
-                    cap.downgrade(&(next as Batch));
-                    match recording.read_batch(next, &mut files) {
-                        Ok(mut events) => output.session(&*cap).give_container(&mut events),
-                        Err(e) => {
-                            fail(format!("replay: {e}"));
-                            capability = None;
-                            return;
-                        }
-                    }
-                    next += peers;
-                    if next < recording.batches() {
-                        cap.downgrade(&(next as Batch));
-                        activator.activate();
-                    } else {
-                        capability = None;
-                    }
+        let batches = recording.batches() as Batch;
+        let mut files = HashMap::new();
+        let started = Instant::now();
+        source_loop(self, "Replay", Schedule::Owned { batches }, move |batch| {
+            let i = batch as usize;
+            if let Pace::Recorded { speed } = pace {
+                let due = recording.offset(i).div_f64(speed.max(1e-9));
+                let now = started.elapsed();
+                if now < due {
+                    return Ok(Produced::NotYet(due - now));
                 }
-            },
-        )
+            }
+            recording
+                .read_batch(i, &mut files)
+                .map(Produced::Batch)
+                .map_err(|e| e.to_string())
+        })
     }
 }

@@ -1,10 +1,11 @@
 //! A PNG of the pump-probe curve: what a scientist looks at first.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::demo::DelayPoint;
+use super::pipeline::DelayPoint;
 
 /// The font the labels use; Debian's `fonts-dejavu-core` (installed by `./run`). Without it
 /// the plot is drawn without text.
@@ -13,29 +14,24 @@ const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// A curve: its name, colour and the value it takes of each point.
 type Series = (&'static str, RGBColor, Box<dyn Fn(&DelayPoint) -> f64>);
 
+/// Whether the label font is registered. plotters keeps registered fonts for the life of the
+/// process and wants them `'static`, so the file is read and registered once, not per plot.
+fn labels() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        std::fs::read(FONT)
+            .ok()
+            .map(|bytes| {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Draws laser-on and laser-off means and their difference against the delay into `path`.
-///
-/// # Examples
-///
-/// ```
-/// use shotflow::demo::DelayPoint;
-/// let points = vec![
-///     DelayPoint { delay: -1.0, n_on: 2, sum_on: 800.0, n_off: 2, sum_off: 800.0 },
-///     DelayPoint { delay: 1.0, n_on: 2, sum_on: 1100.0, n_off: 2, sum_off: 790.0 },
-/// ];
-/// let dir = tempfile::tempdir().unwrap();
-/// let path = dir.path().join("curve.png");
-/// shotflow::plot::pump_probe(&points, &path).unwrap();
-/// assert!(std::fs::metadata(&path).unwrap().len() > 1000);
-/// ```
 pub fn pump_probe(points: &[DelayPoint], path: &Path) -> Result<(), String> {
-    let labels = std::fs::read(FONT)
-        .ok()
-        .map(|bytes| {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-        })
-        .unwrap_or(false);
+    let labels = labels();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -127,4 +123,35 @@ pub fn pump_probe(points: &[DelayPoint], path: &Path) -> Result<(), String> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_pngs_one_after_another() {
+        let points = vec![
+            DelayPoint {
+                delay: -1.0,
+                n_on: 2,
+                sum_on: 800.0,
+                n_off: 2,
+                sum_off: 800.0,
+            },
+            DelayPoint {
+                delay: 1.0,
+                n_on: 2,
+                sum_on: 1100.0,
+                n_off: 2,
+                sum_off: 790.0,
+            },
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let path = dir.path().join(format!("curve{i}.png"));
+            pump_probe(&points, &path).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+        }
+    }
 }

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use hdf5::{Extent, Extents, SimpleExtents};
 
-use super::column::{describe, with_data, Data, Fill};
-use super::part::{create_groups, rows, var_parent, GroupCounts, PartSchema};
-use super::summary::{Reduced, Summary};
+use super::column_cache::{describe, with_data, Data, Fill};
+use super::part_file::{create_groups, rows, var_parent, GroupCounts, PartSchema};
+use super::run_summary::{histogram_with_flows, Reduced, Summary};
 use super::SmallDataError;
 use crate::event::DType;
-use crate::sink::Batch;
+use crate::flow::Batch;
 
 /// Where each batch's rows are: which writer, how many per group.
 pub(crate) struct Block {
@@ -92,7 +92,7 @@ pub(crate) fn write_master(
                 .map(|g| format!("{g}/"))
                 .unwrap_or_default();
             let stamp = format!("{prefix}timestamp");
-            let stamp_schema = super::part::KeySchema {
+            let stamp_schema = super::part_file::KeySchema {
                 name: stamp,
                 dtype: DType::I64,
                 shape: vec![],
@@ -104,14 +104,13 @@ pub(crate) fn write_master(
                     Some(p)
                         if (p.dtype, &p.shape, p.ragged) != (key.dtype, &key.shape, key.ragged) =>
                     {
-                        return Err(SmallDataError::Other(format!(
-                            "key {:?} is {} in {} but {} in {}",
-                            key.name,
-                            describe(p.dtype, &p.shape),
-                            p.first,
-                            describe(key.dtype, &key.shape),
-                            part.file
-                        )))
+                        return Err(SmallDataError::PartsDisagree {
+                            key: key.name.clone(),
+                            first: describe(p.dtype, &p.shape),
+                            first_part: p.first.clone(),
+                            then: describe(key.dtype, &key.shape),
+                            then_part: part.file.clone(),
+                        })
                     }
                     Some(_) => {}
                     None => {
@@ -150,10 +149,12 @@ pub(crate) fn write_master(
                 .find(|g| g.group == *group)
                 .map_or(0, |g| g.rows);
             if local[writer] != rows {
-                return Err(SmallDataError::Other(format!(
-                    "part file {} holds {rows} rows of group {group:?} but its batches account for {}",
-                    part.file, local[writer]
-                )));
+                return Err(SmallDataError::RowsUnaccounted {
+                    part: part.file.clone(),
+                    group: group.clone(),
+                    rows,
+                    accounted: local[writer],
+                });
             }
         }
     }
@@ -252,16 +253,18 @@ pub(crate) fn write_master(
                         .create("count")
                         .map_err(|e| context("count", e))?;
                 }
-                (Summary::Histogram { lo, hi, bins, .. }, Reduced::Histogram(counts)) => {
+                (Summary::Histogram { bins, .. }, Reduced::Histogram(histogram)) => {
                     group
                         .new_dataset_builder()
-                        .with_data(&ndarray::Array1::from(counts.clone()))
+                        .with_data(&ndarray::Array1::from(histogram_with_flows(histogram)))
                         .create("histogram")
                         .map_err(|e| context("histogram", e))?;
-                    let edges: Vec<f64> = (0..=*bins)
-                        .map(|i| lo + (hi - lo) * i as f64 / *bins as f64)
-                        .collect();
-                    write("edges", &edges, &[bins + 1])?;
+                    group
+                        .new_dataset_builder()
+                        .with_data(&ndarray::arr0(histogram.nan))
+                        .create("nan")
+                        .map_err(|e| context("nan", e))?;
+                    write("edges", &histogram.edges(), &[bins + 1])?;
                 }
                 _ => unreachable!("results match their summaries"),
             }

@@ -5,14 +5,14 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::event::{each_array, Array, Element, Event, Key, Value};
-use crate::sink::Batch;
+use crate::flow::Batch;
 
 /// The id of pulse `pulse` of train `train`: train-major, so pulse events sort in time.
 ///
 /// # Examples
 ///
 /// ```
-/// use shotflow::source::exdf::explode::pulse_event_id;
+/// use shotflow::exdf::explode::pulse_event_id;
 /// assert!(pulse_event_id(10_000, 63) < pulse_event_id(10_001, 0));
 /// assert_eq!(pulse_event_id(10_000, 5) >> 16, 10_000);
 /// ```

@@ -1,4 +1,6 @@
-//! The showcase pipeline behind `shotflow demo`: a pump-probe reduction of synthetic shots.
+//! The showcase pipeline behind `shotflow demo`: a pump-probe reduction of synthetic shots or
+//! of a simulated EuXFEL run. It is application code built on the library's public API only
+//! (the integration tests include this file to compare it with sequential references).
 //!
 //! ```text
 //! synthetic shots ─▶ reduce each frame ─▶ cut on pulse energy ─▶ ordered sink on worker 0
@@ -8,25 +10,26 @@
 //!
 //! Frames never leave the worker that generated them; only the reduced rows move.
 
-use std::collections::BTreeMap;
+#![allow(dead_code)] // the binary uses part of it, the tests the rest
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use shotflow::event::{Event, EventId, HasEventId, Key};
+use shotflow::exdf::simulate::{names, Simulation};
+use shotflow::exdf::{ExdfRun, ExdfSource, ExplodePulses, Selector};
+use shotflow::flow::Settings;
+use shotflow::runtime::{execute_with, Plan, RunError};
+use shotflow::sink::SinkExt;
+use shotflow::smalldata::{SmallData, SmallDataExt};
+use shotflow::source::synthetic::{PEDESTAL, PHOTON_ADU};
+use shotflow::source::{Synthetic, SyntheticSource};
 use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+use shotflow_operators::binning::{ScanAxis, ScanBins};
 use shotflow_operators::photons::PhotonCounter;
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
-
-use crate::event::{Event, Key};
-use crate::event::{EventId, HasEventId};
-use crate::runtime::{execute_plan, Plan, RunError};
-use crate::sink::smalldata::{SmallData, SmallDataExt};
-use crate::sink::SinkExt;
-use crate::source::exdf::simulate::{names, Simulation};
-use crate::source::exdf::{ExdfRun, ExdfSource, ExplodePulses, Selector};
-use crate::source::synthetic::{PEDESTAL, PHOTON_ADU};
-use crate::source::{Synthetic, SyntheticSource};
 
 /// Options of the demo pipeline.
 #[derive(Clone, Debug)]
@@ -77,14 +80,14 @@ pub struct ShotRow {
 
 impl ShotRow {
     /// The row as an event, for the smalldata sink.
-    pub fn to_event(&self) -> crate::event::Event {
-        crate::event::Event::with_capacity(self.id, 5)
-            .with(crate::event::Key::new("pulse_energy"), self.pulse_energy)
-            .with(crate::event::Key::new("delay"), self.delay)
-            .with(crate::event::Key::new("laser_on"), self.laser_on)
-            .with(crate::event::Key::new("photons"), self.photons)
-            .with(crate::event::Key::new("roi_sum"), self.roi_sum)
-            .with(crate::event::Key::new("azav"), self.azav.clone())
+    pub fn to_event(&self) -> Event {
+        Event::with_capacity(self.id, 5)
+            .with(Key::new("pulse_energy"), self.pulse_energy)
+            .with(Key::new("delay"), self.delay)
+            .with(Key::new("laser_on"), self.laser_on)
+            .with(Key::new("photons"), self.photons)
+            .with(Key::new("roi_sum"), self.roi_sum)
+            .with(Key::new("azav"), self.azav.clone())
     }
 }
 
@@ -173,7 +176,7 @@ fn frame_stats(event: &Event, key: Key) -> (u64, f64, Vec<f32>) {
 }
 
 /// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
-pub fn reduce(config: &Synthetic, event: &crate::event::Event) -> ShotRow {
+pub fn reduce(config: &Synthetic, event: &Event) -> ShotRow {
     let keys = config.keys();
     let (photons, roi_sum, azav) = frame_stats(event, keys.frame);
     ShotRow {
@@ -258,7 +261,7 @@ pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
     }
 }
 
-/// Accumulated normalised signal (photons per mJ) at one delay.
+/// Normalised signal (photons per mJ) at one delay: a view of the curve's scan bins.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DelayPoint {
     /// Delay, ps.
@@ -284,41 +287,54 @@ impl DelayPoint {
     }
 }
 
-/// Folds rows, in event order, into the pump-probe curve. The demo's sink calls it on worker
-/// 0; tests call it on a sequential reference.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The pump-probe curve: the operators crate's scan binning by delay set point, laser on and
+/// off. Rows are added in event order (the demo's ordered sink on worker 0, or a sequential
+/// reference in the tests), so the sums have the same bits at any worker count.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Curve {
     /// Rows kept.
     pub kept: u64,
-    /// Points keyed by the delay's bit pattern (delays are exact scan set points).
-    pub points: BTreeMap<u64, DelayPoint>,
+    /// Photons per mJ, binned by delay and laser state.
+    pub bins: ScanBins,
+}
+
+impl Default for Curve {
+    fn default() -> Self {
+        Curve {
+            kept: 0,
+            bins: ScanBins::new(ScanAxis::SetPoints),
+        }
+    }
 }
 
 impl Curve {
     /// Adds one row.
     pub fn add(&mut self, row: &ShotRow) {
         self.kept += 1;
-        let point = self
-            .points
-            .entry(row.delay.to_bits())
-            .or_insert_with(|| DelayPoint {
-                delay: row.delay,
-                ..DelayPoint::default()
-            });
         let signal = row.photons as f64 / row.pulse_energy;
-        if row.laser_on {
-            point.n_on += 1;
-            point.sum_on += signal;
-        } else {
-            point.n_off += 1;
-            point.sum_off += signal;
-        }
+        self.bins.add(row.delay, row.laser_on, signal, &[]);
     }
 
     /// The points in increasing delay.
     pub fn sorted(&self) -> Vec<DelayPoint> {
-        let mut points: Vec<DelayPoint> = self.points.values().cloned().collect();
-        points.sort_by(|a, b| a.delay.total_cmp(&b.delay));
+        let mut points: Vec<DelayPoint> = Vec::new();
+        for (delay, laser_on, sums) in self.bins.iter() {
+            if points
+                .last()
+                .is_none_or(|p| p.delay.to_bits() != delay.to_bits())
+            {
+                points.push(DelayPoint {
+                    delay,
+                    ..DelayPoint::default()
+                });
+            }
+            let point = points.last_mut().expect("pushed");
+            if laser_on {
+                (point.n_on, point.sum_on) = (sums.count, sums.sum);
+            } else {
+                (point.n_off, point.sum_off) = (sums.count, sums.sum);
+            }
+        }
         points
     }
 }
@@ -338,9 +354,13 @@ pub struct DemoReport {
     pub input: String,
 }
 
-/// Runs the demo on `plan`. Returns the report on process 0 (worker 0 collects the results)
-/// and `None` on other processes.
-pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunError> {
+/// Runs the demo on `plan` with the run `settings`. Returns the report on process 0 (worker 0
+/// collects the results) and `None` on other processes.
+pub fn run(
+    config: &DemoConfig,
+    plan: &Plan,
+    settings: Settings,
+) -> Result<Option<DemoReport>, RunError> {
     let started = Instant::now();
     let config = config.clone();
     // Every process writes the same (deterministic) run into its own directory, so processes
@@ -362,7 +382,7 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
     let input = simulated
         .as_ref()
         .map(|(_, run, selected)| (Arc::clone(run), Arc::clone(selected)));
-    let results = execute_plan(plan, move |worker| {
+    let results = execute_with(plan, settings, move |worker| {
         let curve = Arc::new(Mutex::new(Curve::default()));
         let produced = Arc::new(Mutex::new(0u64));
         let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
@@ -408,10 +428,10 @@ pub fn run(config: &DemoConfig, plan: &Plan) -> Result<Option<DemoReport>, RunEr
                 rows.iter().for_each(|row| curve.add(row));
             });
         });
-        crate::runtime::run_to_completion(worker)?;
+        shotflow::runtime::run_to_completion(worker)?;
         let curve = std::mem::take(&mut *curve.lock().unwrap());
         let events = *produced.lock().unwrap();
-        Ok::<_, crate::runtime::Aborted>((worker.index(), curve, events))
+        Ok::<_, shotflow::runtime::Aborted>((worker.index(), curve, events))
     });
     if let Some((dir, _, _)) = &simulated {
         let _ = std::fs::remove_dir_all(dir);

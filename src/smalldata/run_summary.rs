@@ -1,8 +1,12 @@
 //! Run summaries: sum, min, max, mean, count and fixed-bin histograms of a key, reduced per
 //! batch on the writer that owns the batch and combined in batch order on worker 0, so the
 //! floating-point result has the same bits whatever the number of workers or processes.
+//! Histograms are the operators crate's [`Histogram`]: NaN values are counted apart, never in
+//! a bin.
 
 use serde::{Deserialize, Serialize};
+
+use shotflow_operators::histogram::Histogram;
 
 use super::Row;
 use crate::event::Key;
@@ -13,7 +17,7 @@ pub enum Summary {
     /// Element-wise sum, min, max, mean and the number of events with the key.
     Stats(String),
     /// Counts of a scalar key's values in `bins` equal bins over `[lo, hi)`, plus
-    /// underflow and overflow.
+    /// underflow, overflow and NaN.
     Histogram {
         /// The key.
         key: String,
@@ -51,8 +55,8 @@ pub enum Reduced {
         /// Per-event shape of the key.
         shape: Vec<usize>,
     },
-    /// Histogram counts: `[underflow, bins..., overflow]`.
-    Histogram(Vec<u64>),
+    /// Histogram counts.
+    Histogram(Histogram),
 }
 
 impl Reduced {
@@ -66,7 +70,9 @@ impl Reduced {
                 max: Vec::new(),
                 shape: Vec::new(),
             },
-            Summary::Histogram { bins, .. } => Reduced::Histogram(vec![0; bins + 2]),
+            Summary::Histogram { lo, hi, bins, .. } => {
+                Reduced::Histogram(Histogram::new(*lo, *hi, *bins))
+            }
         }
     }
 
@@ -115,19 +121,7 @@ impl Reduced {
                         max[i] = max[i].max(*v);
                     }
                 }
-                (Reduced::Histogram(counts), Summary::Histogram { lo, hi, bins, .. }) => {
-                    for v in values {
-                        let slot = if v < *lo {
-                            0
-                        } else if v >= *hi {
-                            bins + 1
-                        } else {
-                            1 + (((v - lo) / (hi - lo) * *bins as f64) as usize).min(bins - 1)
-                        };
-                        counts[slot] += 1;
-                    }
-                }
-                _ => unreachable!("a histogram summary has histogram results"),
+                (Reduced::Histogram(histogram), _) => histogram.extend(values),
             }
         }
         out
@@ -136,9 +130,7 @@ impl Reduced {
     /// Adds a later batch's result.
     pub(crate) fn combine(&mut self, later: &Reduced) {
         match (self, later) {
-            (Reduced::Histogram(a), Reduced::Histogram(b)) => {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y)
-            }
+            (Reduced::Histogram(a), Reduced::Histogram(b)) => a.merge(b),
             (
                 Reduced::Stats {
                     count,
@@ -172,5 +164,55 @@ impl Reduced {
             }
             _ => unreachable!("results of one summary have one kind"),
         }
+    }
+}
+
+/// The counts as the master stores them: `[underflow, bins..., overflow]` (NaN apart).
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::smalldata::histogram_with_flows;
+/// use shotflow_operators::histogram::Histogram;
+///
+/// let mut h = Histogram::new(0.0, 2.0, 2);
+/// h.extend([-1.0, 0.5, 1.5, 1.7, 2.0, f64::NAN]);
+/// assert_eq!(histogram_with_flows(&h), vec![1, 1, 2, 1]);
+/// assert_eq!(h.nan, 1);
+/// ```
+pub fn histogram_with_flows(histogram: &Histogram) -> Vec<u64> {
+    let mut out = Vec::with_capacity(histogram.counts.len() + 2);
+    out.push(histogram.underflow);
+    out.extend_from_slice(&histogram.counts);
+    out.push(histogram.overflow);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    /// Regression: NaN used to land in the first bin (`NaN as usize` is 0).
+    #[test]
+    fn nan_values_are_counted_apart_not_in_the_first_bin() {
+        let summary = Summary::Histogram {
+            key: "x".into(),
+            lo: 0.0,
+            hi: 10.0,
+            bins: 5,
+        };
+        let key = Key::new("x");
+        let rows: Vec<Row> = [f64::NAN, 1.0, f64::NAN, 9.0, -1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Row::from(Event::new(i as u64).with(key, *v)))
+            .collect();
+        let Reduced::Histogram(h) = Reduced::of_batch(&summary, &rows) else {
+            panic!("a histogram summary gives a histogram");
+        };
+        assert_eq!(h.counts, vec![1, 0, 0, 0, 1]);
+        assert_eq!((h.underflow, h.overflow, h.nan), (1, 0, 2));
+        assert_eq!(histogram_with_flows(&h), vec![1, 1, 0, 0, 0, 1, 0]);
     }
 }

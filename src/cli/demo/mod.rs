@@ -1,10 +1,13 @@
-//! `shotflow demo`.
+//! `shotflow demo`: the pump-probe showcase, its pipeline and its plot.
+
+pub mod pipeline;
+mod plot;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use shotflow::demo::{self, DemoConfig};
+use pipeline::DemoConfig;
+use shotflow::exdf::simulate::Simulation;
 use shotflow::runtime::Launch;
-use shotflow::source::exdf::simulate::Simulation;
 use shotflow::source::Synthetic;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,7 +114,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         fail_at: args.fail_at,
         output: (!args.no_output).then(|| args.output.clone()),
     };
-    if let Some(report) = demo::run(&config, &plan)? {
+    if let Some(report) = pipeline::run(&config, &plan, args.launch.settings())? {
         if args.json {
             let json = serde_json::json!({
                 "events": report.events,
@@ -128,7 +131,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
-                match shotflow::plot::pump_probe(&report.curve.sorted(), &args.plot) {
+                match plot::pump_probe(&report.curve.sorted(), &args.plot) {
                     Ok(()) => println!("  plot: {}", args.plot.display()),
                     Err(e) => eprintln!("warning: no plot: {e}"),
                 }

@@ -1,0 +1,176 @@
+//! The one source loop: read-ahead, capabilities, errors. Every source of shotflow (synthetic,
+//! EXDF runs, replayed recordings, a live karabo-bridge stream) is this loop plus a closure
+//! that says how to make one batch.
+
+use std::time::Duration;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::flow::read_ahead::ReadAhead;
+use crate::flow::Batch;
+use crate::runtime::fail;
+
+/// Which batches a source produces on this worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Batches `0..batches`, batch `b` on worker `b % peers`: sources whose batch is a function
+    /// of its number (a file, a generator, a recording). Every worker advances at the same pace
+    /// and the frontier moves steadily.
+    Owned {
+        /// Number of batches of the run.
+        batches: Batch,
+    },
+    /// Batches `0, 1, 2, ...` on worker 0 only, until the producer says the stream has ended: a
+    /// live stream, whose batches follow arrival and which has one reader.
+    Live,
+}
+
+/// What a producer made of one batch number.
+#[derive(Debug)]
+pub enum Produced<D> {
+    /// The rows of the batch.
+    Batch(Vec<D>),
+    /// The batch is not due yet (a paced replay): ask again after this long.
+    NotYet(Duration),
+    /// There are no more batches (live streams only; owned schedules end by themselves).
+    End,
+}
+
+/// Which batches of `0..batches` worker `index` of `peers` owns, in increasing order.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::source::owned_batches;
+/// assert_eq!(owned_batches(7, 1, 3).collect::<Vec<_>>(), vec![1, 4]);
+/// ```
+pub fn owned_batches(batches: u64, index: usize, peers: usize) -> impl Iterator<Item = Batch> {
+    (index as u64..batches).step_by(peers.max(1))
+}
+
+/// A source operator named `name` that produces the batches `schedule` gives this worker, each
+/// only when the read-ahead window allows it ([`crate::flow::read_ahead`]), by calling
+/// `producer(batch)`. An error ends the run with the operator's name, the batch and the
+/// message.
+///
+/// # Examples
+///
+/// A live source: a counter that ends after three batches, read by worker 0 only.
+///
+/// ```
+/// use shotflow::source::{source_loop, Produced, Schedule};
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     source_loop(scope, "Live", Schedule::Live, |batch| {
+///         Ok(if batch < 3 { Produced::Batch(vec![batch]) } else { Produced::End })
+///     })
+///     .capture()
+/// });
+/// let all: Vec<u64> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
+/// assert_eq!(all, vec![0, 1, 2]);
+/// ```
+pub fn source_loop<'scope, D, P>(
+    scope: Scope<'scope, Batch>,
+    name: &str,
+    schedule: Schedule,
+    mut producer: P,
+) -> StreamVec<'scope, Batch, D>
+where
+    D: 'static,
+    P: FnMut(Batch) -> Result<Produced<D>, String> + 'static,
+{
+    let operator = name.to_string();
+    source::<_, CapacityContainerBuilder<Vec<D>>, _, _>(scope, name, move |capability, info| {
+        let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
+        let (index, peers) = (scope.index(), scope.peers());
+        let step = match schedule {
+            Schedule::Owned { .. } => peers as Batch,
+            Schedule::Live => 1,
+        };
+        let end = match schedule {
+            Schedule::Owned { batches } => batches,
+            Schedule::Live => Batch::MAX,
+        };
+        let mut next = match schedule {
+            Schedule::Owned { .. } => index as Batch,
+            // A live stream has one reader: the other workers hold no capability at all.
+            Schedule::Live => {
+                if index == 0 {
+                    0
+                } else {
+                    end
+                }
+            }
+        };
+        let mut capability = (next < end).then_some(capability);
+        move |output| {
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            if !read_ahead.allows(next) {
+                return;
+            }
+            cap.downgrade(&next);
+            match producer(next) {
+                Ok(Produced::Batch(mut rows)) => {
+                    if !rows.is_empty() {
+                        output.session(&*cap).give_container(&mut rows);
+                    }
+                    next = next.saturating_add(step);
+                    if next < end {
+                        cap.downgrade(&next);
+                        read_ahead.activator().activate();
+                    } else {
+                        capability = None;
+                    }
+                }
+                Ok(Produced::NotYet(wait)) => read_ahead.activator().activate_after(wait),
+                Ok(Produced::End) => capability = None,
+                Err(e) => {
+                    fail(format!("source {operator:?}, batch {next}: {e}"));
+                    capability = None;
+                }
+            }
+        }
+    })
+}
+
+/// A source operator that produces batches `0..batches`, each on its owning worker, by calling
+/// `produce(batch)`: [`source_loop`] with an owned schedule. An error ends the run with the
+/// operator's name and the message.
+///
+/// File readers and generators build on it: they only say how to make one batch.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::source::batched_source;
+/// use timely::dataflow::operators::capture::{Capture, Extract};
+///
+/// let captured = timely::example(|scope| {
+///     batched_source(scope, "numbers", 3, |batch| Ok::<_, String>(vec![batch * 10, batch * 10 + 1]))
+///         .capture()
+/// });
+/// let all: Vec<u64> = captured.extract().into_iter().flat_map(|(_, rows)| rows).collect();
+/// assert_eq!(all, vec![0, 1, 10, 11, 20, 21]);
+/// ```
+pub fn batched_source<'scope, D, E, F>(
+    scope: Scope<'scope, Batch>,
+    name: &str,
+    batches: u64,
+    mut produce: F,
+) -> StreamVec<'scope, Batch, D>
+where
+    D: 'static,
+    E: std::fmt::Display,
+    F: FnMut(Batch) -> Result<Vec<D>, E> + 'static,
+{
+    source_loop(scope, name, Schedule::Owned { batches }, move |batch| {
+        produce(batch)
+            .map(Produced::Batch)
+            .map_err(|e| e.to_string())
+    })
+}
