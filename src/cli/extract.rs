@@ -106,7 +106,7 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         Ok::<_, std::convert::Infallible>(())
     })?;
     if let Some(result) = result.lock().unwrap().as_ref() {
-        println!("{}: {} trains", result.master.display(), result.rows);
+        outln!("{}: {} trains", result.master.display(), result.rows);
     }
     Ok(())
 }

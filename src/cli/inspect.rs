@@ -70,21 +70,21 @@ fn run_directory(dir: &std::path::Path) -> Result<()> {
         run.trains.first().copied().unwrap_or(0),
         run.trains.last().copied().unwrap_or(0),
     );
-    println!(
+    outln!(
         "{}: {} files, {} trains ({first} – {last})",
         dir.display(),
         run.files.len(),
         run.trains.len()
     );
     if run.suspect_trains > 0 {
-        println!(
+        outln!(
             "  {} suspect trains skipped (out of order or repeated in their file)",
             run.suspect_trains
         );
     }
     for kind in [SourceKind::Instrument, SourceKind::Control] {
         let sources: Vec<_> = run.sources.iter().filter(|(_, s)| s.kind == kind).collect();
-        println!(
+        outln!(
             "{} {} sources:",
             sources.len(),
             if kind == SourceKind::Control {
@@ -94,9 +94,9 @@ fn run_directory(dir: &std::path::Path) -> Result<()> {
             }
         );
         for (name, source) in sources {
-            println!("  - {name}");
+            outln!("  - {name}");
             for key in source.keys.values() {
-                println!("    {:<40} {:<8} {:?}", key.name, key.dtype, key.shape);
+                outln!("    {:<40} {:<8} {:?}", key.name, key.dtype, key.shape);
             }
         }
     }
@@ -111,10 +111,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .with_context(|| format!("cannot open {} as HDF5", args.file.display()))?;
     let mut datasets = Vec::new();
     walk(&file, "", &mut datasets)?;
-    println!("{}", args.file.display());
-    println!(
+    outln!("{}", args.file.display());
+    outln!(
         "  {:<32} {:>9} {:<14} {:<8} {:>9}",
-        "dataset", "rows", "shape", "dtype", "fill rows"
+        "dataset",
+        "rows",
+        "shape",
+        "dtype",
+        "fill rows"
     );
     for (path, dataset) in datasets.iter().filter(|(p, _)| !p.starts_with("summary/")) {
         let shape = dataset.shape();
@@ -132,7 +136,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         } else {
             (fill / per_row).to_string()
         };
-        println!(
+        outln!(
             "  {:<32} {:>9} {:<14} {:<8} {:>9} {virtual_}",
             path,
             rows,
@@ -146,7 +150,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .filter(|(p, _)| p.starts_with("summary/"))
         .collect();
     if !summaries.is_empty() {
-        println!("  summaries:");
+        outln!("  summaries:");
         for (path, dataset) in summaries {
             let values = dataset.read_raw::<f64>().unwrap_or_default();
             let shown: Vec<String> = values.iter().take(8).map(|v| format!("{v:.6}")).collect();
@@ -155,7 +159,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "    {:<30} {}{more}",
                 path.trim_start_matches("summary/"),
                 shown.join(" ")

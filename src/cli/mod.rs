@@ -1,5 +1,26 @@
 //! Subcommands of the `shotflow` binary.
 
+/// `println!` for command output: a reader that goes away (`shotflow inspect F | head -1`)
+/// ends the program quietly instead of a panic on the closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` with the same handling of a closed pipe as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::stdout_failed(e);
+        }
+    }};
+}
+
 mod demo;
 mod extract;
 mod inspect;
@@ -63,6 +84,15 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Standard output failed: a closed pipe ends the program quietly, anything else with an error.
+pub fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("shotflow: error: standard output: {error}");
+    std::process::exit(1);
 }
 
 /// `--speed 2`, `--speed 2x`: a positive factor.

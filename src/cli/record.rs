@@ -108,7 +108,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     let recording = Recording::open(&args.out)?;
-    println!(
+    outln!(
         "{}: {} events in {} batches, {:.1} MB, {:.2} s",
         args.out.display(),
         recording.events(),
@@ -159,7 +159,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         events.load(Ordering::Relaxed),
         bytes.load(Ordering::Relaxed),
     );
-    println!(
+    outln!(
         "{}: {n} events, {:.1} MB in {seconds:.2} s: {:.0} events/s, {:.2} GB/s",
         args.recording.display(),
         bytes as f64 / 1e6,

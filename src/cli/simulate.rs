@@ -46,7 +46,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    println!(
+    outln!(
         "{}: {} files, {:.1} MB, {} trains",
         args.out.display(),
         files.len(),

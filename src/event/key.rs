@@ -1,21 +1,30 @@
 //! Interned field names.
 //!
 //! A field name is a `/`-separated path such as `"AGIPD/image"` or `"xgm/pulse_energy"`.
-//! Events carry [`Key`]s, 64-bit hashes of the name, rather than strings, so that looking up,
-//! copying and comparing a field costs one integer operation and an event holds no heap-allocated
-//! names. The process-wide registry maps a key back to its name for output and messages.
+//! Events carry [`Key`]s, pointers to the name interned once per process, rather than strings,
+//! so that looking up, copying and comparing a field costs one integer operation, an event
+//! holds no heap-allocated names, and a key's name is at hand without a lookup. Names are
+//! found again by their FNV-1a hash; each thread keeps its own table of the names it has seen,
+//! so only a name's first sighting on a thread takes the process-wide lock.
 //!
 //! Between processes a key travels as its name (timely moves data with serde/bincode), and the
 //! receiving process interns it again, so keys created dynamically on one process are understood
 //! everywhere.
 
+use std::cell::RefCell;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{OnceLock, RwLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The interned name of an event field.
+///
+/// A key points at its interned name, so [`Key::name`] is a plain load; equality compares the
+/// pointers. Keys order by name, so whatever lists keys in order (datasets, schemas) does not
+/// depend on hashes.
 ///
 /// # Examples
 ///
@@ -26,13 +35,30 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// assert_eq!(energy.name(), "xgm/pulse_energy");
 /// assert_eq!(energy, Key::new("xgm/pulse_energy"));
 /// assert_eq!(energy.components().collect::<Vec<_>>(), ["xgm", "pulse_energy"]);
+/// assert!(Key::new("b") > Key::new("a") && Key::new("a") < Key::new("a/b"));
 /// ```
-#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(u64);
+#[derive(Copy, Clone)]
+pub struct Key(&'static Interned);
 
-fn registry() -> &'static RwLock<HashMap<u64, &'static str>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<u64, &'static str>>> = OnceLock::new();
+/// A name, once per process, with its hash.
+#[derive(Debug)]
+struct Interned {
+    hash: u64,
+    name: &'static str,
+}
+
+/// Every name interned in this process, by hash. Only first sightings of a name (per thread)
+/// take its lock.
+fn registry() -> &'static RwLock<HashMap<u64, &'static Interned>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<u64, &'static Interned>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
+}
+
+thread_local! {
+    /// This thread's view of the registry: interning a name it has seen takes no lock, which
+    /// matters where keys are made per field per event (decoding a recording, events arriving
+    /// from another process).
+    static SEEN: RefCell<HashMap<u64, &'static Interned>> = RefCell::new(HashMap::new());
 }
 
 /// FNV-1a: stable across processes and builds, unlike `std`'s randomly seeded hasher.
@@ -47,9 +73,18 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+fn check(existing: &Interned, name: &str) {
+    assert_eq!(
+        existing.name, name,
+        "field names {:?} and {name:?} collide",
+        existing.name
+    );
+}
+
 impl Key {
-    /// Interns `name` and returns its key. Cheap after the first call for a name; still, build
-    /// keys once outside per-event closures.
+    /// Interns `name` and returns its key. The first call for a name in a process takes a
+    /// lock; later calls on the same thread take none. Still, build keys once outside
+    /// per-event closures where you can.
     ///
     /// # Panics
     ///
@@ -57,32 +92,68 @@ impl Key {
     /// fields indistinguishable, so it is refused rather than ignored).
     pub fn new(name: &str) -> Key {
         let hash = fnv1a(name.as_bytes());
+        if let Some(seen) = SEEN.with(|seen| seen.borrow().get(&hash).copied()) {
+            check(seen, name);
+            return Key(seen);
+        }
+        let interned = Key::intern(hash, name);
+        SEEN.with(|seen| seen.borrow_mut().insert(hash, interned));
+        Key(interned)
+    }
+
+    fn intern(hash: u64, name: &str) -> &'static Interned {
         if let Some(existing) = registry().read().expect("key registry").get(&hash) {
-            assert_eq!(
-                *existing, name,
-                "field names {existing:?} and {name:?} collide"
-            );
-            return Key(hash);
+            check(existing, name);
+            return existing;
         }
         let mut map = registry().write().expect("key registry");
-        map.entry(hash)
-            .or_insert_with(|| Box::leak(name.to_owned().into_boxed_str()));
-        Key(hash)
+        let interned = *map.entry(hash).or_insert_with(|| {
+            Box::leak(Box::new(Interned {
+                hash,
+                name: Box::leak(name.to_owned().into_boxed_str()),
+            }))
+        });
+        check(interned, name);
+        interned
     }
 
     /// The field name this key was interned from.
+    #[inline]
     pub fn name(&self) -> &'static str {
-        registry()
-            .read()
-            .expect("key registry")
-            .get(&self.0)
-            .copied()
-            .expect("every Key is created through Key::new, which registers its name")
+        self.0.name
     }
 
     /// The `/`-separated components of the name (HDF5 groups, then the dataset).
     pub fn components(&self) -> std::str::Split<'static, char> {
         self.name().split('/')
+    }
+}
+
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Key) -> bool {
+        // One interned record per name in the process.
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state)
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        self.name().cmp(other.name())
     }
 }
 
@@ -137,6 +208,24 @@ mod tests {
         assert!(bytes.windows(7).any(|w| w == b"roi_sum"));
         let back: Key = bincode::deserialize(&bytes).unwrap();
         assert_eq!(back, key);
+    }
+
+    #[test]
+    fn keys_order_by_name_not_by_hash() {
+        let mut keys: Vec<Key> = ["zeta", "alpha", "mid/x", "mid"].map(Key::new).to_vec();
+        keys.sort();
+        let names: Vec<&str> = keys.iter().map(Key::name).collect();
+        assert_eq!(names, ["alpha", "mid", "mid/x", "zeta"]);
+    }
+
+    #[test]
+    fn one_interned_name_across_threads() {
+        let here = Key::new("det/threads");
+        let there = std::thread::spawn(|| Key::new("det/threads"))
+            .join()
+            .unwrap();
+        assert_eq!(here, there);
+        assert!(std::ptr::eq(here.name(), there.name()));
     }
 
     #[test]

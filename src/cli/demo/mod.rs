@@ -123,16 +123,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 "seconds": report.elapsed.as_secs_f64(),
                 "plan": report.plan,
             });
-            println!("{json}");
+            outln!("{json}");
         } else {
-            print!("{report}");
+            out!("{report}");
             if !args.no_output {
-                println!(
+                outln!(
                     "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
                 match plot::pump_probe(&report.curve.sorted(), &args.plot) {
-                    Ok(()) => println!("  plot: {}", args.plot.display()),
+                    Ok(()) => outln!("  plot: {}", args.plot.display()),
                     Err(e) => eprintln!("warning: no plot: {e}"),
                 }
             }
