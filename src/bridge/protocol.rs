@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayD, IxDyn};
 use rmpv::Value as Mp;
 
-use crate::event::{DType, Event, Key, Value};
+use crate::event::{DType, Element, Event, Key, Value};
 
 /// A message that does not follow the protocol.
 #[derive(Debug, thiserror::Error)]
@@ -127,34 +127,13 @@ pub fn decode<P: std::ops::Deref<Target = [u8]>>(
                         raw.len(),
                     )));
                 }
-                macro_rules! array {
-                    ($t:ty) => {{
-                        let data: Vec<$t> = pod_vec(raw);
-                        Value::from(
-                            ArrayD::from_shape_vec(IxDyn(&shape), data)
-                                .map_err(|e| err(e.to_string()))?,
-                        )
-                    }};
-                }
-                let value = match dtype {
-                    DType::Bool => Value::from(
-                        ArrayD::from_shape_vec(
-                            IxDyn(&shape),
-                            raw.iter().map(|b| *b != 0).collect(),
-                        )
-                        .map_err(|e| err(e.to_string()))?,
-                    ),
-                    DType::U8 => array!(u8),
-                    DType::U16 => array!(u16),
-                    DType::U32 => array!(u32),
-                    DType::U64 => array!(u64),
-                    DType::I8 => array!(i8),
-                    DType::I16 => array!(i16),
-                    DType::I32 => array!(i32),
-                    DType::I64 => array!(i64),
-                    DType::F32 => array!(f32),
-                    DType::F64 => array!(f64),
-                };
+                let value = crate::with_dtype!(dtype, T => Value::from(
+                    ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        T::from_raw(pod_vec::<<T as Element>::Raw>(raw)),
+                    )
+                    .map_err(|e| err(e.to_string()))?,
+                ));
                 event.set(Key::new(&format!("{source}/{path}")), value);
             }
             other => return Err(err(format!("{source}: unknown content {other:?}"))),

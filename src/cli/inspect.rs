@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
+use shotflow::event::DType;
 use shotflow::smalldata::column_cache::Fill;
 
 #[derive(Args)]
@@ -28,22 +28,15 @@ fn fills<T: Fill>(dataset: &hdf5::Dataset) -> Result<usize> {
 
 fn describe(dataset: &hdf5::Dataset) -> Result<(String, usize)> {
     let descriptor = dataset.dtype()?.to_descriptor()?;
-    let (name, fill) = match descriptor {
-        // false is both the bool fill and a real value: a count would mislead.
-        TypeDescriptor::Boolean => ("bool", usize::MAX),
-        TypeDescriptor::Unsigned(IntSize::U1) => ("uint8", fills::<u8>(dataset)?),
-        TypeDescriptor::Unsigned(IntSize::U2) => ("uint16", fills::<u16>(dataset)?),
-        TypeDescriptor::Unsigned(IntSize::U4) => ("uint32", fills::<u32>(dataset)?),
-        TypeDescriptor::Unsigned(IntSize::U8) => ("uint64", fills::<u64>(dataset)?),
-        TypeDescriptor::Integer(IntSize::U1) => ("int8", fills::<i8>(dataset)?),
-        TypeDescriptor::Integer(IntSize::U2) => ("int16", fills::<i16>(dataset)?),
-        TypeDescriptor::Integer(IntSize::U4) => ("int32", fills::<i32>(dataset)?),
-        TypeDescriptor::Integer(IntSize::U8) => ("int64", fills::<i64>(dataset)?),
-        TypeDescriptor::Float(FloatSize::U4) => ("float32", fills::<f32>(dataset)?),
-        TypeDescriptor::Float(FloatSize::U8) => ("float64", fills::<f64>(dataset)?),
-        other => return Ok((format!("{other:?}"), 0)),
+    let Some(dtype) = shotflow::exdf::dtype_of(&descriptor) else {
+        return Ok((format!("{descriptor:?}"), 0));
     };
-    Ok((name.to_string(), fill))
+    let fill = match dtype {
+        // false is both the bool fill and a real value: a count would mislead.
+        DType::Bool => usize::MAX,
+        _ => shotflow::with_dtype!(dtype, T => fills::<T>(dataset)?),
+    };
+    Ok((dtype.numpy_name().to_string(), fill))
 }
 
 fn walk(group: &hdf5::Group, prefix: &str, out: &mut Vec<(String, hdf5::Dataset)>) -> Result<()> {

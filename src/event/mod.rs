@@ -12,6 +12,7 @@ mod key;
 mod value;
 
 pub use key::Key;
+#[cfg_attr(not(feature = "hdf5"), allow(unused_imports))]
 pub(crate) use value::each_array;
 pub use value::{Array, DType, Element, Value};
 

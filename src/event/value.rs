@@ -10,20 +10,87 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use serde::{Deserialize, Serialize};
 
 /// The element type of a value.
+///
+/// The discriminants are the codes recordings store on disk ([`DType::code`]): they are fixed
+/// here, not positions, so reordering the variants cannot change what files mean.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(missing_docs)]
+#[repr(u8)]
 pub enum DType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
+    Bool = 0,
+    U8 = 1,
+    U16 = 2,
+    U32 = 3,
+    U64 = 4,
+    I8 = 5,
+    I16 = 6,
+    I32 = 7,
+    I64 = 8,
+    F32 = 9,
+    F64 = 10,
+}
+
+/// Runs `$body` with `$t` bound to the Rust element type of a [`DType`] value: the one dispatch
+/// from a run-time dtype to typed code (readers, decoders, writers all use it).
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::event::DType;
+///
+/// let sizes: Vec<usize> = DType::ALL.iter().map(|d| shotflow::with_dtype!(*d, T => std::mem::size_of::<T>())).collect();
+/// assert_eq!(sizes, [1, 1, 2, 4, 8, 1, 2, 4, 8, 4, 8]);
+/// ```
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            $crate::event::DType::Bool => {
+                type $t = bool;
+                $body
+            }
+            $crate::event::DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            $crate::event::DType::U16 => {
+                type $t = u16;
+                $body
+            }
+            $crate::event::DType::U32 => {
+                type $t = u32;
+                $body
+            }
+            $crate::event::DType::U64 => {
+                type $t = u64;
+                $body
+            }
+            $crate::event::DType::I8 => {
+                type $t = i8;
+                $body
+            }
+            $crate::event::DType::I16 => {
+                type $t = i16;
+                $body
+            }
+            $crate::event::DType::I32 => {
+                type $t = i32;
+                $body
+            }
+            $crate::event::DType::I64 => {
+                type $t = i64;
+                $body
+            }
+            $crate::event::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            $crate::event::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+        }
+    };
 }
 
 impl DType {
@@ -61,12 +128,25 @@ impl DType {
 
     /// Size of one element in bytes.
     pub fn size(self) -> usize {
-        match self {
-            DType::Bool | DType::U8 | DType::I8 => 1,
-            DType::U16 | DType::I16 => 2,
-            DType::U32 | DType::I32 | DType::F32 => 4,
-            DType::U64 | DType::I64 | DType::F64 => 8,
-        }
+        crate::with_dtype!(self, T => std::mem::size_of::<T>())
+    }
+
+    /// The code that stands for this dtype in files (recordings).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The dtype a file's code stands for, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shotflow::event::DType;
+    /// assert_eq!(DType::from_code(DType::U16.code()), Some(DType::U16));
+    /// assert_eq!(DType::from_code(11), None);
+    /// ```
+    pub fn from_code(code: u8) -> Option<DType> {
+        DType::ALL.iter().copied().find(|d| d.code() == code)
     }
 }
 
@@ -297,12 +377,24 @@ pub trait Element: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
     fn view(array: &Array) -> Option<ArrayViewD<'_, Self>>;
     /// Lossy conversion to `f64` (`true` is 1), for reductions and summaries.
     fn to_f64(self) -> f64;
+    /// The plain-bytes type this element travels as in files and on the wire (`u8` for
+    /// `bool`, the type itself for numbers).
+    type Raw: bytemuck::Pod;
+    /// Elements from their raw form (no copy for numbers).
+    fn from_raw(raw: Vec<Self::Raw>) -> Vec<Self>;
 }
 
 macro_rules! element {
     ($t:ty, $variant:ident, $x:ident => $to_f64:expr) => {
+        element!($t, $variant, $x => $to_f64, $t, |raw: Vec<$t>| raw);
+    };
+    ($t:ty, $variant:ident, $x:ident => $to_f64:expr, $raw:ty, $from_raw:expr) => {
         impl Element for $t {
             const DTYPE: DType = DType::$variant;
+            type Raw = $raw;
+            fn from_raw(raw: Vec<$raw>) -> Vec<$t> {
+                ($from_raw)(raw)
+            }
             fn into_value(self) -> Value {
                 Value::$variant(self)
             }
@@ -349,7 +441,10 @@ macro_rules! element {
     };
 }
 
-element!(bool, Bool, x => if x { 1.0 } else { 0.0 });
+element!(bool, Bool, x => if x { 1.0 } else { 0.0 }, u8, |raw: Vec<u8>| raw
+    .into_iter()
+    .map(|b| b != 0)
+    .collect());
 element!(u8, U8, x => x as f64);
 element!(u16, U16, x => x as f64);
 element!(u32, U32, x => x as f64);
@@ -364,6 +459,32 @@ element!(f64, F64, x => x);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Recordings store these codes: changing one makes old files unreadable or, worse,
+    /// misread. Pin them.
+    #[test]
+    fn dtype_codes_on_disk_are_pinned() {
+        let codes: Vec<(DType, u8)> = DType::ALL.iter().map(|d| (*d, d.code())).collect();
+        assert_eq!(
+            codes,
+            [
+                (DType::Bool, 0),
+                (DType::U8, 1),
+                (DType::U16, 2),
+                (DType::U32, 3),
+                (DType::U64, 4),
+                (DType::I8, 5),
+                (DType::I16, 6),
+                (DType::I32, 7),
+                (DType::I64, 8),
+                (DType::F32, 9),
+                (DType::F64, 10),
+            ]
+        );
+        for d in DType::ALL {
+            assert_eq!(DType::from_code(d.code()), Some(d));
+        }
+    }
 
     #[test]
     fn values_stay_small() {

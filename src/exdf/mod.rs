@@ -33,7 +33,7 @@ pub mod simulate;
 
 pub use explode::ExplodePulses;
 pub use file::{FileInfo, SourceKind};
-pub use run::{ExdfRun, KeyInfo, Selected, SourceInfo};
+pub use run::{dtype_of, ExdfRun, KeyInfo, Selected, SourceInfo};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -71,7 +71,17 @@ pub struct Selected {
     pub field: Key,
 }
 
-pub(crate) fn dtype_of(descriptor: &TypeDescriptor) -> Option<DType> {
+/// The shotflow dtype of an HDF5 type, if it has one.
+///
+/// # Examples
+///
+/// ```
+/// use hdf5::types::{IntSize, TypeDescriptor};
+/// use shotflow::event::DType;
+/// use shotflow::exdf::dtype_of;
+/// assert_eq!(dtype_of(&TypeDescriptor::Unsigned(IntSize::U2)), Some(DType::U16));
+/// ```
+pub fn dtype_of(descriptor: &TypeDescriptor) -> Option<DType> {
     Some(match descriptor {
         TypeDescriptor::Boolean => DType::Bool,
         TypeDescriptor::Unsigned(IntSize::U1) => DType::U8,
@@ -404,19 +414,7 @@ impl ExdfRun {
                         }
                     }};
                 }
-                match sel.key.dtype {
-                    DType::Bool => read_as!(bool),
-                    DType::U8 => read_as!(u8),
-                    DType::U16 => read_as!(u16),
-                    DType::U32 => read_as!(u32),
-                    DType::U64 => read_as!(u64),
-                    DType::I8 => read_as!(i8),
-                    DType::I16 => read_as!(i16),
-                    DType::I32 => read_as!(i32),
-                    DType::I64 => read_as!(i64),
-                    DType::F32 => read_as!(f32),
-                    DType::F64 => read_as!(f64),
-                }
+                crate::with_dtype!(sel.key.dtype, T => read_as!(T))
             }
         }
         Ok(events)

@@ -12,16 +12,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::event::{DType, Event, Key, Value};
-
-const DTYPES: [DType; 11] = DType::ALL;
-
-fn dtype_code(dtype: DType) -> u8 {
-    DTYPES
-        .iter()
-        .position(|d| *d == dtype)
-        .expect("every dtype is listed") as u8
-}
+use crate::event::{DType, Element, Event, Key, Value};
 
 fn raw_bytes(value: &Value) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
@@ -51,7 +42,7 @@ pub(crate) fn encode(events: &[Event], out: &mut Vec<u8>) {
             let name = key.name().as_bytes();
             out.extend_from_slice(&(name.len() as u16).to_le_bytes());
             out.extend_from_slice(name);
-            out.push(dtype_code(value.dtype()));
+            out.push(value.dtype().code());
             let (rank, shape) = match value {
                 Value::Array(a) => (a.shape().len() as u8, a.shape().to_vec()),
                 _ => (u8::MAX, Vec::new()), // a scalar, as opposed to a 0-d array
@@ -199,7 +190,9 @@ pub(crate) fn decode_from(p: &mut impl Payload) -> Result<Vec<Event>, DecodeErro
             p.fill(&mut name)?;
             let name = std::str::from_utf8(&name).map_err(|e| e.to_string())?;
             let key = Key::new(name);
-            let dtype = *DTYPES.get(read_u8(p)? as usize).ok_or("unknown dtype")?;
+            let code = read_u8(p)?;
+            let dtype =
+                DType::from_code(code).ok_or_else(|| format!("unknown dtype code {code}"))?;
             let rank = read_u8(p)?;
             let scalar = rank == u8::MAX;
             let shape: Vec<usize> = if scalar {
@@ -220,45 +213,16 @@ pub(crate) fn decode_from(p: &mut impl Payload) -> Result<Vec<Event>, DecodeErro
             let mut padding = [0u8; 8];
             let pad = (p.position().next_multiple_of(8) - p.position()) as usize;
             p.fill(&mut padding[..pad])?;
-            macro_rules! value {
-                ($t:ty, $variant:ident) => {{
-                    let data: Vec<$t> = elements(p, count)?;
-                    if scalar {
-                        Value::$variant(data[0])
-                    } else {
-                        Value::from(
-                            ArrayD::from_shape_vec(IxDyn(&shape), data)
-                                .map_err(|e| e.to_string())?,
-                        )
-                    }
-                }};
-            }
-            let value = match dtype {
-                DType::Bool => {
-                    let data: Vec<bool> = elements::<u8>(p, count)?
-                        .into_iter()
-                        .map(|b| b != 0)
-                        .collect();
-                    if scalar {
-                        Value::Bool(data[0])
-                    } else {
-                        Value::from(
-                            ArrayD::from_shape_vec(IxDyn(&shape), data)
-                                .map_err(|e| e.to_string())?,
-                        )
-                    }
+            let value = crate::with_dtype!(dtype, T => {
+                let data = T::from_raw(elements::<<T as Element>::Raw>(p, count)?);
+                if scalar {
+                    data[0].into_value()
+                } else {
+                    Value::from(
+                        ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?,
+                    )
                 }
-                DType::U8 => value!(u8, U8),
-                DType::U16 => value!(u16, U16),
-                DType::U32 => value!(u32, U32),
-                DType::U64 => value!(u64, U64),
-                DType::I8 => value!(i8, I8),
-                DType::I16 => value!(i16, I16),
-                DType::I32 => value!(i32, I32),
-                DType::I64 => value!(i64, I64),
-                DType::F32 => value!(f32, F32),
-                DType::F64 => value!(f64, F64),
-            };
+            });
             event.set(key, value);
         }
         events.push(event);

@@ -17,6 +17,8 @@ pub trait Fill: Element + H5Type {
     const FILL: Self;
     /// Converts a small integer (used for the zero fill of `_len` datasets).
     fn from_i64(v: i64) -> Self;
+    /// Wraps a vector of this type as a cache.
+    fn cache(values: Vec<Self>) -> Data;
     /// True for NaN: the float fill, which no comparison finds.
     fn is_missing(&self) -> bool {
         self.to_f64().is_nan()
@@ -24,9 +26,10 @@ pub trait Fill: Element + H5Type {
 }
 
 macro_rules! fill {
-    ($($t:ty => $v:expr),* $(,)?) => {$(impl Fill for $t {
+    ($($t:ty, $variant:ident => $v:expr),* $(,)?) => {$(impl Fill for $t {
         const FILL: Self = $v;
         fn from_i64(v: i64) -> Self { v as $t }
+        fn cache(values: Vec<Self>) -> Data { Data::$variant(values) }
     })*};
 }
 impl Fill for bool {
@@ -34,11 +37,14 @@ impl Fill for bool {
     fn from_i64(v: i64) -> Self {
         v != 0
     }
+    fn cache(values: Vec<Self>) -> Data {
+        Data::Bool(values)
+    }
 }
 fill!(
-    u8 => u8::MAX, u16 => u16::MAX, u32 => u32::MAX, u64 => u64::MAX,
-    i8 => i8::MIN, i16 => i16::MIN, i32 => -99_999, i64 => -99_999,
-    f32 => f32::NAN, f64 => f64::NAN,
+    u8, U8 => u8::MAX, u16, U16 => u16::MAX, u32, U32 => u32::MAX, u64, U64 => u64::MAX,
+    i8, I8 => i8::MIN, i16, I16 => i16::MIN, i32, I32 => -99_999, i64, I64 => -99_999,
+    f32, F32 => f32::NAN, f64, F64 => f64::NAN,
 );
 
 /// Cached rows of one key, flattened row-major.
@@ -114,19 +120,7 @@ pub(crate) use with_data;
 impl Data {
     /// An empty cache for `dtype`.
     pub fn new(dtype: DType) -> Data {
-        match dtype {
-            DType::Bool => Data::Bool(Vec::new()),
-            DType::U8 => Data::U8(Vec::new()),
-            DType::U16 => Data::U16(Vec::new()),
-            DType::U32 => Data::U32(Vec::new()),
-            DType::U64 => Data::U64(Vec::new()),
-            DType::I8 => Data::I8(Vec::new()),
-            DType::I16 => Data::I16(Vec::new()),
-            DType::I32 => Data::I32(Vec::new()),
-            DType::I64 => Data::I64(Vec::new()),
-            DType::F32 => Data::F32(Vec::new()),
-            DType::F64 => Data::F64(Vec::new()),
-        }
+        crate::with_dtype!(dtype, T => T::cache(Vec::new()))
     }
 }
 
