@@ -193,6 +193,35 @@ macro_rules! each_array {
 }
 pub(crate) use each_array;
 
+/// Applies `$body` to the scalar inside a [`Value`] (a reference, bound to `$x`), whatever its
+/// type, and `$other` to an array value (bound to `$a`).
+macro_rules! each_scalar {
+    ($value:expr, $x:ident => $body:expr, array $a:ident => $other:expr) => {
+        match $value {
+            Value::Bool($x) => $body,
+            Value::U8($x) => $body,
+            Value::U16($x) => $body,
+            Value::U32($x) => $body,
+            Value::U64($x) => $body,
+            Value::I8($x) => $body,
+            Value::I16($x) => $body,
+            Value::I32($x) => $body,
+            Value::I64($x) => $body,
+            Value::F32($x) => $body,
+            Value::F64($x) => $body,
+            Value::Array($a) => $other,
+        }
+    };
+}
+
+fn dtype_of_element<T: Element>(_: &T) -> DType {
+    T::DTYPE
+}
+
+fn dtype_of_array<T: Element>(_: &ArrayD<T>) -> DType {
+    T::DTYPE
+}
+
 impl Array {
     /// The elements as little-endian bytes in C order (this is a little-endian host): the
     /// array's own memory when it is one contiguous block of numbers, else a laid-out copy
@@ -237,19 +266,7 @@ impl Array {
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        match self {
-            Array::Bool(_) => DType::Bool,
-            Array::U8(_) => DType::U8,
-            Array::U16(_) => DType::U16,
-            Array::U32(_) => DType::U32,
-            Array::U64(_) => DType::U64,
-            Array::I8(_) => DType::I8,
-            Array::I16(_) => DType::I16,
-            Array::I32(_) => DType::I32,
-            Array::I64(_) => DType::I64,
-            Array::F32(_) => DType::F32,
-            Array::F64(_) => DType::F64,
-        }
+        each_array!(self, a => dtype_of_array(a))
     }
 
     /// Shape (row-major).
@@ -309,20 +326,7 @@ pub enum Value {
 impl Value {
     /// Element type (of the scalar, or of the array's elements).
     pub fn dtype(&self) -> DType {
-        match self {
-            Value::Bool(_) => DType::Bool,
-            Value::U8(_) => DType::U8,
-            Value::U16(_) => DType::U16,
-            Value::U32(_) => DType::U32,
-            Value::U64(_) => DType::U64,
-            Value::I8(_) => DType::I8,
-            Value::I16(_) => DType::I16,
-            Value::I32(_) => DType::I32,
-            Value::I64(_) => DType::I64,
-            Value::F32(_) => DType::F32,
-            Value::F64(_) => DType::F64,
-            Value::Array(a) => a.dtype(),
-        }
+        each_scalar!(self, x => dtype_of_element(x), array a => a.dtype())
     }
 
     /// Shape: empty for a scalar.
@@ -334,21 +338,16 @@ impl Value {
     }
 
     /// A scalar converted to `f64` (`true` is 1); `None` for arrays.
+    #[inline]
     pub fn as_f64(&self) -> Option<f64> {
-        Some(match *self {
-            Value::Bool(x) => x.to_f64(),
-            Value::U8(x) => x.to_f64(),
-            Value::U16(x) => x.to_f64(),
-            Value::U32(x) => x.to_f64(),
-            Value::U64(x) => x.to_f64(),
-            Value::I8(x) => x.to_f64(),
-            Value::I16(x) => x.to_f64(),
-            Value::I32(x) => x.to_f64(),
-            Value::I64(x) => x.to_f64(),
-            Value::F32(x) => x.to_f64(),
-            Value::F64(x) => x,
-            Value::Array(_) => return None,
-        })
+        each_scalar!(self, x => Some(x.to_f64()), array _a => None)
+    }
+
+    /// A scalar's little-endian bytes (`bool` as one 0/1 byte); an array's, as
+    /// [`Array::le_bytes`] gives them.
+    pub fn le_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
+        each_scalar!(self, x => Cow::Owned(bytemuck::bytes_of(&x.to_raw()).to_vec()), array a => a.le_bytes())
     }
 
     /// The array inside, if this is an array value.
@@ -382,6 +381,8 @@ pub trait Element: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
     type Raw: bytemuck::Pod;
     /// Elements from their raw form (no copy for numbers).
     fn from_raw(raw: Vec<Self::Raw>) -> Vec<Self>;
+    /// One element in its raw form.
+    fn to_raw(self) -> Self::Raw;
 }
 
 macro_rules! element {
@@ -394,6 +395,9 @@ macro_rules! element {
             type Raw = $raw;
             fn from_raw(raw: Vec<$raw>) -> Vec<$t> {
                 ($from_raw)(raw)
+            }
+            fn to_raw(self) -> $raw {
+                self as $raw
             }
             fn into_value(self) -> Value {
                 Value::$variant(self)

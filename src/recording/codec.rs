@@ -14,24 +14,6 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::event::{DType, Element, Event, Key, Value};
 
-fn raw_bytes(value: &Value) -> std::borrow::Cow<'_, [u8]> {
-    use std::borrow::Cow;
-    match value {
-        Value::Bool(x) => Cow::Owned(vec![*x as u8]),
-        Value::U8(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::U16(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::U32(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::U64(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::I8(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::I16(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::I32(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::I64(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::F32(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::F64(x) => Cow::Owned(x.to_le_bytes().to_vec()),
-        Value::Array(a) => a.le_bytes(),
-    }
-}
-
 /// Appends the encoding of `events` to `out`.
 pub(crate) fn encode(events: &[Event], out: &mut Vec<u8>) {
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
@@ -52,7 +34,7 @@ pub(crate) fn encode(events: &[Event], out: &mut Vec<u8>) {
                 out.extend_from_slice(&(*d as u64).to_le_bytes());
             }
             out.resize(out.len().next_multiple_of(8), 0);
-            out.extend_from_slice(&raw_bytes(value));
+            out.extend_from_slice(&value.le_bytes());
         }
     }
 }
