@@ -289,7 +289,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
             self,
             "SmallDataWriter",
             Arc::new(move |batch| writer_worker((batch % writers as u64) as usize)),
-            PartWriter::new(part, &config),
+            PartWriter::new(part, me, &config),
         );
         reports.sink_in_order(
             "SmallDataMaster",

@@ -61,13 +61,18 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    pub(crate) fn new(part: Option<(usize, PathBuf)>, config: &SmallData) -> PartWriter {
+    /// The writer stage of `worker`, which writes `part` (writer index and path) if any.
+    pub(crate) fn new(
+        part: Option<(usize, PathBuf)>,
+        worker: usize,
+        config: &SmallData,
+    ) -> PartWriter {
         PartWriter {
             part,
             file: None,
             cache_bytes: config.cache_bytes,
             summaries: config.summaries.clone(),
-            worker: crate::runtime::current_worker().unwrap_or(0),
+            worker,
         }
     }
 }
