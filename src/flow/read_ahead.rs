@@ -34,6 +34,9 @@ struct Flow {
     sinks: Vec<Option<Batch>>,
     /// Sources to wake when a sink moves.
     sources: Vec<Activator>,
+    /// Per source, where it ended: `Some(b)` once it will produce no batch from `b` on
+    /// (`Batch::MAX`: it produced all of its batches), `None` while it runs.
+    ended: Vec<Option<Batch>>,
 }
 
 thread_local! {
@@ -53,6 +56,63 @@ fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
         flows.insert(dataflow, Rc::downgrade(&flow));
         flow
     })
+}
+
+/// Activates every source of every dataflow on this worker (after a stop request, so that
+/// sources waiting for their sinks notice it now).
+pub fn wake_sources() {
+    FLOWS.with(|flows| {
+        for flow in flows.borrow().values().filter_map(Weak::upgrade) {
+            for source in &flow.borrow().sources {
+                source.activate();
+            }
+        }
+    })
+}
+
+/// Where the sources of one dataflow on this worker ended, for sinks that must tell a complete
+/// run from a stopped one.
+///
+/// # Examples
+///
+/// ```
+/// use shotflow::flow::read_ahead::SourcesEnded;
+/// use shotflow::source::batched_source;
+/// use timely::dataflow::operators::Inspect;
+///
+/// timely::execute_directly(|worker| {
+///     let ended = worker.dataflow::<u64, _, _>(|scope| {
+///         batched_source(scope, "Three", 3, |b| Ok::<_, String>(vec![b])).inspect(|_| ());
+///         SourcesEnded::new(&scope)
+///     });
+///     while worker.has_dataflows() {
+///         worker.step();
+///     }
+///     assert_eq!(ended.at(), u64::MAX); // produced everything
+/// });
+/// ```
+pub struct SourcesEnded {
+    flow: Rc<RefCell<Flow>>,
+}
+
+impl SourcesEnded {
+    /// The view of `scope`'s dataflow on this worker.
+    pub fn new(scope: &Scope<'_, Batch>) -> SourcesEnded {
+        SourcesEnded { flow: flow(scope) }
+    }
+
+    /// The first batch that some source of this worker stopped before, `Batch::MAX` when none
+    /// stopped early. Meaningful once the sources are done (a sink's input has ended): a
+    /// source that has not said where it ended counts as complete.
+    pub fn at(&self) -> Batch {
+        let flow = self.flow.borrow();
+        flow.ended
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(Batch::MAX)
+    }
 }
 
 /// A sink's report of its progress.
@@ -129,6 +189,7 @@ pub struct ReadAhead {
     flow: Rc<RefCell<Flow>>,
     window: u64,
     activator: Activator,
+    slot: usize,
 }
 
 impl ReadAhead {
@@ -136,12 +197,24 @@ impl ReadAhead {
     /// [`Settings::read_ahead`] batches per worker.
     pub fn new(scope: &Scope<'_, Batch>, activator: Activator) -> ReadAhead {
         let flow = flow(scope);
-        flow.borrow_mut().sources.push(activator.clone());
+        let slot = {
+            let mut f = flow.borrow_mut();
+            f.sources.push(activator.clone());
+            f.ended.push(None);
+            f.ended.len() - 1
+        };
         ReadAhead {
             flow,
             window: Settings::of(scope).read_ahead.max(1) * scope.peers() as u64,
             activator,
+            slot,
         }
+    }
+
+    /// The source will produce no batch from `batch` on (`Batch::MAX`: it produced all of
+    /// its batches); see [`SourcesEnded`].
+    pub fn ended(&self, batch: Batch) {
+        self.flow.borrow_mut().ended[self.slot] = Some(batch);
     }
 
     /// Whether `batch` may be produced now. When not, the source will be activated again when

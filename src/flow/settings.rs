@@ -30,11 +30,17 @@ use super::Batch;
 pub struct Settings {
     /// Batches per worker that sources may run ahead of the slowest sink (at least 1).
     pub read_ahead: Batch,
+    /// The first batch sources produce: a resumed run starts after the batches its output
+    /// already committed (0: from the beginning).
+    pub start: Batch,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { read_ahead: 4 }
+        Settings {
+            read_ahead: 4,
+            start: 0,
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
 /// Why a worker stopped.
@@ -28,6 +28,8 @@ pub struct WorkerFailure {
 #[derive(Default)]
 pub(crate) struct RunState {
     pub(crate) abort: AtomicBool,
+    /// Why the run is stopping on purpose ([`super::StopReason::code`]; 0: it is not).
+    stop: AtomicU8,
     failures: Mutex<Vec<WorkerFailure>>,
     sockets: Mutex<Vec<TcpStream>>,
 }
@@ -43,6 +45,17 @@ impl RunState {
         if !self.abort.swap(true, Ordering::SeqCst) {
             super::cluster::shut_down(&self.sockets.lock().unwrap());
         }
+    }
+
+    /// Asks the run to stop; false when it was already stopping.
+    pub(crate) fn request_stop(&self, reason: super::StopReason) -> bool {
+        self.stop
+            .compare_exchange(0, reason.code(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    pub(crate) fn stop_reason(&self) -> Option<super::StopReason> {
+        super::StopReason::from_code(self.stop.load(Ordering::Relaxed))
     }
 
     pub(crate) fn aborted(&self) -> bool {
@@ -120,6 +133,11 @@ pub fn fail(cause: impl std::fmt::Display) {
     if !recorded {
         panic!("{cause}");
     }
+}
+
+/// Applies `f` to the current worker's run state (`None` outside a run).
+pub(crate) fn with_state<T>(f: impl FnOnce(&RunState) -> T) -> Option<T> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|w| f(&w.state)))
 }
 
 /// True once any worker of this run has failed; long-running operators may check it.

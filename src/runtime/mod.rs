@@ -31,11 +31,13 @@ pub mod environment;
 mod failure;
 mod launch;
 mod memory;
+mod stop;
 
 pub use cluster::Peers;
 pub use failure::{aborted, current_worker, fail, workers_per_process, WorkerFailure};
 pub use launch::{Launch, Plan};
 pub use memory::keep_freed_memory;
+pub use stop::{request_stop, stop_on_signals, stop_requested, StopReason};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,15 @@ pub enum RunError {
     /// A worker failed; the run was stopped everywhere.
     #[error("worker {} (process {}) failed: {}", .0.worker, .0.process, .0.cause)]
     Worker(WorkerFailure),
+    /// The run was stopped on purpose (a signal, [`request_stop`]) before its sources ended.
+    /// Its sinks committed what reached them.
+    #[error("process {process} stopped by {reason} before the end of the run")]
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// This process.
+        process: usize,
+    },
 }
 
 /// How long an idle worker parks before looking at the abort flag again.
@@ -117,6 +128,7 @@ where
     let mut worker_config = WorkerConfig::default();
     settings.install(&mut worker_config);
     let state = Arc::new(RunState::default());
+    stop::register(&state);
     let process = plan.process();
 
     let (builders, others): (Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>) = match plan {
@@ -244,6 +256,9 @@ where
             }));
         }
     }
+    if let Some(reason) = state.stop_reason() {
+        return Err(RunError::Stopped { reason, process });
+    }
     let mut results = std::mem::take(&mut *results.lock().unwrap());
     results.sort_by_key(|(index, _)| *index);
     Ok(results.into_iter().map(|(_, value)| value).collect())
@@ -252,9 +267,15 @@ where
 /// Steps `worker` until all its dataflows are complete, parking while idle. Stops early with an
 /// error when another worker of the run failed.
 pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
+    let mut woken = false;
     while worker.has_dataflows() {
         if aborted() {
             return Err(Aborted);
+        }
+        if !woken && stop_requested().is_some() {
+            // Sources waiting for the sinks would notice the stop only when next scheduled.
+            crate::flow::read_ahead::wake_sources();
+            woken = true;
         }
         worker.step_or_park(Some(PARK));
     }

@@ -10,11 +10,22 @@
 //! ```
 //!
 //! Writer `k` of `W` (default: one per process, since HDF5 takes one lock per process) writes
-//! `<stem>_part<k>.h5`: the batches it owns, in batch order, each sorted by event id, as soon as
-//! the frontier says the batch is complete. When the run ends, worker 0 writes `<stem>.h5`: one
+//! the batches it owns, in batch order, each sorted by event id, as soon as the frontier says
+//! the batch is complete, into segment files that it closes and renames at every commit (every
+//! few seconds). Worker 0 then rewrites `<stem>.h5`, which maps every committed segment: one
 //! virtual dataset per key whose rows are in event-id order (batch order, then id order),
-//! `timestamp` (event id, int64), and `summary/<key>/...`. Missing values hold the key's fill
-//! value ([`column::Fill`]) in part rows, in the HDF5 fill property and in the VDS fill alike.
+//! `timestamp` (event id, int64), `summary/<key>/...`, the root attribute `complete`, and
+//! `shotflow/` (run metadata). A notebook that reopens the master during the run sees a growing,
+//! consistent prefix of the final result. Missing values hold the key's fill value
+//! ([`column_cache::Fill`]) in segment rows, in the HDF5 fill property and in the VDS fill
+//! alike.
+//!
+//! **Nothing lost.** A later run never destroys a complete result: its master goes to
+//! `<stem>.partial.h5` until it completes. A run stopped by a signal writes a partial master
+//! that covers exactly the committed batches, a prefix `0..k`; a crashed run leaves the last
+//! one it committed. [`SmallData::resume`] continues either to a result whose datasets are
+//! byte-identical to an uninterrupted run's. The files are described in [`layout`]'s terms in
+//! the README.
 //!
 //! Rows may belong to an alignment group ([`Row::in_group`], psana's `align_group`): the
 //! group's keys live under `<group>/` with their own `<group>/timestamp`, aligned among the
@@ -45,6 +56,8 @@
 //! ```
 
 pub mod column_cache;
+mod layout;
+mod manifest;
 mod part_file;
 mod row;
 mod run_summary;
@@ -52,7 +65,8 @@ mod virtual_master;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use timely::dataflow::StreamVec;
 
@@ -61,9 +75,11 @@ pub use part_file::{GroupCounts, GroupSchema, KeySchema, PartSchema};
 pub use row::Row;
 pub use run_summary::{histogram_with_flows, Reduced, Summary};
 
-use crate::event::Event;
+use crate::event::{Event, EventId};
+use crate::flow::read_ahead::SourcesEnded;
 use crate::flow::Batch;
 use crate::sink::{in_order, SinkExt};
+use layout::{Layout, Prepared};
 use writer::{MasterWriter, PartWriter};
 
 /// Why the smalldata output could not be written.
@@ -114,14 +130,14 @@ pub enum SmallDataError {
         /// That field's length.
         other_entries: usize,
     },
-    /// Appending to a part file failed; what it held before stays readable.
+    /// Appending to a segment failed. The segment is not committed; the output keeps what was.
     #[error(
-        "{source}; {part} stays readable and holds what was written before the error ({kept})"
+        "{source} (writing {part}, which held {kept}); the output keeps what it committed before"
     )]
     Append {
-        /// The part file.
+        /// The segment file.
         part: String,
-        /// What it holds (events and last id per group).
+        /// What it held (events and last id per group).
         kept: String,
         /// The cause.
         source: Box<SmallDataError>,
@@ -134,10 +150,12 @@ pub enum SmallDataError {
         /// The worker.
         worker: usize,
     },
-    /// Some writers did not finish their part files.
-    #[error("part files {missing:?} were not finished; no master written")]
+    /// Some workers ended without saying where their sources stopped.
+    #[error(
+        "workers {missing:?} did not report the end of their sources; no final master written"
+    )]
     Unfinished {
-        /// The writers whose parts are missing.
+        /// The workers.
         missing: Vec<usize>,
     },
     /// Two part files hold one key with different types or shapes.
@@ -153,6 +171,30 @@ pub enum SmallDataError {
         then: String,
         /// The other part.
         then_part: String,
+    },
+    /// A master's manifest cannot be used.
+    #[error("{master}: {problem}")]
+    Manifest {
+        /// The master.
+        master: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--resume` cannot continue the output.
+    #[error("cannot resume {master}: {problem}")]
+    Resume {
+        /// The master.
+        master: String,
+        /// Why.
+        problem: String,
+    },
+    /// Another run is writing the output.
+    #[error("{output} is being written by another run (it holds {lock}); wait for it or choose another output")]
+    InUse {
+        /// The output.
+        output: String,
+        /// Its lock file.
+        lock: String,
     },
     /// A part file holds another number of rows than its batches reported.
     #[error("part file {part} holds {rows} rows of group {group:?} but its batches account for {accounted}")]
@@ -178,16 +220,30 @@ impl SmallDataError {
     }
 }
 
-/// What the run wrote, available on worker 0 when the run ends.
+/// What the run committed, available on worker 0 after each master it writes: the last one
+/// when the run ends (complete, or partial when it was stopped).
 #[derive(Clone, Debug)]
 pub struct SmallDataResult {
     /// The master file.
     pub master: PathBuf,
-    /// Rows (events).
+    /// Rows (events) of the root group in the master.
     pub rows: u64,
     /// The summaries, in the order they were requested.
     pub summaries: Vec<(Summary, Reduced)>,
+    /// Every batch of the run is in the master.
+    pub complete: bool,
+    /// Batches `0..batches` are committed (`Batch::MAX` when complete).
+    pub batches: Batch,
+    /// The last committed event id.
+    pub last_event: Option<EventId>,
+    /// Batches before this were committed by the interrupted run this one resumed.
+    pub resumed_from: Batch,
+    /// Committed batches that the sources produced again (0 when the sources skip them).
+    pub recomputed: u64,
 }
+
+/// Default for [`SmallData::commit_interval`].
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Configuration of a smalldata output.
 #[derive(Clone)]
@@ -196,19 +252,133 @@ pub struct SmallData {
     writers: Option<usize>,
     cache_bytes: usize,
     summaries: Vec<Summary>,
+    commit_interval: Duration,
+    durable: bool,
+    resume: bool,
+    fingerprint: Vec<(String, String)>,
+    prepared: Arc<OnceLock<Result<Arc<Prepared>, String>>>,
     result: Arc<Mutex<Option<SmallDataResult>>>,
 }
 
 impl SmallData {
-    /// Output to `path` (the master; parts are `<stem>_part<k>.h5` beside it).
+    /// Output to `path` (the master; segment files are written beside it).
     pub fn new(path: impl Into<PathBuf>) -> SmallData {
         SmallData {
             path: path.into(),
             writers: None,
             cache_bytes: part_file::CACHE_BYTES,
             summaries: Vec::new(),
+            commit_interval: COMMIT_INTERVAL,
+            durable: false,
+            resume: false,
+            fingerprint: Vec::new(),
+            prepared: Arc::default(),
             result: Arc::default(),
         }
+    }
+
+    /// How often the run commits (default [`COMMIT_INTERVAL`]): writers close their segments
+    /// and worker 0 rewrites the master that maps the committed batches. A crash costs at most
+    /// the batches since the last commit. The master's rewrite is kept below a tenth of the
+    /// run's time, whatever this says.
+    pub fn commit_interval(mut self, interval: Duration) -> SmallData {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// Survive the loss of the node, not only of the process: fsync every segment and master
+    /// before it is renamed, and the directory after.
+    pub fn durable(mut self, durable: bool) -> SmallData {
+        self.durable = durable;
+        self
+    }
+
+    /// Continue the partial result at the output path (or at `<stem>.partial.h5`) instead of
+    /// replacing it. Refused when the fingerprint or the summaries differ from the run that
+    /// wrote it. Give the run's sources [`SmallData::prepare`]'s batch as
+    /// [`Settings::start`](crate::flow::Settings) so that they skip what is committed.
+    pub fn resume(mut self, resume: bool) -> SmallData {
+        self.resume = resume;
+        self
+    }
+
+    /// What produced the data (inputs, selection, options) as `name = value` pairs: stored in
+    /// the master, compared by [`SmallData::resume`].
+    pub fn fingerprint<N: Into<String>, V: ToString>(
+        mut self,
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> SmallData {
+        self.fingerprint = pairs
+            .into_iter()
+            .map(|(n, v)| (n.into(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// Looks at what is at the output path before the run, once per process (`process`: this
+    /// process's index; process 0 writes the master, takes the output's lock and removes files
+    /// of abandoned runs). Returns the batch the sources should start at: the end of the
+    /// committed prefix when resuming, else 0. The sink prepares itself if this is not called.
+    ///
+    /// # Examples
+    ///
+    /// An interrupted run resumed: the second run starts at the first uncommitted batch.
+    ///
+    /// ```
+    /// use shotflow::prelude::*;
+    /// use shotflow::flow::Settings;
+    /// use shotflow::runtime::{execute_with, request_stop, Plan, StopReason};
+    /// use shotflow::smalldata::{SmallData, SmallDataExt};
+    /// use timely::dataflow::operators::Inspect;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("run.h5");
+    /// let config = Synthetic { events: 2000, batch_size: 100, frame: None, ..Synthetic::default() };
+    /// let run = |output: SmallData, stop_at: Option<u64>| {
+    ///     let settings = Settings { start: output.prepare(0).unwrap(), ..Settings::default() };
+    ///     let config = config.clone();
+    ///     let result = output.result();
+    ///     let _ = execute_with(&Plan::Process { workers: 2 }, settings, move |worker| {
+    ///         let output = output.clone();
+    ///         worker.dataflow(|scope| {
+    ///             scope.synthetic(&config)
+    ///                 .inspect(move |e| if Some(e.id) == stop_at { request_stop(StopReason::Requested); })
+    ///                 .smalldata(output)
+    ///         });
+    ///         Ok::<_, std::convert::Infallible>(())
+    ///     });
+    ///     let result = result.lock().unwrap().clone().unwrap();
+    ///     result
+    /// };
+    /// let first = run(SmallData::new(&path).fingerprint([("seed", 1)]), Some(config.first_id + 1050));
+    /// assert!(!first.complete && first.batches >= 1 && first.batches < 20);
+    /// let second = run(SmallData::new(&path).fingerprint([("seed", 1)]).resume(true), None);
+    /// assert!(second.complete);
+    /// assert_eq!((second.rows, second.resumed_from, second.recomputed), (2000, first.batches, 0));
+    /// ```
+    pub fn prepare(&self, process: usize) -> Result<Batch, SmallDataError> {
+        let prepared = self
+            .prepared(process)
+            .map_err(|problem| SmallDataError::Manifest {
+                master: self.path.display().to_string(),
+                problem,
+            })?;
+        Ok(prepared.resumed.as_ref().map_or(0, |m| m.batches))
+    }
+
+    fn prepared(&self, process: usize) -> Result<Arc<Prepared>, String> {
+        self.prepared
+            .get_or_init(|| {
+                layout::prepare_once(
+                    &Layout::new(&self.path),
+                    self.resume,
+                    &self.fingerprint,
+                    &self.summaries,
+                    process == 0,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     /// Number of part-file writers (default: one per process).
@@ -246,14 +416,10 @@ impl SmallData {
         Arc::clone(&self.result)
     }
 
-    /// The path of part file `k`.
-    pub fn part_path(&self, k: usize) -> PathBuf {
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "smalldata".into());
-        self.path.with_file_name(format!("{stem}_part{k}.h5"))
+    /// Where this run's master is until the run completes: the output path, or
+    /// `<stem>.partial.h5` beside it while a complete result is at the output path.
+    pub fn partial_path(&self) -> PathBuf {
+        Layout::new(&self.path).partial()
     }
 }
 
@@ -282,18 +448,30 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
         // Writer k on the first worker of its share, so one-per-process lands on each process.
         let writer_worker = move |k: usize| k * peers / writers;
         let me = scope.index();
-        let part = (0..writers)
-            .find(|&k| writer_worker(k) == me)
-            .map(|k| (k, config.part_path(k)));
+        let prepared = match config.prepared(me / local.max(1)) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // The stages are still built: every worker must build the same dataflow.
+                crate::runtime::fail(format!("smalldata output {}: {e}", config.path.display()));
+                Arc::new(Prepared::failed(&config.path))
+            }
+        };
+        let writer = (0..writers).find(|&k| writer_worker(k) == me);
         let reports = in_order(
             self,
             "SmallDataWriter",
             Arc::new(move |batch| writer_worker((batch % writers as u64) as usize)),
-            PartWriter::new(part, me, &config),
+            PartWriter::new(
+                writer,
+                me,
+                &config,
+                Arc::clone(&prepared),
+                SourcesEnded::new(&scope),
+            ),
         );
         reports.sink_in_order(
             "SmallDataMaster",
-            MasterWriter::new(me == 0, writers, config),
+            MasterWriter::new(me == 0, writers, peers, config, prepared),
         );
     }
 }

@@ -1,7 +1,13 @@
-//! The master file: one virtual dataset per key mapping the part files' rows into event-id
-//! order, `timestamp`, and the run summaries. Written under a temporary name and renamed, so a
-//! reader never sees half a master. VDS sources are bare file names, which HDF5 resolves in the
-//! master's own directory: the output can be moved as a whole.
+//! The master file: one virtual dataset per key mapping the committed segments' rows into
+//! event-id order, `timestamp`, the run summaries, the root attribute `complete`, and the
+//! `shotflow/` group of run metadata (the manifest among it). The caller writes it under a
+//! temporary name and renames it, so a reader never sees half a master. VDS sources are bare
+//! file names, which HDF5 resolves in the master's own directory: the output can be moved as a
+//! whole.
+//!
+//! Everything outside `shotflow/` is the same, bit for bit, whatever the worker and process
+//! counts and however often the run was stopped and resumed; `shotflow/` says how this
+//! particular result came about.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,17 +15,23 @@ use std::path::Path;
 use hdf5::{Extent, Extents, SimpleExtents};
 
 use super::column_cache::{describe, with_data, Data, Fill};
-use super::part_file::{create_groups, rows, var_parent, GroupCounts, PartSchema};
+use super::manifest::{Block, Manifest};
+use super::part_file::{create_groups, rows, var_parent, PartSchema};
 use super::run_summary::{histogram_with_flows, Reduced, Summary};
 use super::SmallDataError;
 use crate::event::DType;
 use crate::flow::Batch;
 
-/// Where each batch's rows are: which writer, how many per group.
-pub(crate) struct Block {
-    pub batch: Batch,
-    pub writer: usize,
-    pub counts: Vec<GroupCounts>,
+/// How this result came about: run metadata for `shotflow/`, outside the data.
+pub(crate) struct RunInfo {
+    /// Batches before this were committed by an earlier, interrupted run.
+    pub resumed_from: Batch,
+    /// Committed batches that sources produced again (and that were not used).
+    pub recomputed: u64,
+    /// Workers of this run.
+    pub workers: usize,
+    /// Seconds since this run's writer started.
+    pub seconds: f64,
 }
 
 fn extents(rows: u64, shape: &[usize]) -> Extents {
@@ -28,17 +40,17 @@ fn extents(rows: u64, shape: &[usize]) -> Extents {
     Extents::Simple(SimpleExtents::from_vec(e))
 }
 
-/// `(writer, offset in its part, offset in the master, rows)`: one VDS mapping.
+/// `(segment, offset in it, offset in the master, rows)`: one VDS mapping.
 type Run = (usize, u64, u64, u64);
 
-/// Contiguous runs of one dataset in batch order, adjacent runs merged; the rows each writer
+/// Contiguous runs of one dataset in batch order, adjacent runs merged; the rows each segment
 /// holds; and the total.
 fn runs(
     blocks: &[Block],
-    writers: usize,
+    segments: usize,
     count: impl Fn(&Block) -> u64,
 ) -> (Vec<Run>, Vec<u64>, u64) {
-    let mut local = vec![0u64; writers];
+    let mut local = vec![0u64; segments];
     let mut global = 0u64;
     let mut out: Vec<Run> = Vec::new();
     for block in blocks {
@@ -46,16 +58,16 @@ fn runs(
         if n == 0 {
             continue;
         }
-        let lo = local[block.writer];
+        let lo = local[block.segment];
         match out.last_mut() {
             Some(run)
-                if run.0 == block.writer && run.1 + run.3 == lo && run.2 + run.3 == global =>
+                if run.0 == block.segment && run.1 + run.3 == lo && run.2 + run.3 == global =>
             {
                 run.3 += n
             }
-            _ => out.push((block.writer, lo, global, n)),
+            _ => out.push((block.segment, lo, global, n)),
         }
-        local[block.writer] += n;
+        local[block.segment] += n;
         global += n;
     }
     (out, local, global)
@@ -70,15 +82,14 @@ struct Planned {
     first: String,
 }
 
-/// Writes the master `path` from the parts (indexed by writer) and the batch layout. Returns
-/// the number of events of the root group.
+/// Writes the master of `manifest` to `path`. Returns the number of events of the root group.
 pub(crate) fn write_master(
     path: &Path,
-    parts: &[PartSchema],
-    mut blocks: Vec<Block>,
-    summaries: &[(Summary, Reduced)],
+    manifest: &Manifest,
+    info: &RunInfo,
 ) -> Result<u64, SmallDataError> {
-    blocks.sort_by_key(|b| b.batch);
+    let parts: &[PartSchema] = &manifest.segments;
+    let blocks = &manifest.blocks;
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     let mut groups: Vec<Option<String>> = vec![None];
     for part in parts {
@@ -138,22 +149,23 @@ pub(crate) fn write_master(
     };
     let mut root_rows = 0;
     for group in &groups {
-        let (_, local, total) = runs(&blocks, parts.len(), |b| group_rows(b, group));
+        let (_, local, total) = runs(blocks, parts.len(), |b| group_rows(b, group));
         if group.is_none() {
             root_rows = total;
         }
-        for (writer, part) in parts.iter().enumerate() {
+        for (segment, part) in parts.iter().enumerate() {
             let rows = part
                 .groups
                 .iter()
                 .find(|g| g.group == *group)
                 .map_or(0, |g| g.rows);
-            if local[writer] != rows {
+            // A segment may end with batches after the commit point, never hold fewer rows.
+            if local[segment] > rows {
                 return Err(SmallDataError::RowsUnaccounted {
                     part: part.file.clone(),
                     group: group.clone(),
                     rows,
-                    accounted: local[writer],
+                    accounted: local[segment],
                 });
             }
         }
@@ -167,14 +179,13 @@ pub(crate) fn write_master(
         first: String::new(),
     });
 
-    let tmp = path.with_extension("h5.tmp");
     let context = |what: &str, e: hdf5::Error| SmallDataError::hdf5(path, what, e);
     {
-        let file = hdf5::File::create(&tmp).map_err(|e| context("create", e))?;
+        let file = hdf5::File::create(path).map_err(|e| context("create", e))?;
         for (name, plan) in &planned {
             create_groups(&file, name).map_err(|e| context(name, e))?;
             let (runs, _, total) = if plan.ragged {
-                runs(&blocks, parts.len(), |b| {
+                runs(blocks, parts.len(), |b| {
                     b.counts
                         .iter()
                         .flat_map(|c| &c.ragged)
@@ -182,7 +193,7 @@ pub(crate) fn write_master(
                         .map_or(0, |(_, n)| *n)
                 })
             } else {
-                runs(&blocks, parts.len(), |b| group_rows(b, &plan.group))
+                runs(blocks, parts.len(), |b| group_rows(b, &plan.group))
             };
             let shape = &plan.shape;
             with_data!(&Data::new(plan.dtype), _v: T => {
@@ -208,7 +219,7 @@ pub(crate) fn write_master(
                 builder.create(name.as_str()).map_err(|e| context(name, e))?;
             });
         }
-        for (summary, result) in summaries {
+        for (summary, result) in manifest.summaries.iter().zip(&manifest.totals) {
             let base = format!("summary/{}", summary.key());
             create_groups(&file, &format!("{base}/x")).map_err(|e| context(&base, e))?;
             let group = file.group(&base).map_err(|e| context(&base, e))?;
@@ -269,11 +280,65 @@ pub(crate) fn write_master(
                 _ => unreachable!("results match their summaries"),
             }
         }
+        write_run_info(&file, manifest, info).map_err(|e| context("shotflow/", e))?;
         file.flush().map_err(|e| context("flush", e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| SmallDataError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
     Ok(root_rows)
+}
+
+/// The root attribute `complete` and the `shotflow/` group: what a user needs to know whether
+/// anything is missing, and what a resumed run needs to continue.
+fn write_run_info(file: &hdf5::File, manifest: &Manifest, info: &RunInfo) -> hdf5::Result<()> {
+    use hdf5::types::VarLenUnicode;
+    let text = |s: &str| -> VarLenUnicode { s.parse().expect("no NUL in metadata") };
+    file.new_attr::<bool>()
+        .create("complete")?
+        .write_scalar(&manifest.complete)?;
+    let group = file.create_group("shotflow")?;
+    group
+        .new_dataset_builder()
+        .with_data(&manifest.encode())
+        .create("manifest")?;
+    let committed = if manifest.complete {
+        manifest
+            .blocks
+            .last()
+            .map_or(0, |b| b.batch + 1)
+            .max(info.resumed_from)
+    } else {
+        manifest.batches
+    };
+    let fingerprint: Vec<String> = manifest
+        .fingerprint
+        .iter()
+        .map(|(n, v)| format!("{n} = {v}"))
+        .collect();
+    let scalars: [(&str, i64); 6] = [
+        ("committed_batches", committed as i64),
+        ("committed_events", manifest.events as i64),
+        ("last_event", manifest.last_event.map_or(-1, |e| e as i64)),
+        ("resumed_from_batch", info.resumed_from as i64),
+        ("recomputed_batches", info.recomputed as i64),
+        ("workers", info.workers as i64),
+    ];
+    for (name, value) in scalars {
+        group.new_attr::<i64>().create(name)?.write_scalar(&value)?;
+    }
+    group
+        .new_attr::<u64>()
+        .create("commits")?
+        .write_scalar(&manifest.commits)?;
+    group
+        .new_attr::<f64>()
+        .create("seconds")?
+        .write_scalar(&info.seconds)?;
+    group
+        .new_attr::<VarLenUnicode>()
+        .create("version")?
+        .write_scalar(&text(&manifest.version))?;
+    group
+        .new_attr::<VarLenUnicode>()
+        .create("fingerprint")?
+        .write_scalar(&text(&fingerprint.join("\n")))?;
+    Ok(())
 }

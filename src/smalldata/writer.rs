@@ -2,45 +2,71 @@
 //!
 //! ```text
 //! rows ─▶ batch b to writer b % W ─▶ PartWriter (per writer worker): complete batches in order,
-//!                                     │ sorted by id, appended to its part file; a report per
-//!                                     ▼ batch (rows per group, summary partials)
-//!                         MasterWriter (worker 0): when the run ends, the VDS master
+//!                                     │ sorted by id, appended to its open segment; at a commit
+//!                                     │ point (every few seconds, and at the end) the segment is
+//!                                     │ closed and renamed; reports: per batch, per close
+//!                                     ▼
+//!                         MasterWriter (worker 0): the committed prefix of batches; rewrites
+//!                         the master (tmp + rename) that maps it, then the complete master
 //! ```
+//!
+//! **What is committed when.** A batch is committed once the segment holding it is closed
+//! under its final name *and* every batch before it is too, and then a master that maps it has
+//! been renamed into place. Committed batches are always a prefix `0..k`: a batch finished
+//! while an earlier one is not waits (and is recomputed by a resumed run). A crash loses at
+//! most the batches after the last master written; nothing before it, since no committed file
+//! is ever open for writing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::{commit_file, retire, Layout, Prepared};
+use super::manifest::{Block, Manifest};
 use super::part_file::{GroupCounts, PartFile, PartSchema};
 use super::row::{merge_same_event, Row};
 use super::run_summary::{Reduced, Summary};
-use super::virtual_master::{write_master, Block};
+use super::virtual_master::{write_master, RunInfo};
 use super::{SmallData, SmallDataError, SmallDataResult};
 use crate::event::{EventId, HasEventId};
+use crate::flow::read_ahead::SourcesEnded;
 use crate::flow::Batch;
 use crate::sink::{OrderedSink, SinkError};
 
-/// What writers tell worker 0.
+/// What the writer stages tell worker 0.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// One batch, appended to a part.
+    /// One batch, appended to segment `seq` of writer `writer`.
     Block {
         batch: Batch,
         writer: usize,
+        seq: u64,
         counts: Vec<GroupCounts>,
         partials: Vec<Reduced>,
+        last_event: Option<EventId>,
     },
-    /// A finished part.
-    Part { writer: usize, schema: PartSchema },
+    /// Every batch of `writer` before `upto` (`Batch::MAX`: all) is in a closed segment;
+    /// `segment` is the one just closed, if it held anything.
+    Closed {
+        writer: usize,
+        seq: u64,
+        upto: Batch,
+        segment: Option<PartSchema>,
+    },
+    /// The sources of `worker` stopped before batch `at` (`Batch::MAX`: they produced all).
+    Ended { worker: usize, at: Batch },
 }
 
-/// Reports travel in batch order; finished parts after every batch.
+/// Reports travel in batch order; closes after the batches they close, ends last.
 impl HasEventId for Report {
     fn event_id(&self) -> EventId {
         match self {
             Report::Block { batch, .. } => *batch,
-            Report::Part { .. } => EventId::MAX,
+            Report::Closed { .. } => EventId::MAX - 1,
+            Report::Ended { .. } => EventId::MAX,
         }
     }
 }
@@ -49,30 +75,91 @@ fn failed(error: SmallDataError) -> SinkError {
     SinkError::format(error)
 }
 
-/// Writer `k`'s stage: appends each complete batch to part file `k` and reports it. On workers
-/// that write no part, it only checks that no batch arrives.
+/// An open segment: its file, its temporary path and the name it gets when closed.
+struct Segment {
+    file: PartFile,
+    tmp: PathBuf,
+    name: String,
+}
+
+/// Writer `k`'s stage: appends each complete batch to its open segment, closes the segment at
+/// commit points, and reports both. On workers that write no part, it only checks that no
+/// batch arrives, and reports where its sources ended.
 pub(crate) struct PartWriter {
-    /// The part this worker writes, if any: writer index and path.
-    part: Option<(usize, PathBuf)>,
-    file: Option<PartFile>,
+    /// The writer index of this worker, if it writes.
+    writer: Option<usize>,
+    worker: usize,
+    layout: Layout,
+    prepared: Arc<Prepared>,
     cache_bytes: usize,
     summaries: Vec<Summary>,
-    worker: usize,
+    interval: Duration,
+    durable: bool,
+    open: Option<Segment>,
+    seq: u64,
+    last_close: Instant,
+    ended: SourcesEnded,
 }
 
 impl PartWriter {
-    /// The writer stage of `worker`, which writes `part` (writer index and path) if any.
+    /// The writer stage of `worker`, which is writer `writer` if any.
     pub(crate) fn new(
-        part: Option<(usize, PathBuf)>,
+        writer: Option<usize>,
         worker: usize,
         config: &SmallData,
+        prepared: Arc<Prepared>,
+        ended: SourcesEnded,
     ) -> PartWriter {
         PartWriter {
-            part,
-            file: None,
+            writer,
+            worker,
+            layout: Layout::new(&config.path),
+            prepared,
             cache_bytes: config.cache_bytes,
             summaries: config.summaries.clone(),
-            worker,
+            interval: config.commit_interval,
+            durable: config.durable,
+            open: None,
+            seq: 0,
+            last_close: Instant::now(),
+            ended,
+        }
+    }
+
+    /// Closes the open segment (if any) under its final name.
+    fn close(
+        &mut self,
+        writer: usize,
+        upto: Batch,
+        output: &mut Vec<Report>,
+    ) -> Result<(), SinkError> {
+        let segment = match self.open.take() {
+            Some(Segment { file, tmp, name }) => {
+                let mut schema = file.finish().map_err(failed)?;
+                schema.file = name.clone();
+                commit_file(&tmp, &self.layout.beside(&name), self.durable).map_err(failed)?;
+                Some(schema)
+            }
+            None => None,
+        };
+        output.push(Report::Closed {
+            writer,
+            seq: self.seq,
+            upto,
+            segment,
+        });
+        self.seq += 1;
+        self.last_close = Instant::now();
+        Ok(())
+    }
+}
+
+/// A failed run's open segment was never committed: nothing may be left under its name.
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if let Some(Segment { file, tmp, .. }) = self.open.take() {
+            drop(file);
+            let _ = std::fs::remove_file(tmp);
         }
     }
 }
@@ -86,21 +173,24 @@ impl OrderedSink<Row> for PartWriter {
         rows: Vec<Row>,
         output: &mut Vec<Report>,
     ) -> Result<(), SinkError> {
-        let Some((k, path)) = &self.part else {
+        let Some(writer) = self.writer else {
             return Err(failed(SmallDataError::NoWriter {
                 batch,
                 worker: self.worker,
             }));
         };
-        if self.file.is_none() {
-            self.file = Some(PartFile::create(path, self.cache_bytes).map_err(failed)?);
+        if self.open.is_none() {
+            let name = self.layout.segment(&self.prepared.run, writer, self.seq);
+            let tmp = self.layout.beside(&format!("{name}.tmp"));
+            let file = PartFile::create(&tmp, self.cache_bytes).map_err(failed)?;
+            self.open = Some(Segment { file, tmp, name });
         }
-        let file = self.file.as_mut().expect("created");
+        let segment = self.open.as_mut().expect("opened");
         let rows = merge_same_event(rows);
-        let counts = file.append(&rows).map_err(|e| {
+        let counts = segment.file.append(&rows).map_err(|e| {
             failed(SmallDataError::Append {
-                part: path.display().to_string(),
-                kept: file.written(),
+                part: segment.tmp.display().to_string(),
+                kept: segment.file.written(),
                 source: Box::new(e),
             })
         })?;
@@ -111,85 +201,195 @@ impl OrderedSink<Row> for PartWriter {
             .collect();
         output.push(Report::Block {
             batch,
-            writer: *k,
+            writer,
+            seq: self.seq,
             counts,
             partials,
+            last_event: rows.iter().map(|r| r.event.id).max(),
         });
         Ok(())
     }
 
     fn commit(&mut self, upto: Option<Batch>, output: &mut Vec<Report>) -> Result<(), SinkError> {
-        if upto.is_some() {
-            return Ok(());
+        let due = upto.is_none()
+            || self.last_close.elapsed() >= self.interval
+            || crate::runtime::stop_requested().is_some();
+        if let (Some(writer), true) = (self.writer, due) {
+            self.close(writer, upto.unwrap_or(Batch::MAX), output)?;
         }
-        let Some((k, path)) = &self.part else {
-            return Ok(());
-        };
-        // A writer that received no batch still writes an (empty) part for the master.
-        let file = match self.file.take() {
-            Some(file) => file,
-            None => PartFile::create(path, self.cache_bytes).map_err(failed)?,
-        };
-        let schema = file.finish().map_err(failed)?;
-        output.push(Report::Part { writer: *k, schema });
+        if upto.is_none() {
+            output.push(Report::Ended {
+                worker: self.worker,
+                at: self.ended.at(),
+            });
+        }
         Ok(())
     }
 }
 
-/// Worker 0's stage: collects the writers' reports and, when the run ends, writes the master.
+/// A batch written but not yet committed.
+struct Pending {
+    writer: usize,
+    seq: u64,
+    counts: Vec<GroupCounts>,
+    partials: Vec<Reduced>,
+    last_event: Option<EventId>,
+}
+
+/// Worker 0's stage: collects the writers' reports, advances the committed prefix and rewrites
+/// the master that maps it; when the run ends, writes the final master (complete, or partial
+/// when the run was stopped).
 pub(crate) struct MasterWriter {
     is_master: bool,
-    writers: usize,
     config: SmallData,
-    blocks: Vec<Block>,
-    partials: BTreeMap<Batch, Vec<Reduced>>,
-    parts: BTreeMap<usize, PartSchema>,
+    layout: Layout,
+    prepared: Arc<Prepared>,
+    manifest: Manifest,
+    /// Batches before this were committed by the run this one resumes.
+    resumed_from: Batch,
+    pending: BTreeMap<Batch, Pending>,
+    /// Closed segments not yet referred to by the manifest, and those that are (their index).
+    closed: HashMap<(usize, u64), PartSchema>,
+    placed: HashMap<(usize, u64), usize>,
+    /// Per writer, the batch before which all its batches are in closed segments.
+    coverage: Vec<Batch>,
+    /// Per worker, where its sources ended.
+    ends: Vec<Option<Batch>>,
+    /// Batches the sources produced again although they were committed already.
+    recomputed: u64,
+    /// The prefix the last master written maps.
+    written: Batch,
+    last_write: Instant,
+    write_cost: Duration,
+    started: Instant,
+    workers: usize,
 }
 
 impl MasterWriter {
     /// The master stage of this worker; only worker 0 (`is_master`) writes the file.
-    pub(crate) fn new(is_master: bool, writers: usize, config: SmallData) -> MasterWriter {
+    pub(crate) fn new(
+        is_master: bool,
+        writers: usize,
+        workers: usize,
+        config: SmallData,
+        prepared: Arc<Prepared>,
+    ) -> MasterWriter {
+        let manifest = prepared
+            .resumed
+            .clone()
+            .unwrap_or_else(|| Manifest::empty(&config.summaries, config.fingerprint.clone()));
+        let resumed_from = manifest.batches;
         MasterWriter {
             is_master,
-            writers,
+            layout: Layout::new(&config.path),
             config,
-            blocks: Vec::new(),
-            partials: BTreeMap::new(),
-            parts: BTreeMap::new(),
+            prepared,
+            written: manifest.batches,
+            manifest,
+            resumed_from,
+            pending: BTreeMap::new(),
+            closed: HashMap::new(),
+            placed: HashMap::new(),
+            coverage: vec![0; writers],
+            ends: vec![None; workers],
+            recomputed: 0,
+            last_write: Instant::now(),
+            write_cost: Duration::ZERO,
+            started: Instant::now(),
+            workers,
         }
     }
 
-    fn write(&mut self) -> Result<(), SmallDataError> {
-        if self.parts.len() != self.writers {
-            let missing = (0..self.writers)
-                .filter(|k| !self.parts.contains_key(k))
-                .collect();
-            return Err(SmallDataError::Unfinished { missing });
+    /// Moves the pending batches before `k` into the manifest, in batch order.
+    fn advance(&mut self, k: Batch) -> Result<(), SmallDataError> {
+        if k <= self.manifest.batches {
+            return Ok(());
         }
-        let mut totals: Vec<(Summary, Reduced)> = self
-            .config
-            .summaries
-            .iter()
-            .map(|s| (s.clone(), Reduced::empty(s)))
-            .collect();
-        // Batch order, whatever the writer: the float sums have the same bits at any count.
-        for batch_partials in self.partials.values() {
-            for ((_, total), partial) in totals.iter_mut().zip(batch_partials) {
+        let later = if k < Batch::MAX {
+            self.pending.split_off(&k)
+        } else {
+            BTreeMap::new()
+        };
+        let ready = std::mem::replace(&mut self.pending, later);
+        for (batch, block) in ready {
+            let key = (block.writer, block.seq);
+            let segment = match self.placed.get(&key) {
+                Some(&at) => at,
+                None => {
+                    let schema = self.closed.remove(&key).ok_or_else(|| SmallDataError::Manifest {
+                        master: self.layout.path.display().to_string(),
+                        problem: format!(
+                            "batch {batch} is before the commit point {k} but segment {} of writer {} was not closed",
+                            block.seq, block.writer
+                        ),
+                    })?;
+                    self.manifest.segments.push(schema);
+                    self.placed.insert(key, self.manifest.segments.len() - 1);
+                    self.manifest.segments.len() - 1
+                }
+            };
+            let root = block
+                .counts
+                .iter()
+                .find(|c| c.group.is_none())
+                .map_or(0, |c| c.rows);
+            self.manifest.events += root;
+            self.manifest.last_event = self.manifest.last_event.max(block.last_event);
+            // Batch order, whatever the writer: the float sums have the same bits at any count
+            // and after a resume, which continues this very fold.
+            for (total, partial) in self.manifest.totals.iter_mut().zip(&block.partials) {
                 total.combine(partial);
             }
+            self.manifest.blocks.push(Block {
+                batch,
+                segment,
+                counts: block.counts,
+            });
         }
-        let parts: Vec<PartSchema> = std::mem::take(&mut self.parts).into_values().collect();
-        let rows = write_master(
-            &self.config.path,
-            &parts,
-            std::mem::take(&mut self.blocks),
-            &totals,
-        )?;
-        remove_stale_parts(&self.config, self.writers);
+        self.manifest.batches = k;
+        Ok(())
+    }
+
+    /// Writes the master for the committed prefix, at the output path when complete.
+    fn write(&mut self) -> Result<(), SmallDataError> {
+        let began = Instant::now();
+        self.manifest.commits += 1;
+        let complete = self.manifest.complete;
+        let path = if complete {
+            self.layout.path.clone()
+        } else {
+            self.prepared.master.clone()
+        };
+        let info = RunInfo {
+            resumed_from: self.resumed_from,
+            recomputed: self.recomputed,
+            workers: self.workers,
+            seconds: self.started.elapsed().as_secs_f64(),
+        };
+        let tmp = path.with_extension("h5.tmp");
+        let rows = write_master(&tmp, &self.manifest, &info)?;
+        commit_file(&tmp, &path, self.config.durable)?;
+        if complete {
+            retire(&self.layout, &self.prepared, &self.manifest);
+        }
+        self.written = self.manifest.batches;
+        self.last_write = Instant::now();
+        self.write_cost = began.elapsed();
         *self.config.result.lock().unwrap() = Some(SmallDataResult {
-            master: self.config.path.clone(),
+            master: path,
             rows,
-            summaries: totals,
+            summaries: self
+                .config
+                .summaries
+                .iter()
+                .cloned()
+                .zip(self.manifest.totals.iter().cloned())
+                .collect(),
+            complete,
+            batches: self.manifest.batches,
+            last_event: self.manifest.last_event,
+            resumed_from: self.resumed_from,
+            recomputed: self.recomputed,
         });
         Ok(())
     }
@@ -204,38 +404,76 @@ impl OrderedSink<Report> for MasterWriter {
                 Report::Block {
                     batch,
                     writer,
+                    seq,
                     counts,
                     partials,
+                    last_event,
                 } => {
-                    self.blocks.push(Block {
+                    if batch < self.resumed_from {
+                        // Committed before: the rows are already mapped; these stay unused.
+                        self.recomputed += 1;
+                        continue;
+                    }
+                    self.pending.insert(
                         batch,
-                        writer,
-                        counts,
-                    });
-                    self.partials.insert(batch, partials);
+                        Pending {
+                            writer,
+                            seq,
+                            counts,
+                            partials,
+                            last_event,
+                        },
+                    );
                 }
-                Report::Part { writer, schema } => {
-                    self.parts.insert(writer, schema);
+                Report::Closed {
+                    writer,
+                    seq,
+                    upto,
+                    segment,
+                } => {
+                    if let Some(schema) = segment {
+                        self.closed.insert((writer, seq), schema);
+                    }
+                    self.coverage[writer] = self.coverage[writer].max(upto);
                 }
+                Report::Ended { worker, at } => self.ends[worker] = Some(at),
             }
         }
         Ok(())
     }
 
     fn commit(&mut self, upto: Option<Batch>, _: &mut Vec<()>) -> Result<(), SinkError> {
-        // Every report reaches worker 0; a failed run writes no master.
-        if upto.is_some() || !self.is_master || crate::runtime::aborted() {
+        if !self.is_master || crate::runtime::aborted() {
             return Ok(());
         }
+        let covered = self.coverage.iter().copied().min().unwrap_or(Batch::MAX);
+        if upto.is_some() {
+            if crate::runtime::stop_requested().is_some() {
+                return Ok(()); // the final master follows within moments
+            }
+            self.advance(covered).map_err(failed)?;
+            // At most every commit interval, and never more than a tenth of the run's time.
+            let interval = self.config.commit_interval.max(self.write_cost * 10);
+            if self.manifest.batches > self.written && self.last_write.elapsed() >= interval {
+                self.write().map_err(failed)?;
+            }
+            return Ok(());
+        }
+        if let Some(worker) = self.ends.iter().position(Option::is_none) {
+            return Err(failed(SmallDataError::Unfinished {
+                missing: vec![worker],
+            }));
+        }
+        let ended = self
+            .ends
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(Batch::MAX);
+        let k = covered.min(ended);
+        self.advance(k).map_err(failed)?;
+        self.manifest.complete = k == Batch::MAX;
         self.write().map_err(failed)
-    }
-}
-
-/// Part files of an earlier run with more writers would be mistaken for this run's.
-fn remove_stale_parts(config: &SmallData, writers: usize) {
-    let mut k = writers;
-    while config.part_path(k).exists() {
-        let _ = std::fs::remove_file(config.part_path(k));
-        k += 1;
     }
 }

@@ -9,8 +9,8 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::flow::read_ahead::ReadAhead;
-use crate::flow::Batch;
-use crate::runtime::fail;
+use crate::flow::{Batch, Settings};
+use crate::runtime::{fail, stop_requested};
 
 /// Which batches a source produces on this worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,11 @@ pub fn owned_batches(batches: u64, index: usize, peers: usize) -> impl Iterator<
 /// `producer(batch)`. An error ends the run with the operator's name, the batch and the
 /// message.
 ///
+/// An owned schedule starts at the run's [`Settings::start`] (a resumed run skips the batches
+/// its output committed). When the run is asked to stop ([`crate::runtime::request_stop`]),
+/// the source produces nothing more and records the batch it stopped before
+/// ([`crate::flow::read_ahead::SourcesEnded`]).
+///
 /// # Examples
 ///
 /// A live source: a counter that ends after three batches, read by worker 0 only.
@@ -94,8 +99,13 @@ where
             Schedule::Owned { batches } => batches,
             Schedule::Live => Batch::MAX,
         };
+        let start = Settings::of(&scope).start;
         let mut next = match schedule {
-            Schedule::Owned { .. } => index as Batch,
+            // The first batch from `start` on that this worker owns.
+            Schedule::Owned { .. } => {
+                let peers = peers as Batch;
+                start + (index as Batch + peers - start % peers) % peers
+            }
             // A live stream has one reader: the other workers hold no capability at all.
             Schedule::Live => {
                 if index == 0 {
@@ -105,15 +115,30 @@ where
                 }
             }
         };
+        if schedule == Schedule::Live && start > 0 && index == 0 {
+            fail(format!(
+                "source {operator:?}: a live stream cannot be resumed (it cannot be read again from batch {start})"
+            ));
+            next = end;
+        }
         let mut capability = (next < end).then_some(capability);
+        if capability.is_none() {
+            read_ahead.ended(Batch::MAX);
+        }
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
             };
+            if stop_requested().is_some() {
+                read_ahead.ended(next);
+                capability = None;
+                return;
+            }
+            // Before asking: a resumed run's sinks wait for the frontier to reach its start.
+            cap.downgrade(&next);
             if !read_ahead.allows(next) {
                 return;
             }
-            cap.downgrade(&next);
             match producer(next) {
                 Ok(Produced::Batch(mut rows)) => {
                     if !rows.is_empty() {
@@ -124,11 +149,15 @@ where
                         cap.downgrade(&next);
                         read_ahead.activator().activate();
                     } else {
+                        read_ahead.ended(Batch::MAX);
                         capability = None;
                     }
                 }
                 Ok(Produced::NotYet(wait)) => read_ahead.activator().activate_after(wait),
-                Ok(Produced::End) => capability = None,
+                Ok(Produced::End) => {
+                    read_ahead.ended(Batch::MAX);
+                    capability = None;
+                }
                 Err(e) => {
                     fail(format!("source {operator:?}, batch {next}: {e}"));
                     capability = None;
