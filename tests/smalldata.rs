@@ -43,13 +43,13 @@ fn decorate(mut e: Event, first_id: u64) -> Event {
             .map(|k| (i * 8 + k) as f32 * 0.5)
             .collect::<Vec<f32>>(),
     );
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         e.set(Key::new("det/roi/sum"), i as u16);
     }
     if i >= 2_000 {
         e.set(Key::new("late"), i as f64 * 2.0);
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         e.set(Key::new("small"), -((i % 100) as i8));
     }
     e
@@ -355,7 +355,7 @@ fn grouped_rows(e: Event, first_id: u64) -> Vec<shotflow::smalldata::Row> {
     );
     let extra = Event::new(e.id).with(Key::new("extra"), i as u32);
     let mut rows = vec![Row::from(root), Row::from(extra)];
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         rows.push(Row::in_group(
             "andor",
             Event::new(e.id).with(Key::new("spectrum"), vec![i as u16; 4]),

@@ -47,7 +47,7 @@ fn dtype_of(name: &str) -> Option<DType> {
 pub fn decode<P: std::ops::Deref<Target = [u8]>>(
     parts: &[P],
 ) -> Result<(Event, usize), ProtocolError> {
-    if parts.len() < 2 || parts.len() % 2 != 0 {
+    if parts.len() < 2 || !parts.len().is_multiple_of(2) {
         return Err(err(format!(
             "{} parts; protocol 2.2 sends header/payload pairs",
             parts.len()

@@ -102,7 +102,7 @@ impl Simulation {
 
     /// Whether the pump laser fired in train `t`.
     pub fn laser_on(&self, t: u64) -> bool {
-        t % 2 == 0
+        t.is_multiple_of(2)
     }
 
     /// Writes the run into `dir` (created if needed). Returns the files written.

@@ -185,7 +185,7 @@ impl Generator {
         // Gamma(k, 1/k): mean 1 mJ, relative spread 1/sqrt(k), like SASE with k modes.
         let energy: f64 = Gamma::new(12.0, 1.0 / 12.0).unwrap().sample(&mut rng);
         let delay = self.config.delay_of(index);
-        let laser_on = index % 2 == 0;
+        let laser_on = index.is_multiple_of(2);
         let mut event = Event::with_capacity(c.first_id + index, 4);
         event.set(self.keys.pulse_energy, energy);
         event.set(self.keys.delay, delay);
