@@ -58,6 +58,77 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// How a command's output survives interruption: shared by every command that writes a
+/// smalldata output.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Durability {
+    /// Continue the interrupted or crashed run whose partial result is at the output path (or
+    /// at <stem>.partial.h5): only the batches it did not commit are processed. Refused when
+    /// the inputs or options differ from that run's.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds between commits (segments closed, master rewritten); a crash costs at most the
+    /// work since the last one.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    pub commit_interval: f64,
+    /// Also survive the loss of the node: fsync every committed file (slower).
+    #[arg(long)]
+    pub fsync: bool,
+}
+
+impl Durability {
+    /// Applies these options to an output whose inputs and options `fingerprint` names.
+    pub fn apply(
+        &self,
+        output: shotflow::smalldata::SmallData,
+        fingerprint: Vec<(String, String)>,
+    ) -> shotflow::smalldata::SmallData {
+        output
+            .fingerprint(fingerprint)
+            .resume(self.resume)
+            .commit_interval(std::time::Duration::from_secs_f64(self.commit_interval))
+            .durable(self.fsync)
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
+/// Says what a run left in its smalldata output when it did not complete (on process 0, which
+/// wrote the master), and turns a stop into the error that sets the exit status.
+pub fn finish(
+    outcome: Result<(), shotflow::runtime::RunError>,
+    result: &std::sync::Mutex<Option<shotflow::smalldata::SmallDataResult>>,
+) -> anyhow::Result<()> {
+    use shotflow::runtime::RunError;
+    let Err(error) = outcome else {
+        return Ok(());
+    };
+    if let (RunError::Stopped { .. } | RunError::Worker(_), Some(r)) =
+        (&error, result.lock().unwrap().as_ref())
+    {
+        if r.complete {
+            eprintln!("shotflow: {} is complete nonetheless", r.master.display());
+        } else {
+            let last = r
+                .last_event
+                .map_or_else(|| "none".to_string(), |e| e.to_string());
+            eprintln!(
+                "shotflow: committed {} events in batches 0..{} (last event id {last}) to {}; \
+                 run again with --resume to continue",
+                r.rows,
+                r.batches,
+                r.master.display()
+            );
+        }
+    }
+    Err(error.into())
+}
+
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -68,6 +139,9 @@ pub fn main() -> ExitCode {
         .init();
     shotflow::runtime::keep_freed_memory();
     let cli = Cli::parse();
+    if let Err(e) = shotflow::runtime::stop_on_signals() {
+        eprintln!("shotflow: warning: SIGINT and SIGTERM will end the process abruptly: {e}");
+    }
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -81,7 +155,13 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shotflow: error: {error:#}");
-            ExitCode::FAILURE
+            // A stopped run exits as the signal asks (130 for SIGINT, 143 for SIGTERM).
+            match error.downcast_ref::<shotflow::runtime::RunError>() {
+                Some(shotflow::runtime::RunError::Stopped { reason, .. }) => {
+                    ExitCode::from(reason.exit_status())
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -260,6 +260,18 @@ pub struct SmallData {
     result: Arc<Mutex<Option<SmallDataResult>>>,
 }
 
+impl std::fmt::Debug for SmallData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmallData")
+            .field("path", &self.path)
+            .field("writers", &self.writers)
+            .field("summaries", &self.summaries)
+            .field("resume", &self.resume)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SmallData {
     /// Output to `path` (the master; segment files are written beside it).
     pub fn new(path: impl Into<PathBuf>) -> SmallData {

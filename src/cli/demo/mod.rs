@@ -63,7 +63,31 @@ pub struct DemoArgs {
     #[arg(long, hide = true)]
     fail_at: Option<u64>,
     #[command(flatten)]
+    durability: crate::cli::Durability,
+    #[command(flatten)]
     launch: Launch,
+}
+
+impl DemoArgs {
+    /// What determines the demo's data: a resumed run must agree on all of it.
+    fn fingerprint(&self) -> Vec<(String, String)> {
+        let source = match self.source {
+            Input::Run => format!("simulated run, {} trains × {} pulses", self.trains, self.pulses),
+            Input::Synthetic => format!("synthetic, {} events", self.events),
+        };
+        [
+            ("command", "demo".to_string()),
+            ("source", source),
+            ("batch_size", self.batch_size.to_string()),
+            ("seed", self.seed.to_string()),
+            ("frame", self.frame.clone()),
+            ("photons", self.photons.to_string()),
+            ("energy_cut", self.energy_cut.to_string()),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect()
+    }
 }
 
 fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
@@ -112,9 +136,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         },
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
-        output: (!args.no_output).then(|| args.output.clone()),
+        output: (!args.no_output)
+            .then(|| args.durability.apply(pipeline::demo_output(&args.output), args.fingerprint())),
     };
-    if let Some(report) = pipeline::run(&config, &plan, args.launch.settings())? {
+    let result = config.output.as_ref().map(|o| o.result()).unwrap_or_default();
+    let outcome = pipeline::run(&config, &plan, args.launch.settings());
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => return crate::cli::finish(Err(e), &result),
+    };
+    if let Some(report) = report {
         if args.json {
             let json = serde_json::json!({
                 "events": report.events,
@@ -131,6 +162,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
+                if let Some(r) = result.lock().unwrap().as_ref().filter(|r| r.resumed_from > 0) {
+                    outln!(
+                        "  resumed at batch {}: the events and the curve above are this run's \
+                         batches only; {} holds all {} events",
+                        r.resumed_from,
+                        r.master.display(),
+                        r.rows
+                    );
+                }
                 match plot::pump_probe(&report.curve.sorted(), &args.plot) {
                     Ok(()) => outln!("  plot: {}", args.plot.display()),
                     Err(e) => eprintln!("warning: no plot: {e}"),

@@ -38,8 +38,8 @@ pub struct DemoConfig {
     pub source: Synthetic,
     /// Shots with a pulse energy below this (mJ) are dropped.
     pub energy_cut: f64,
-    /// Where to write the per-shot smalldata file (`None`: no file).
-    pub output: Option<std::path::PathBuf>,
+    /// The per-shot smalldata output (`None`: no file); see [`demo_output`].
+    pub output: Option<SmallData>,
     /// Read a simulated EuXFEL run from disk (written to a temporary directory first) instead
     /// of the in-memory synthetic source: one event per pulse.
     pub run: Option<Simulation>,
@@ -57,6 +57,15 @@ impl Default for DemoConfig {
             run: None,
         }
     }
+}
+
+/// The demo's smalldata output at `path`: per-shot rows, with statistics of the photon count
+/// and the ROI sum and a histogram of the pulse energy as run summaries.
+pub fn demo_output(path: impl Into<std::path::PathBuf>) -> SmallData {
+    SmallData::new(path)
+        .stats("photons")
+        .stats("roi_sum")
+        .histogram("pulse_energy", 0.0, 3.0, 30)
 }
 
 /// One shot reduced to a row.
@@ -359,10 +368,16 @@ pub struct DemoReport {
 pub fn run(
     config: &DemoConfig,
     plan: &Plan,
-    settings: Settings,
+    mut settings: Settings,
 ) -> Result<Option<DemoReport>, RunError> {
     let started = Instant::now();
     let config = config.clone();
+    if let Some(output) = &config.output {
+        // A resumed run's sources skip what the output committed.
+        settings.start = output
+            .prepare(plan.process())
+            .map_err(|e| RunError::Launch(e.to_string()))?;
+    }
     // Every process writes the same (deterministic) run into its own directory, so processes
     // on hosts without a shared filesystem read identical data.
     let simulated = match &config.run {
@@ -416,11 +431,7 @@ pub fn run(
                     *p.lock().unwrap() += rows.len() as u64
                 });
             let kept = rows.filter(move |row| row.pulse_energy >= cut);
-            if let Some(path) = &output {
-                let smalldata = SmallData::new(path)
-                    .stats("photons")
-                    .stats("roi_sum")
-                    .histogram("pulse_energy", 0.0, 3.0, 30);
+            if let Some(smalldata) = output {
                 kept.clone().map(|row| row.to_event()).smalldata(smalldata);
             }
             kept.ordered("PumpProbe", move |_batch, rows: &[ShotRow]| {
