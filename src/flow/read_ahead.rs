@@ -70,6 +70,18 @@ pub fn wake_sources() {
     })
 }
 
+/// Whether every shotflow source of every dataflow on this worker has ended (true when there
+/// are none).
+pub fn sources_ended() -> bool {
+    FLOWS.with(|flows| {
+        flows
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .all(|flow| flow.borrow().ended.iter().all(Option::is_some))
+    })
+}
+
 /// Where the sources of one dataflow on this worker ended, for sinks that must tell a complete
 /// run from a stopped one.
 ///

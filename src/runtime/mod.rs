@@ -27,6 +27,7 @@
 //! ```
 
 mod cluster;
+mod control;
 pub mod environment;
 mod failure;
 mod launch;
@@ -182,6 +183,7 @@ where
             let index = worker.index();
             failure::enter(Arc::clone(&state), index, process, local_workers);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
+                control::install(worker);
                 let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
                 Ok::<T, (String, bool)>(value)
@@ -221,6 +223,7 @@ where
                     }
                 }));
             }
+            control::leave();
             failure::leave();
         })
         .map_err(|message| RunError::Connect { process, message })?
@@ -273,8 +276,10 @@ pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
             return Err(Aborted);
         }
         if !woken && stop_requested().is_some() {
-            // Sources waiting for the sinks would notice the stop only when next scheduled.
+            // Sources waiting for the sinks would notice the stop only when next scheduled;
+            // the other processes hear of it through the control dataflow.
             crate::flow::read_ahead::wake_sources();
+            control::wake();
             woken = true;
         }
         worker.step_or_park(Some(PARK));
