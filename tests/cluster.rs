@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::demo::{Curve, DelayPoint};
-use common::{demo_reference, small_demo, small_demo_args, spawn, wait_bounded};
+use common::{datasets, demo_reference, small_demo, small_demo_args, spawn, wait_bounded};
 use shotflow::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
@@ -295,47 +295,6 @@ fn demo_under_mpirun_matches_sequential_reference() {
     assert_eq!(curve, printed(&want));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["plan"], "2 processes × 1 worker (Open MPI)");
-}
-
-/// Every dataset of two smalldata files, read back with the hdf5 crate, as raw bytes; the
-/// `shotflow/` group of run metadata excepted (it says how the result was made).
-fn datasets(path: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    fn walk(group: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>) {
-        for name in group.member_names().unwrap() {
-            if prefix.is_empty() && name == "shotflow" {
-                continue;
-            }
-            let path = if prefix.is_empty() {
-                name.clone()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            if let Ok(d) = group.dataset(&name) {
-                let bytes = match d.dtype().unwrap().size() {
-                    1 => d.read_raw::<u8>().unwrap(),
-                    4 => d
-                        .read_raw::<u32>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect(),
-                    8 => d
-                        .read_raw::<u64>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect(),
-                    n => panic!("{path}: unexpected element size {n}"),
-                };
-                out.insert(path, (d.shape(), bytes));
-            } else {
-                walk(&group.group(&name).unwrap(), &path, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&hdf5::File::open(path).unwrap(), "", &mut out);
-    out
 }
 
 #[test]

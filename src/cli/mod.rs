@@ -67,8 +67,8 @@ pub struct Durability {
     /// the inputs or options differ from that run's.
     #[arg(long)]
     pub resume: bool,
-    /// Seconds between commits (segments closed, master rewritten); a crash costs at most the
-    /// work since the last one.
+    /// Seconds between commits (segments closed, master rewritten; at least 0.1); a crash
+    /// costs at most the work since the last one.
     #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
     pub commit_interval: f64,
     /// Also survive the loss of the node: fsync every committed file (slower).

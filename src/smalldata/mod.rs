@@ -245,6 +245,9 @@ pub struct SmallDataResult {
 /// Default for [`SmallData::commit_interval`].
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The shortest [`SmallData::commit_interval`].
+pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Configuration of a smalldata output.
 #[derive(Clone)]
 pub struct SmallData {
@@ -292,9 +295,10 @@ impl SmallData {
     /// How often the run commits (default [`COMMIT_INTERVAL`]): writers close their segments
     /// and worker 0 rewrites the master that maps the committed batches. A crash costs at most
     /// the batches since the last commit. The master's rewrite is kept below a tenth of the
-    /// run's time, whatever this says.
+    /// run's time, whatever this says, and commits are never closer than
+    /// [`MIN_COMMIT_INTERVAL`] (each one closes a segment file per writer).
     pub fn commit_interval(mut self, interval: Duration) -> SmallData {
-        self.commit_interval = interval;
+        self.commit_interval = interval.max(MIN_COMMIT_INTERVAL);
         self
     }
 

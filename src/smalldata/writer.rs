@@ -227,6 +227,18 @@ impl OrderedSink<Row> for PartWriter {
     }
 }
 
+/// `SHOTFLOW_TEST_COMMIT_PAUSE_MS`: a pause between writing a master and renaming it into
+/// place, for the crash tests (a kill then lands in that window for sure).
+fn test_pause() -> Option<Duration> {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("SHOTFLOW_TEST_COMMIT_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 /// A batch written but not yet committed.
 struct Pending {
     writer: usize,
@@ -368,6 +380,10 @@ impl MasterWriter {
         };
         let tmp = path.with_extension("h5.tmp");
         let rows = write_master(&tmp, &self.manifest, &info)?;
+        if let Some(pause) = test_pause() {
+            // Lets a test kill the process while a master is half-way to its name.
+            std::thread::sleep(pause);
+        }
         commit_file(&tmp, &path, self.config.durable)?;
         if complete {
             retire(&self.layout, &self.prepared, &self.manifest);

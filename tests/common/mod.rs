@@ -175,3 +175,50 @@ pub fn run_reference(simulation: &shotflow::exdf::simulate::Simulation, energy_c
     }
     curve
 }
+
+/// Every dataset of two smalldata files, read back with the hdf5 crate, as raw bytes; the
+/// `shotflow/` group of run metadata excepted (it says how the result was made).
+pub fn datasets(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    fn walk(
+        group: &hdf5::Group,
+        prefix: &str,
+        out: &mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+    ) {
+        for name in group.member_names().unwrap() {
+            if prefix.is_empty() && name == "shotflow" {
+                continue;
+            }
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if let Ok(d) = group.dataset(&name) {
+                let bytes = match d.dtype().unwrap().size() {
+                    1 => d.read_raw::<u8>().unwrap(),
+                    4 => d
+                        .read_raw::<u32>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                    8 => d
+                        .read_raw::<u64>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
+                    n => panic!("{path}: unexpected element size {n}"),
+                };
+                out.insert(path, (d.shape(), bytes));
+            } else {
+                walk(&group.group(&name).unwrap(), &path, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&hdf5::File::open(path).unwrap(), "", &mut out);
+    out
+}

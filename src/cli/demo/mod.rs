@@ -72,7 +72,10 @@ impl DemoArgs {
     /// What determines the demo's data: a resumed run must agree on all of it.
     fn fingerprint(&self) -> Vec<(String, String)> {
         let source = match self.source {
-            Input::Run => format!("simulated run, {} trains × {} pulses", self.trains, self.pulses),
+            Input::Run => format!(
+                "simulated run, {} trains × {} pulses",
+                self.trains, self.pulses
+            ),
             Input::Synthetic => format!("synthetic, {} events", self.events),
         };
         [
@@ -136,10 +139,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
         },
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
-        output: (!args.no_output)
-            .then(|| args.durability.apply(pipeline::demo_output(&args.output), args.fingerprint())),
+        output: (!args.no_output).then(|| {
+            args.durability
+                .apply(pipeline::demo_output(&args.output), args.fingerprint())
+        }),
     };
-    let result = config.output.as_ref().map(|o| o.result()).unwrap_or_default();
+    let result = config
+        .output
+        .as_ref()
+        .map(|o| o.result())
+        .unwrap_or_default();
     let outcome = pipeline::run(&config, &plan, args.launch.settings());
     let report = match outcome {
         Ok(report) => report,
@@ -162,7 +171,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
-                if let Some(r) = result.lock().unwrap().as_ref().filter(|r| r.resumed_from > 0) {
+                if let Some(r) = result
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .filter(|r| r.resumed_from > 0)
+                {
                     outln!(
                         "  resumed at batch {}: the events and the curve above are this run's \
                          batches only; {} holds all {} events",

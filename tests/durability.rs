@@ -1,0 +1,523 @@
+//! Nothing lost: runs of the real binary stopped by SIGINT and SIGTERM, killed with SIGKILL at
+//! seeded random moments (a single process, either of two processes, during master writing),
+//! then resumed with other worker and process counts; every dataset of the resumed master is
+//! compared byte for byte with an uninterrupted run's. Reruns over a complete result, a reader
+//! that reopens the master during a run, and resumes that must be refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use common::{datasets, spawn, wait_bounded};
+use rand::{Rng, SeedableRng};
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const LIMIT: Duration = Duration::from_secs(180);
+/// Long enough (a few seconds in a debug build) that a kill lands inside the run.
+const EVENTS: u64 = 300_000;
+const BATCH: u64 = 256;
+
+type Datasets = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+
+fn demo_args(output: &Path, events: u64, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "demo",
+        "--source",
+        "synthetic",
+        "--frame",
+        "16x16",
+        "--photons",
+        "40",
+        "--json",
+        "--plot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(output.with_extension("png").display().to_string());
+    args.extend(["--events".into(), events.to_string()]);
+    args.extend(["--batch-size".into(), BATCH.to_string()]);
+    args.extend(["--output".into(), output.display().to_string()]);
+    if !extra.contains(&"--commit-interval") {
+        args.extend(["--commit-interval".into(), "0.2".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn cluster(processes: usize, process: usize, rendezvous: &Path) -> Vec<String> {
+    [
+        "--processes".to_string(),
+        processes.to_string(),
+        "--process".into(),
+        process.to_string(),
+        "--rendezvous".into(),
+        rendezvous.display().to_string(),
+        "--connect-timeout".into(),
+        "30".into(),
+    ]
+    .to_vec()
+}
+
+fn ok(out: &Output) -> &Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An uninterrupted run's master, and every one of its datasets.
+fn reference(dir: &Path, events: u64) -> (PathBuf, Datasets) {
+    let path = dir.join("reference.h5");
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &demo_args(&path, events, &[])),
+        LIMIT,
+    ));
+    let sets = datasets(&path);
+    (path, sets)
+}
+
+/// Root attribute `complete` and the `shotflow/` attributes of a master.
+struct Master {
+    complete: bool,
+    batches: i64,
+    events: i64,
+    last_event: i64,
+    recomputed: i64,
+    resumed_from: i64,
+}
+
+fn master(path: &Path) -> Master {
+    let file = hdf5::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let attr = |name: &str| {
+        file.group("shotflow")
+            .unwrap()
+            .attr(name)
+            .unwrap()
+            .read_scalar::<i64>()
+            .unwrap()
+    };
+    Master {
+        complete: file
+            .attr("complete")
+            .unwrap()
+            .read_scalar::<bool>()
+            .unwrap(),
+        batches: attr("committed_batches"),
+        events: attr("committed_events"),
+        last_event: attr("last_event"),
+        recomputed: attr("recomputed_batches"),
+        resumed_from: attr("resumed_from_batch"),
+    }
+}
+
+/// A partial master holds exactly its committed events: the reference's first rows of every
+/// per-event dataset, no fill value among them, and says so in its attributes.
+fn check_partial(path: &Path, reference: &Datasets) -> Master {
+    let m = master(path);
+    assert!(!m.complete, "{}: marked complete", path.display());
+    assert!(m.batches >= 1, "killed after the first commit");
+    let sets = datasets(path);
+    let rows = m.events as usize;
+    let (_, stamps) = &sets["timestamp"];
+    assert_eq!(stamps.len(), rows * 8, "timestamp rows = committed events");
+    assert_eq!(
+        i64::from_le_bytes(stamps[stamps.len() - 8..].try_into().unwrap()),
+        m.last_event
+    );
+    let mut compared = 0;
+    for (name, (shape, bytes)) in &sets {
+        if name.starts_with("summary/") {
+            continue;
+        }
+        let (full_shape, full) = &reference[name];
+        assert_eq!(shape[0], rows, "{name}");
+        assert_eq!(shape[1..], full_shape[1..], "{name}");
+        assert_eq!(
+            bytes[..],
+            full[..bytes.len()],
+            "{name}: the committed rows are the reference's first {rows}"
+        );
+        compared += 1;
+    }
+    let photons = &sets["photons"].1;
+    assert!(
+        photons.chunks(8).all(|v| v != [0xff; 8]),
+        "no fill value among committed rows"
+    );
+    eprintln!(
+        "partial master: {rows} events in batches 0..{}, {compared} datasets compared",
+        m.batches
+    );
+    m
+}
+
+/// Every dataset (the `shotflow/` group of run metadata excepted) equals the reference's.
+fn assert_identical(path: &Path, reference: &Datasets) -> usize {
+    let sets = datasets(path);
+    assert_eq!(
+        sets.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>()
+    );
+    for (name, value) in &sets {
+        assert!(
+            reference[name] == *value,
+            "{name} differs from the reference"
+        );
+    }
+    sets.len()
+}
+
+/// Which file is at `path` (an inode number alone may be reused by the next file).
+fn inode(path: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Starts `args` and waits until it has written `master` once (a new file: a master left by an
+/// earlier run does not count), then `delay` more; the run must still be going.
+fn start_and_commit(args: &[String], master: &Path, delay: Duration) -> Child {
+    let before = inode(master);
+    let mut child = spawn(SHOTFLOW, args);
+    let started = Instant::now();
+    while inode(master).is_none() || inode(master) == before {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first commit"
+        );
+        assert!(started.elapsed() < LIMIT, "no commit within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(delay);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the kill"
+    );
+    child
+}
+
+/// [`start_and_commit`] for a run whose processes are already started.
+fn wait_commit(child: &mut Child, master: &Path, delay: Duration) {
+    let started = Instant::now();
+    while !master.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first commit"
+        );
+        assert!(started.elapsed() < LIMIT, "no commit within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(delay);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the kill"
+    );
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+/// Resumes with `extra` launch options; checks the result against the reference and that no
+/// committed batch was produced again. Returns the datasets compared.
+fn resume(path: &Path, reference: &Datasets, committed: &Master, extra: &[&str]) -> usize {
+    let mut args = vec!["--resume"];
+    args.extend_from_slice(extra);
+    let out = wait_bounded(spawn(SHOTFLOW, &demo_args(path, EVENTS, &args)), LIMIT);
+    ok(&out);
+    let m = master(path);
+    assert!(m.complete);
+    assert_eq!(m.resumed_from, committed.batches);
+    assert_eq!(
+        m.recomputed, 0,
+        "no committed batch reached the writers again"
+    );
+    // The sources produced only the batches after the committed prefix.
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo --json");
+    let produced = json["events"].as_u64().unwrap();
+    assert_eq!(
+        produced,
+        EVENTS - committed.batches as u64 * BATCH,
+        "events produced by the resumed run"
+    );
+    let n = assert_identical(path, reference);
+    eprintln!(
+        "resumed at batch {} with {extra:?}: {produced} events produced, {n} datasets identical",
+        committed.batches
+    );
+    n
+}
+
+#[test]
+fn sigint_and_sigterm_commit_a_partial_master_and_resume_to_identical_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+
+    // One process, SIGINT: exit 130, a partial master at the output path.
+    let path = dir.path().join("int.h5");
+    let child = start_and_commit(
+        &demo_args(&path, EVENTS, &[]),
+        &path,
+        Duration::from_millis(300),
+    );
+    signal(&child, libc::SIGINT);
+    let out = wait_bounded(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let committed = check_partial(&path, &reference);
+    assert!(
+        stderr.contains(&format!(
+            "committed {} events in batches 0..{} (last event id {})",
+            committed.events, committed.batches, committed.last_event
+        )),
+        "{stderr}"
+    );
+    resume(&path, &reference, &committed, &["--workers", "2"]);
+
+    // Two processes, SIGTERM to process 1 only: both stop, both exit 143.
+    let path = dir.path().join("term.h5");
+    let rendezvous = dir.path().join("rv-term");
+    let mut children: Vec<Child> = (0..2)
+        .map(|p| {
+            let extra = cluster(2, p, &rendezvous);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            spawn(SHOTFLOW, &demo_args(&path, EVENTS, &extra))
+        })
+        .collect();
+    wait_commit(&mut children[0], &path, Duration::from_millis(300));
+    signal(&children[1], libc::SIGTERM);
+    for (p, child) in children.into_iter().enumerate() {
+        let out = wait_bounded(child, Duration::from_secs(30));
+        assert_eq!(
+            out.status.code(),
+            Some(143),
+            "process {p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let committed = check_partial(&path, &reference);
+    resume(&path, &reference, &committed, &["--workers", "3"]);
+}
+
+#[test]
+fn kill_9_at_seeded_moments_then_resume_with_other_worker_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(8);
+    let mut compared = 0;
+
+    // A single process, at a seeded moment.
+    let path = dir.path().join("single.h5");
+    let delay = Duration::from_millis(rng.gen_range(100..1000));
+    let mut child = start_and_commit(&demo_args(&path, EVENTS, &[]), &path, delay);
+    child.kill().unwrap();
+    let _ = child.wait();
+    eprintln!("single process: SIGKILL {delay:?} after the first commit");
+    let committed = check_partial(&path, &reference);
+    compared += resume(&path, &reference, &committed, &["--workers", "2"]);
+
+    // A single process, while a master is written: the test hook holds each written master for
+    // a moment before its rename, and the kill comes as the second one appears.
+    let path = dir.path().join("during.h5");
+    let tmp = dir.path().join("during.h5.tmp");
+    let mut child = std::process::Command::new(SHOTFLOW)
+        .args(demo_args(&path, EVENTS, &[]))
+        .env("SHOTFLOW_TEST_COMMIT_PAUSE_MS", "150")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !(path.exists() && tmp.exists()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before a second commit"
+        );
+        assert!(started.elapsed() < LIMIT);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    eprintln!("single process: SIGKILL while a master was written");
+    let committed = check_partial(&path, &reference);
+    compared += resume(&path, &reference, &committed, &[]);
+
+    // Two processes; SIGKILL to one of them (seeded), the survivor ends by itself.
+    for trial in 0..2 {
+        let path = dir.path().join(format!("two{trial}.h5"));
+        let rendezvous = dir.path().join(format!("rv-kill{trial}"));
+        let victim = trial; // each process once
+        let delay = Duration::from_millis(rng.gen_range(100..1000));
+        let mut children: Vec<Child> = (0..2)
+            .map(|p| {
+                let extra = cluster(2, p, &rendezvous);
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                spawn(SHOTFLOW, &demo_args(&path, EVENTS, &extra))
+            })
+            .collect();
+        wait_commit(&mut children[0], &path, delay);
+        children[victim].kill().unwrap();
+        eprintln!("two processes, trial {trial}: SIGKILL process {victim} {delay:?} after the first commit");
+        for (p, child) in children.into_iter().enumerate() {
+            let out = wait_bounded(child, Duration::from_secs(60));
+            if p != victim {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(1), "survivor {p}: {stderr}");
+                assert!(!stderr.contains("panicked"), "survivor {p}: {stderr}");
+            }
+        }
+        let committed = check_partial(&path, &reference);
+        compared += resume(&path, &reference, &committed, &["--workers", "3"]);
+    }
+    eprintln!("{compared} datasets compared over 4 kills");
+}
+
+#[test]
+fn a_rerun_never_destroys_a_complete_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+    let path = dir.path().join("run.h5");
+    let partial = dir.path().join("run.partial.h5");
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &demo_args(&path, EVENTS, &[])),
+        LIMIT,
+    ));
+    assert_identical(&path, &reference);
+
+    // A rerun that fails.
+    let fail_at = (1_000_000_000u64 + EVENTS / 2).to_string();
+    let out = wait_bounded(
+        spawn(
+            SHOTFLOW,
+            &demo_args(&path, EVENTS, &["--fail-at", &fail_at]),
+        ),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(master(&path).complete);
+    assert_identical(&path, &reference);
+
+    // A rerun killed outright, and one interrupted: the partial result goes beside it.
+    for kill in [true, false] {
+        let mut child = start_and_commit(
+            &demo_args(&path, EVENTS, &[]),
+            &partial,
+            Duration::from_millis(300),
+        );
+        if kill {
+            child.kill().unwrap();
+            let _ = child.wait();
+        } else {
+            signal(&child, libc::SIGINT);
+            assert_eq!(wait_bounded(child, LIMIT).status.code(), Some(130));
+        }
+        assert!(master(&path).complete);
+        assert_identical(&path, &reference);
+        check_partial(&partial, &reference);
+    }
+
+    // Resuming the partial result replaces the old one only once complete.
+    let committed = master(&partial);
+    let out = ok(&wait_bounded(
+        spawn(SHOTFLOW, &demo_args(&path, EVENTS, &["--resume"])),
+        LIMIT,
+    ))
+    .clone();
+    let m = master(&path);
+    assert!(m.complete);
+    assert_eq!(m.resumed_from, committed.batches);
+    assert!(!partial.exists(), "the partial master is gone");
+    assert_identical(&path, &reference);
+    // Every segment left is one the master maps.
+    let manifest_files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run.seg-"))
+        .collect();
+    assert!(
+        manifest_files.iter().all(|n| n.ends_with(".h5")),
+        "{manifest_files:?}"
+    );
+    drop(out);
+}
+
+#[test]
+fn resume_refuses_a_run_with_other_options_and_a_complete_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.h5");
+    let child = start_and_commit(
+        &demo_args(&path, EVENTS, &[]),
+        &path,
+        Duration::from_millis(100),
+    );
+    signal(&child, libc::SIGINT);
+    assert_eq!(wait_bounded(child, LIMIT).status.code(), Some(130));
+
+    let out = wait_bounded(
+        spawn(
+            SHOTFLOW,
+            &demo_args(&path, EVENTS, &["--resume", "--seed", "7"]),
+        ),
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot resume") && stderr.contains("seed: 2026 before, 7 now"),
+        "{stderr}"
+    );
+    assert!(!master(&path).complete, "the partial result is untouched");
+
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &demo_args(&path, EVENTS, &["--resume"])),
+        LIMIT,
+    ));
+    let out = wait_bounded(
+        spawn(SHOTFLOW, &demo_args(&path, EVENTS, &["--resume"])),
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing to resume"), "{stderr}");
+}
+
+#[test]
+fn a_reader_reopening_the_master_sees_a_growing_consistent_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference_path, _) = reference(dir.path(), EVENTS);
+    let path = dir.path().join("live.h5");
+    let child = spawn(SHOTFLOW, &demo_args(&path, EVENTS, &[]));
+    let reader = std::process::Command::new(common::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/check_live_reader.py"
+        ))
+        .arg(&path)
+        .arg(&reference_path)
+        .output()
+        .expect("python with h5py");
+    ok(&wait_bounded(child, LIMIT));
+    let stdout = String::from_utf8_lossy(&reader.stdout);
+    assert!(
+        reader.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&reader.stderr)
+    );
+    eprint!("{stdout}");
+    let looks: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("distinct prefixes: "))
+        .expect("summary line")
+        .parse()
+        .unwrap();
+    assert!(looks >= 3, "the reader saw the master grow: {stdout}");
+}
