@@ -50,3 +50,71 @@ fn a_closed_pipe_ends_printing_commands_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `demo --frame none` makes an empty azimuthal profile per shot: a key with a zero-length
+/// axis, which HDF5 stores (zero-sized dimensions are allowed, zero-sized chunks are not).
+/// `inspect` then names segment files that have gone missing and exits non-zero.
+#[test]
+fn a_zero_length_axis_is_written_and_inspect_names_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("none.h5");
+    let out = Command::new(SHOTFLOW)
+        .args([
+            "demo",
+            "--source",
+            "synthetic",
+            "--frame",
+            "none",
+            "--events",
+            "3000",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .arg("--plot")
+        .arg(dir.path().join("none.png"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = hdf5::File::open(&output).unwrap();
+    let rows = file.dataset("timestamp").unwrap().shape()[0];
+    assert!(rows > 2000, "{rows} shots kept of 3000");
+    assert_eq!(file.dataset("azav").unwrap().shape(), vec![rows, 0]);
+    assert_eq!(
+        file.dataset("photons").unwrap().read_raw::<u64>().unwrap(),
+        vec![0; rows],
+        "no frame, no photons"
+    );
+    drop(file);
+
+    let inspect = || {
+        Command::new(SHOTFLOW)
+            .arg("inspect")
+            .arg(&output)
+            .output()
+            .unwrap()
+    };
+    assert!(inspect().status.success());
+    let segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".seg-"))
+        .collect();
+    assert_eq!(segments.len(), 1);
+    std::fs::remove_file(&segments[0]).unwrap();
+    let out = inspect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let name = segments[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        stderr.contains("1 file(s) it maps are missing") && stderr.contains(&name),
+        "{stderr}"
+    );
+}

@@ -55,6 +55,37 @@ fn walk(group: &hdf5::Group, prefix: &str, out: &mut Vec<(String, hdf5::Dataset)
     Ok(())
 }
 
+/// A master whose segment files are gone would read as fill values everywhere: name them.
+fn missing_sources(master: &std::path::Path, datasets: &[(String, hdf5::Dataset)]) -> Result<()> {
+    let dir = match master.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut missing = std::collections::BTreeSet::new();
+    for (_, dataset) in datasets {
+        if dataset.layout() != hdf5::dataset::Layout::Virtual {
+            continue;
+        }
+        for mapping in dataset.create_plist()?.virtual_map() {
+            let name = &mapping.src_filename;
+            if name != "." && !dir.join(name).exists() {
+                missing.insert(name.clone());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+        anyhow::bail!(
+            "{}: {} file(s) it maps are missing from {}: {} (its rows would read as fill values)",
+            master.display(),
+            names.len(),
+            dir.display(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// `lsxfel`: trains, then per source its keys with dtype and shape.
 fn run_directory(dir: &std::path::Path) -> Result<()> {
     use shotflow::exdf::{ExdfRun, SourceKind};
@@ -104,7 +135,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .with_context(|| format!("cannot open {} as HDF5", args.file.display()))?;
     let mut datasets = Vec::new();
     walk(&file, "", &mut datasets)?;
+    missing_sources(&args.file, &datasets)?;
     outln!("{}", args.file.display());
+    if let Ok(complete) = file.attr("complete").and_then(|a| a.read_scalar::<bool>()) {
+        let committed = file
+            .group("shotflow")
+            .and_then(|g| g.attr("committed_events"))
+            .and_then(|a| a.read_scalar::<i64>())
+            .unwrap_or(-1);
+        if !complete {
+            outln!("  PARTIAL: a run stopped or crashed after committing {committed} events (--resume continues it)");
+        }
+    }
     outln!(
         "  {:<32} {:>9} {:<14} {:<8} {:>9}",
         "dataset",

@@ -127,7 +127,8 @@ fn create_dataset<T: Fill>(
     let mut extents = vec![Extent::resizable(existing)];
     extents.extend(shape.iter().map(|&d| Extent::fixed(d)));
     let mut chunk = vec![chunk_rows(row_bytes)];
-    chunk.extend_from_slice(shape);
+    // HDF5 allows zero-sized dimensions (an empty profile), not zero-sized chunks.
+    chunk.extend(shape.iter().map(|&d| d.max(1)));
     let dataset = file
         .new_dataset::<T>()
         .shape(Extents::Simple(SimpleExtents::from_vec(extents)))
