@@ -521,3 +521,47 @@ fn a_reader_reopening_the_master_sees_a_growing_consistent_prefix() {
         .unwrap();
     assert!(looks >= 3, "the reader saw the master grow: {stdout}");
 }
+
+/// Process 1 is killed after its work is done, while process 0 writes the final master (the
+/// test hook holds that master before its rename): process 0 completes the result and exits 0,
+/// saying what happened, instead of a panic.
+#[test]
+fn a_peer_lost_while_the_final_master_is_written_does_not_fail_a_complete_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+    let path = dir.path().join("end.h5");
+    let tmp = dir.path().join("end.h5.tmp");
+    let rendezvous = dir.path().join("rv-end");
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            // No periodic commit: the only master written is the final one.
+            let mut extra = cluster(2, p, &rendezvous);
+            extra.extend(["--commit-interval".into(), "1000".into()]);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            std::process::Command::new(SHOTFLOW)
+                .args(demo_args(&path, EVENTS, &extra))
+                .env("SHOTFLOW_TEST_COMMIT_PAUSE_MS", "500")
+                .env("RUST_BACKTRACE", "0")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    while !tmp.exists() {
+        assert!(started.elapsed() < LIMIT, "no final master");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut children = children.into_iter();
+    let (zero, mut one) = (children.next().unwrap(), children.next().unwrap());
+    let _ = one.kill();
+    let _ = one.wait();
+    let out = wait_bounded(zero, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(master(&path).complete);
+    let n = assert_identical(&path, &reference);
+    eprintln!("complete after the peer's loss: {n} datasets identical; process 0 said: {stderr}");
+}

@@ -112,6 +112,19 @@ pub fn finish(
         (&error, result.lock().unwrap().as_ref())
     {
         if r.complete {
+            if let RunError::Worker(failure) = &error {
+                if failure.secondary {
+                    // Only the loss of a peer, after every batch was committed: a job script
+                    // must not count a complete result as a crash.
+                    eprintln!(
+                        "shotflow: another process went away after the result was complete \
+                         ({}); {} is complete",
+                        failure.cause,
+                        r.master.display()
+                    );
+                    return Ok(());
+                }
+            }
             eprintln!("shotflow: {} is complete nonetheless", r.master.display());
         } else {
             let last = r

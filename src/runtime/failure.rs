@@ -160,9 +160,7 @@ pub(crate) fn install_panic_hook() {
                 let message = panic_message(info.payload());
                 tracing::debug!("{name}: {message}");
                 COMM_ERROR.lock().unwrap().get_or_insert(message);
-            } else if name.starts_with("timely:work")
-                && is_lost_peer(&panic_message(info.payload()))
-            {
+            } else if is_lost_peer(&panic_message(info.payload())) {
                 tracing::debug!("{name}: peer lost");
             } else {
                 previous(info);
@@ -182,7 +180,11 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 pub(crate) fn is_lost_peer(message: &str) -> bool {
-    message.contains("MergeQueue poisoned") || message.contains("timely communication error")
+    message.contains("MergeQueue poisoned")
+        || message.contains("timely communication error")
+        // timely's CommsGuard, when the process joins communication threads that panicked
+        || message.starts_with("Send thread panic")
+        || message.starts_with("Recv thread panic")
 }
 
 pub(crate) fn lost_peer_cause() -> String {

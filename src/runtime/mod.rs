@@ -249,15 +249,27 @@ where
         std::mem::forget(guards);
         return Err(RunError::Worker(failure));
     }
-    for outcome in guards.join() {
-        if let Err(message) = outcome {
-            return Err(RunError::Worker(WorkerFailure {
-                worker: usize::MAX,
-                process,
-                cause: message,
-                secondary: false,
-            }));
+    // Every worker of this process has finished its work. Joining also joins timely's
+    // communication threads, which panic (and make the join panic) when a peer process went
+    // away meanwhile, even after all work was done: that is no reason to fail this process.
+    match catch_unwind(AssertUnwindSafe(|| guards.join())) {
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                if let Err(message) = outcome {
+                    return Err(RunError::Worker(WorkerFailure {
+                        worker: usize::MAX,
+                        process,
+                        cause: message,
+                        secondary: false,
+                    }));
+                }
+            }
         }
+        Err(payload) => eprintln!(
+            "shotflow: process {process}: another process went away after this one finished its \
+             work ({}); this process's results are complete",
+            failure::panic_message(&*payload)
+        ),
     }
     if let Some(reason) = state.stop_reason() {
         return Err(RunError::Stopped { reason, process });
