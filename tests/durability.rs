@@ -565,3 +565,76 @@ fn a_peer_lost_while_the_final_master_is_written_does_not_fail_a_complete_result
     let n = assert_identical(&path, &reference);
     eprintln!("complete after the peer's loss: {n} datasets identical; process 0 said: {stderr}");
 }
+
+/// `extract` of a EuXFEL run, interrupted by SIGINT after its first commit, then resumed with
+/// two workers: the same datasets as an uninterrupted extraction, and no train read twice.
+#[test]
+fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0001");
+    let simulate = [
+        "simulate",
+        "--trains",
+        "2000",
+        "--modules",
+        "1",
+        "--frames",
+        "2",
+        "--trains-per-file",
+        "500",
+    ];
+    let mut args: Vec<String> = simulate.iter().map(|s| s.to_string()).collect();
+    args.push(run.display().to_string());
+    ok(&wait_bounded(spawn(SHOTFLOW, &args), LIMIT));
+    let extract = |output: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "extract",
+            "--select",
+            "*_XGM/DOOCS/MAIN:output:data.intensityTD",
+            "--select",
+            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
+            "--trains-per-batch",
+            "1",
+            "--commit-interval",
+            "0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([run.display().to_string(), "--output".into()]);
+        args.push(output.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let reference_path = dir.path().join("reference.h5");
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &extract(&reference_path, &[])),
+        LIMIT,
+    ));
+    let reference = datasets(&reference_path);
+
+    let path = dir.path().join("extract.h5");
+    let child = start_and_commit(&extract(&path, &[]), &path, Duration::from_millis(20));
+    signal(&child, libc::SIGINT);
+    let out = wait_bounded(child, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = master(&path);
+    assert!(!committed.complete && committed.batches >= 1);
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &extract(&path, &["--resume", "--workers", "2"])),
+        LIMIT,
+    ));
+    let m = master(&path);
+    assert!(m.complete);
+    assert_eq!((m.resumed_from, m.recomputed), (committed.batches, 0));
+    let n = assert_identical(&path, &reference);
+    eprintln!(
+        "extract: interrupted after {} of 2000 trains, resumed: {n} datasets identical",
+        committed.events
+    );
+}

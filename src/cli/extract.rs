@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use shotflow::event::{Event, Key, Value};
 use shotflow::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
-use shotflow::runtime::{execute, Launch};
+use shotflow::runtime::{execute_with, Launch};
 use shotflow::smalldata::{SmallData, SmallDataExt};
 use timely::dataflow::operators::vec::Map;
 
@@ -29,7 +29,33 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = 4)]
     trains_per_batch: usize,
     #[command(flatten)]
+    durability: crate::cli::Durability,
+    #[command(flatten)]
     launch: Launch,
+}
+
+/// What determines the extracted data: the run's files (name, size, modification time), the
+/// selection and the batching. A resumed extraction must agree on all of it.
+fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
+    use std::hash::{Hash, Hasher};
+    let mut files = std::collections::hash_map::DefaultHasher::new();
+    for file in &run.files {
+        file.path.hash(&mut files);
+        if let Ok(meta) = std::fs::metadata(&file.path) {
+            meta.len().hash(&mut files);
+            meta.modified().ok().hash(&mut files);
+        }
+    }
+    vec![
+        ("command".into(), "extract".into()),
+        ("run".into(), args.run.display().to_string()),
+        (
+            "run files".into(),
+            format!("{} files, digest {:016x}", run.files.len(), files.finish()),
+        ),
+        ("select".into(), args.select.join(" ")),
+        ("trains_per_batch".into(), args.trains_per_batch.to_string()),
+    ]
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
@@ -65,10 +91,15 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             })
             .collect(),
     );
-    let output = SmallData::new(&args.output);
+    let output = args
+        .durability
+        .apply(SmallData::new(&args.output), fingerprint(&args, &run));
     let result = output.result();
+    let plan = args.launch.plan()?;
+    let mut settings = args.launch.settings();
+    settings.start = output.prepare(plan.process())?;
     let per = args.trains_per_batch;
-    execute(&args.launch, move |worker| {
+    let outcome = execute_with(&plan, settings, move |worker| {
         let (run, selected, reduce, output) = (
             Arc::clone(&run),
             Arc::clone(&selected),
@@ -104,7 +135,8 @@ pub fn run(args: ExtractArgs) -> Result<()> {
                 .smalldata(output);
         });
         Ok::<_, std::convert::Infallible>(())
-    })?;
+    });
+    crate::cli::finish(outcome.map(drop), &result)?;
     if let Some(result) = result.lock().unwrap().as_ref() {
         outln!("{}: {} trains", result.master.display(), result.rows);
     }
