@@ -5,9 +5,15 @@
 //! cargo bench --bench smalldata            # 1,000,000 × (f64, i64, 8×f32); 250,000 × 1024×f32
 //! cargo bench --bench smalldata -- 0.1     # scale both event counts
 //! cargo bench --bench smalldata -- small   # one workload (small | large)
+//! cargo bench --bench smalldata -- commit=0.5 fsync   # commit every 0.5 s, with fsync
+//! cargo bench --bench smalldata -- resume   # time to find the restart point of 10⁶ events
 //! ```
+//!
+//! The default commit interval (5 s) is longer than most of these runs: they commit once, at
+//! the end. `commit=0.5` shows the cost of commits during the run, `fsync` that of node-loss
+//! safety.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute, Launch};
@@ -17,10 +23,27 @@ use shotflow::source::batched_source;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn run(name: &str, events: u64, floats: usize, scalars: bool, writers: usize) -> (f64, f64) {
+/// How the output commits.
+#[derive(Clone, Copy)]
+struct Commit {
+    interval: Option<Duration>,
+    fsync: bool,
+}
+
+fn run(
+    name: &str,
+    events: u64,
+    floats: usize,
+    scalars: bool,
+    writers: usize,
+    commit: Commit,
+) -> (f64, f64) {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let path = dir.path().join(format!("{name}.h5"));
-    let output = SmallData::new(&path).writers(writers);
+    let mut output = SmallData::new(&path).writers(writers).durable(commit.fsync);
+    if let Some(interval) = commit.interval {
+        output = output.commit_interval(interval);
+    }
     let result = output.result();
     let batch = if floats > 64 { 256 } else { 8192 };
     let bytes_per_event = 8 + floats * 4 + if scalars { 16 } else { 0 };
@@ -58,15 +81,65 @@ fn run(name: &str, events: u64, floats: usize, scalars: bool, writers: usize) ->
     )
 }
 
+/// A run of `events` small events stopped after 99 % of them, then the time `--resume` takes
+/// to read its master and find the restart point.
+fn resume(events: u64) {
+    use shotflow::runtime::{request_stop, StopReason};
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let path = dir.path().join("resume.h5");
+    let output = SmallData::new(&path).commit_interval(Duration::from_millis(100));
+    let batch = 1024;
+    let stop_at = events / 100 * 99;
+    let _ = execute(&Launch::threads(2), move |worker| {
+        let output = output.clone();
+        let a = Key::new("a");
+        worker.dataflow(|scope| {
+            batched_source(scope, "Bench", events.div_ceil(batch), move |n| {
+                if n * batch >= stop_at {
+                    request_stop(StopReason::Requested);
+                }
+                let range = n * batch..((n + 1) * batch).min(events);
+                Ok::<_, std::convert::Infallible>(
+                    range.map(|i| Event::new(i).with(a, i as f64)).collect(),
+                )
+            })
+            .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let started = Instant::now();
+    let start = SmallData::new(&path).resume(true).prepare(0).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "resume of a run of {events} events stopped at batch {start} of {}: restart point found in {:.1} ms",
+        events.div_ceil(batch),
+        seconds * 1e3
+    );
+}
+
 fn main() {
     shotflow::runtime::keep_freed_memory();
     let scale: f64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1.0);
+    if std::env::args().any(|a| a == "resume") {
+        resume(1_000_000);
+        return;
+    }
+    let commit = Commit {
+        interval: std::env::args()
+            .find_map(|a| a.strip_prefix("commit=").and_then(|s| s.parse().ok()))
+            .map(Duration::from_secs_f64),
+        fsync: std::env::args().any(|a| a == "fsync"),
+    };
     let small = (1_000_000.0 * scale) as u64;
     let large = (250_000.0 * scale) as u64;
-    println!("smalldata sink, 2 workers in 1 process, output in /tmp (page cache)");
+    println!(
+        "smalldata sink, 2 workers in 1 process, output in /tmp (page cache), commit every {:?}{}",
+        commit.interval.unwrap_or(shotflow::smalldata::COMMIT_INTERVAL),
+        if commit.fsync { ", fsync" } else { "" }
+    );
     println!("Python baseline (tjlane/smalldata, issue 3): 2.2e5 events/s small, 370 MB/s large");
     println!(
         "{:<30} {:>8} {:>10} {:>12} {:>8} {:>9}",
@@ -77,7 +150,7 @@ fn main() {
         .find(|a| a == "small" || a == "large");
     for writers in [1, 2] {
         if only.as_deref() != Some("large") {
-            let (rate, mb) = run("small", small, 8, true, writers);
+            let (rate, mb) = run("small", small, 8, true, writers, commit);
             let label = "f64 + i64 + 8×f32 per event";
             println!(
                 "{label:<30} {writers:>8} {small:>10} {rate:>12.3e} {mb:>8.0} {:>9.1}",
@@ -85,7 +158,7 @@ fn main() {
             );
         }
         if only.as_deref() != Some("small") {
-            let (rate, mb) = run("large", large, 1024, false, writers);
+            let (rate, mb) = run("large", large, 1024, false, writers, commit);
             let label = "1024×f32 per event";
             println!(
                 "{label:<30} {writers:>8} {large:>10} {rate:>12.3e} {mb:>8.0} {:>9.1}",
