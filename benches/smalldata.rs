@@ -137,7 +137,9 @@ fn main() {
     let large = (250_000.0 * scale) as u64;
     println!(
         "smalldata sink, 2 workers in 1 process, output in /tmp (page cache), commit every {:?}{}",
-        commit.interval.unwrap_or(shotflow::smalldata::COMMIT_INTERVAL),
+        commit
+            .interval
+            .unwrap_or(shotflow::smalldata::COMMIT_INTERVAL),
         if commit.fsync { ", fsync" } else { "" }
     );
     println!("Python baseline (tjlane/smalldata, issue 3): 2.2e5 events/s small, 370 MB/s large");

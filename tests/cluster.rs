@@ -262,7 +262,7 @@ fn a_missing_process_is_an_error_not_a_hang() {
     let out = wait_bounded(spawn(SHOTFLOW, &args), LIMIT);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("processes [1] did not appear"), "{stderr}");
+    assert!(stderr.contains("processes [1] did not connect"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 

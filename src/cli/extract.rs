@@ -95,7 +95,10 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .durability
         .apply(SmallData::new(&args.output), fingerprint(&args, &run));
     let result = output.result();
-    let plan = args.launch.plan()?;
+    let mut agree = fingerprint(&args, &run);
+    agree.push(("output".into(), args.output.display().to_string()));
+    agree.push(("resume".into(), args.durability.resume.to_string()));
+    let plan = args.launch.clone().with_fingerprint(agree).plan()?;
     let mut settings = args.launch.settings();
     settings.start = output.prepare(plan.process())?;
     let per = args.trains_per_batch;

@@ -2,23 +2,25 @@
 //!
 //! timely's own connection code retries forever when a peer never appears; a scientist whose
 //! job lost one rank would watch it hang. Here every process connects to the lower-ranked
-//! processes and accepts the higher-ranked ones until a deadline, checks a small handshake so a
-//! stray connection cannot join the run, and then hands the sockets to timely.
+//! processes and accepts the higher-ranked ones until a deadline, admits only connections that
+//! prove they belong to this launch ([`handshake`]; a stray or idle connection is dropped
+//! after a short timeout), and then hands the sockets to timely. Addresses and the secret are
+//! read again at every attempt, so files an earlier launch left behind cost a retry, never
+//! a wrong peer.
 //!
 //! Addresses come either from a list (`--hostfile`, or `127.0.0.1:PORT+i`) or from a
 //! rendezvous directory: each process binds an ephemeral port, publishes `host:port` in
 //! `<dir>/<rank>.addr`, and reads the others' files. That needs no port planning, which is what
 //! `mpirun`/`srun` launches want.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::handshake::{self, Credentials};
 use super::RunError;
-
-const MAGIC: &[u8; 8] = b"SHOTFLW1";
 
 /// How this process finds the others.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,16 +39,22 @@ pub enum Peers {
 }
 
 /// Connected sockets, one per other process, in rank order (`None` at this process's rank).
+/// Every connection proves that it belongs to this launch ([`handshake`]): the secret is
+/// `token` when given (`--token`, `SHOTFLOW_TOKEN`), else one that process 0 writes into the
+/// rendezvous directory (mode 0600), else none (a port or hostfile cluster without a token
+/// checks the arguments' `fingerprint` only).
 pub(crate) fn connect(
     process: usize,
     processes: usize,
     peers: &Peers,
     timeout: Duration,
+    token: Option<&str>,
+    fingerprint: &str,
 ) -> Result<Vec<Option<TcpStream>>, RunError> {
     let deadline = Instant::now() + timeout;
     let err = |message: String| RunError::Connect { process, message };
 
-    let (listener, addresses) = match peers {
+    let (listener, me) = match peers {
         Peers::Addresses(addresses) => {
             if addresses.len() != processes {
                 return Err(err(format!(
@@ -57,9 +65,9 @@ pub(crate) fn connect(
             }
             let listener = TcpListener::bind(&addresses[process])
                 .map_err(|e| err(format!("cannot listen on {}: {e}", addresses[process])))?;
-            (listener, addresses.clone())
+            (listener, addresses[process].clone())
         }
-        Peers::Rendezvous { dir, job, local } => {
+        Peers::Rendezvous { local, .. } => {
             let listener = TcpListener::bind(if *local { "127.0.0.1:0" } else { "0.0.0.0:0" })
                 .map_err(|e| err(format!("cannot listen: {e}")))?;
             let port = listener
@@ -71,60 +79,123 @@ pub(crate) fn connect(
             } else {
                 hostname().map_err(err)?
             };
-            let addresses = rendezvous(
-                dir,
-                job,
-                process,
-                processes,
-                &format!("{host}:{port}"),
-                deadline,
-            )
-            .map_err(err)?;
-            (listener, addresses)
+            (listener, format!("{host}:{port}"))
+        }
+    };
+    if let Peers::Rendezvous { dir, job, .. } = peers {
+        publish(dir, job, process, &me, token.is_none()).map_err(err)?;
+    }
+    // The launch's secret and a peer's address, read again at every attempt: a file left by an
+    // earlier launch is replaced by this launch's as soon as its process writes it.
+    let credentials = || -> Result<Credentials, String> {
+        let token = match (token, peers) {
+            (Some(t), _) => t.as_bytes().to_vec(),
+            (None, Peers::Rendezvous { dir, .. }) => std::fs::read(dir.join("token"))
+                .map_err(|e| format!("no launch secret in {} yet: {e}", dir.display()))?,
+            (None, Peers::Addresses(_)) => Vec::new(),
+        };
+        Ok(Credentials {
+            token,
+            fingerprint: fingerprint.to_string(),
+        })
+    };
+    let address = |peer: usize| -> Result<String, String> {
+        match peers {
+            Peers::Addresses(addresses) => Ok(addresses[peer].clone()),
+            Peers::Rendezvous { dir, job, .. } => {
+                let text = std::fs::read_to_string(dir.join(format!("{peer}.addr")))
+                    .map_err(|_| format!("process {peer} has not appeared in {}", dir.display()))?;
+                let mut lines = text.lines();
+                match (lines.next(), lines.next()) {
+                    (Some(j), Some(a)) if j == job => Ok(a.to_string()),
+                    _ => Err(format!("{peer}.addr belongs to another launch")),
+                }
+            }
         }
     };
 
     let mut sockets: Vec<Option<TcpStream>> = (0..processes).map(|_| None).collect();
-    for (peer, address) in addresses.iter().enumerate().take(process) {
-        let stream = connect_one(address, deadline).map_err(|e| {
-            err(format!(
-                "cannot reach process {peer} at {address}: {e} (is it running?)"
-            ))
-        })?;
-        sockets[peer] = Some(stream);
-    }
-    for stream in sockets.iter_mut().take(process).flatten() {
-        let mut hello = MAGIC.to_vec();
-        hello.extend_from_slice(&(process as u64).to_le_bytes());
-        hello.extend_from_slice(&(processes as u64).to_le_bytes());
-        stream
-            .write_all(&hello)
-            .map_err(|e| err(format!("handshake: {e}")))?;
+    for (peer, slot) in sockets.iter_mut().enumerate().take(process) {
+        let mut last = String::new();
+        // A refusal says more than the refused connection that follows once the peer gave up.
+        let mut refusal: Option<String> = None;
+        loop {
+            let attempt = address(peer).map_err(|why| (why, false)).and_then(|a| {
+                let mut stream = connect_once(&a).map_err(|e| (format!("{a}: {e}"), false))?;
+                let credentials = credentials().map_err(|why| (why, false))?;
+                match handshake::offer(&mut stream, process, processes, &credentials) {
+                    Ok(()) => Ok(stream),
+                    Err(handshake::Refused::Retry(why)) => {
+                        let telling = why.contains("secret");
+                        Err((format!("{a}: {why}"), telling))
+                    }
+                    Err(handshake::Refused::Arguments(why)) => Err((
+                        format!(
+                            "the process {peer} at {a} was started with other arguments: {why}"
+                        ),
+                        true,
+                    )),
+                }
+            });
+            match attempt {
+                Ok(stream) => {
+                    *slot = Some(stream);
+                    break;
+                }
+                Err((why, telling)) if Instant::now() > deadline => {
+                    let why = if telling { why } else { refusal.unwrap_or(why) };
+                    return Err(err(format!(
+                        "cannot join process {peer} within {timeout:?}: {why}"
+                    )));
+                }
+                Err((why, telling)) => {
+                    if telling {
+                        refusal = Some(why.clone());
+                    }
+                    if why != last {
+                        tracing::debug!("process {process}: joining process {peer}: {why}");
+                        last = why;
+                    }
+                    sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 
     listener
         .set_nonblocking(true)
         .map_err(|e| err(e.to_string()))?;
+    let mut turned_away: Option<String> = None;
     while sockets[process + 1..].iter().any(Option::is_none) {
         match listener.accept() {
-            Ok((mut stream, from)) => match handshake(&mut stream, processes, deadline) {
-                Ok(peer) if peer > process && sockets[peer].is_none() => {
-                    sockets[peer] = Some(stream)
+            Ok((mut stream, from)) => {
+                let checked =
+                    credentials().and_then(|c| handshake::check(&mut stream, processes, &c));
+                match checked {
+                    Ok(peer) if peer > process && sockets[peer].is_none() => {
+                        sockets[peer] = Some(stream)
+                    }
+                    Ok(peer) => {
+                        tracing::warn!("process {process}: unexpected connection from process {peer} ({from}); ignored");
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "process {process}: turned away a connection from {from}: {e}"
+                        );
+                        turned_away = Some(format!("turned away {from}: {e}"));
+                    }
                 }
-                Ok(peer) => {
-                    tracing::warn!("process {process}: unexpected second connection from process {peer} ({from}); ignored");
-                }
-                Err(e) => {
-                    tracing::warn!("process {process}: ignored a connection from {from}: {e}")
-                }
-            },
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
                     let missing: Vec<usize> = (process + 1..processes)
                         .filter(|&p| sockets[p].is_none())
                         .collect();
                     return Err(err(format!(
-                        "processes {missing:?} did not connect within {timeout:?}"
+                        "processes {missing:?} did not connect within {timeout:?}{}",
+                        turned_away
+                            .map(|t| format!(" (last {t})"))
+                            .unwrap_or_default()
                     )));
                 }
                 sleep(Duration::from_millis(5));
@@ -143,11 +214,11 @@ pub(crate) fn connect(
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
     }
     if let (Peers::Rendezvous { dir, .. }, 0) = (peers, process) {
-        // Every other process read all addresses before it connected to process 0, so once
-        // process 0 has all its connections the files are no longer needed.
+        // Every other process has joined process 0, so the files are no longer needed.
         for peer in 0..processes {
             let _ = std::fs::remove_file(dir.join(format!("{peer}.addr")));
         }
+        let _ = std::fs::remove_file(dir.join("token"));
         if dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -166,44 +237,13 @@ pub(crate) fn shut_down(sockets: &[TcpStream]) {
     }
 }
 
-fn connect_one(address: &str, deadline: Instant) -> Result<TcpStream, String> {
-    loop {
-        let attempt = address
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())
-            .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()))
-            .and_then(|addr| {
-                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())
-            });
-        match attempt {
-            Ok(stream) => return Ok(stream),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-fn handshake(stream: &mut TcpStream, processes: usize, deadline: Instant) -> Result<usize, String> {
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    let wait = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(100));
-    stream
-        .set_read_timeout(Some(wait))
-        .map_err(|e| e.to_string())?;
-    let mut hello = [0u8; 24];
-    stream.read_exact(&mut hello).map_err(|e| e.to_string())?;
-    if &hello[..8] != MAGIC {
-        return Err("not a shotflow process".into());
-    }
-    let peer = u64::from_le_bytes(hello[8..16].try_into().unwrap()) as usize;
-    let total = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
-    if total != processes || peer >= processes {
-        return Err(format!(
-            "peer says it is process {peer} of {total}, this run has {processes}"
-        ));
-    }
-    Ok(peer)
+fn connect_once(address: &str) -> Result<TcpStream, String> {
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address".to_string())?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())
 }
 
 fn hostname() -> Result<String, String> {
@@ -213,40 +253,41 @@ fn hostname() -> Result<String, String> {
         .map_err(|_| "cannot tell this host's name for the rendezvous".to_string())
 }
 
-fn rendezvous(
-    dir: &Path,
-    job: &str,
-    process: usize,
-    processes: usize,
-    me: &str,
-    deadline: Instant,
-) -> Result<Vec<String>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("rendezvous {}: {e}", dir.display()))?;
+/// Publishes this process's address in the rendezvous directory; process 0 first writes the
+/// launch's secret there (when none was given), readable by its owner only.
+fn publish(dir: &Path, job: &str, process: usize, me: &str, secret: bool) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let context = |e: std::io::Error| format!("rendezvous {}: {e}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(context)?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(dir).map_err(context)?.uid();
+    if owner != uid {
+        return Err(format!(
+            "rendezvous {} belongs to another user (uid {owner}): choose a directory of your own",
+            dir.display()
+        ));
+    }
+    if process == 0 && secret {
+        let token: [u8; 32] = rand::random();
+        let text: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".token.{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|_| std::fs::rename(&tmp, dir.join("token")))
+            .map_err(context)?;
+    }
     let tmp = dir.join(format!(".{process}.addr.tmp"));
     std::fs::write(&tmp, format!("{job}\n{me}\n"))
         .and_then(|_| std::fs::rename(&tmp, dir.join(format!("{process}.addr"))))
-        .map_err(|e| format!("rendezvous {}: {e}", dir.display()))?;
-    let mut addresses = vec![None; processes];
-    addresses[process] = Some(me.to_string());
-    while addresses.iter().any(Option::is_none) {
-        for (peer, slot) in addresses.iter_mut().enumerate() {
-            if slot.is_none() {
-                if let Ok(text) = std::fs::read_to_string(dir.join(format!("{peer}.addr"))) {
-                    let mut lines = text.lines();
-                    if lines.next() == Some(job) {
-                        *slot = lines.next().map(str::to_string);
-                    }
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            let missing: Vec<usize> = (0..processes).filter(|&p| addresses[p].is_none()).collect();
-            return Err(format!(
-                "processes {missing:?} did not appear in the rendezvous directory {}",
-                dir.display()
-            ));
-        }
-        sleep(Duration::from_millis(10));
-    }
-    Ok(addresses.into_iter().map(Option::unwrap).collect())
+        .map_err(context)
 }

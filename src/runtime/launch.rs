@@ -65,6 +65,16 @@ pub struct Launch {
     /// the memory a run holds in flight.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_ahead: Option<u64>,
+    /// The launch's secret: only processes that hold it join the cluster. Without it, process 0
+    /// writes one into the rendezvous directory (readable by you only); a cluster on ports or
+    /// a hostfile without a token is not authenticated.
+    #[arg(long, env = "SHOTFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// `name = value` lines naming what the processes of one run must agree on (inputs, seed,
+    /// options): a process started with other arguments is refused, with the difference named.
+    /// Set by the program, not on the command line.
+    #[arg(skip)]
+    pub fingerprint: String,
 }
 
 /// The resolved plan: how many workers, in which processes.
@@ -91,6 +101,10 @@ pub enum Plan {
         timeout: Duration,
         /// Who launched us (for messages), if a launcher did.
         launcher: Option<&'static str>,
+        /// The launch's secret, if given.
+        token: Option<String>,
+        /// What the processes must agree on ([`Launch::fingerprint`]).
+        fingerprint: String,
     },
 }
 
@@ -145,6 +159,8 @@ impl Default for Launch {
             port: 2101,
             connect_timeout: 60,
             read_ahead: None,
+            token: None,
+            fingerprint: String::new(),
         }
     }
 }
@@ -156,6 +172,18 @@ impl Launch {
             workers: n,
             ..Launch::default()
         }
+    }
+
+    /// These options, with `pairs` as the fingerprint the processes of a run must agree on.
+    pub fn with_fingerprint<N: std::fmt::Display, V: std::fmt::Display>(
+        mut self,
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Launch {
+        self.fingerprint = pairs
+            .into_iter()
+            .map(|(n, v)| format!("{n} = {v}\n"))
+            .collect();
+        self
     }
 
     /// The per-run settings these options ask for.
@@ -261,6 +289,8 @@ impl Launch {
             peers,
             timeout,
             launcher: launcher.map(|l| l.name),
+            token: self.token.clone(),
+            fingerprint: self.fingerprint.clone(),
         })
     }
 }

@@ -30,6 +30,7 @@ mod cluster;
 mod control;
 pub mod environment;
 mod failure;
+mod handshake;
 mod launch;
 mod memory;
 mod stop;
@@ -141,9 +142,18 @@ where
             processes,
             peers,
             timeout,
+            token,
+            fingerprint,
             ..
         } => {
-            let sockets = cluster::connect(*process, *processes, peers, *timeout)?;
+            let sockets = cluster::connect(
+                *process,
+                *processes,
+                peers,
+                *timeout,
+                token.as_deref(),
+                fingerprint,
+            )?;
             let clones = sockets
                 .iter()
                 .flatten()

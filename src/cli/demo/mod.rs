@@ -115,7 +115,14 @@ fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let plan = args.launch.plan()?;
+    // The processes of one run must agree on the data, on where it goes and on resuming.
+    let mut agree = args.fingerprint();
+    agree.push((
+        "output".into(),
+        format!("{:?}", (!args.no_output).then_some(&args.output)),
+    ));
+    agree.push(("resume".into(), args.durability.resume.to_string()));
+    let plan = args.launch.clone().with_fingerprint(agree).plan()?;
     let frame = parse_frame(&args.frame)?;
     let run = (args.source == Input::Run).then(|| Simulation {
         trains: args.trains,

@@ -1,0 +1,186 @@
+//! Who joins a multi-process run: only processes of this launch, started with the same
+//! arguments. Two runs sharing a rendezvous directory, a process started with another seed,
+//! a process with another secret, and an idle connection to a cluster port, each with the
+//! real binary on loopback.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{small_demo, small_demo_args, spawn, wait_bounded};
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn demo(seed: u64, extra: &[String]) -> Vec<String> {
+    let mut args = small_demo_args();
+    args.extend(["--seed".into(), seed.to_string()]);
+    args.extend(extra.iter().cloned());
+    args
+}
+
+fn rendezvous(process: usize, dir: &Path, timeout: u64) -> Vec<String> {
+    [
+        "--processes",
+        "2",
+        "--process",
+        &process.to_string(),
+        "--rendezvous",
+        &dir.display().to_string(),
+        "--connect-timeout",
+        &timeout.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The `kept` count an uninterrupted one-process run of `seed` prints.
+fn kept(seed: u64) -> u64 {
+    let mut config = small_demo();
+    config.source.seed = seed;
+    common::demo_reference(&config).kept
+}
+
+#[test]
+fn two_runs_sharing_a_rendezvous_directory_never_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("rv");
+    let children: Vec<(u64, usize, std::process::Child)> = [1u64, 2]
+        .iter()
+        .flat_map(|&seed| (0..2).map(move |p| (seed, p)))
+        .map(|(seed, p)| {
+            (
+                seed,
+                p,
+                spawn(SHOTFLOW, &demo(seed, &rendezvous(p, &shared, 8))),
+            )
+        })
+        .collect();
+    let mut finished = 0;
+    for (seed, p, child) in children {
+        let out = wait_bounded(child, LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if p == 0 && out.status.success() {
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                json["kept"].as_u64(),
+                Some(kept(seed)),
+                "seed {seed}: its own result"
+            );
+            finished += 1;
+        } else if !out.status.success() {
+            assert!(
+                stderr.contains("cannot join") || stderr.contains("did not connect"),
+                "seed {seed} process {p}: {stderr}"
+            );
+        }
+    }
+    eprintln!("{finished} of 2 runs finished, each with its own result; none mixed");
+}
+
+#[test]
+fn a_process_started_with_other_arguments_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = dir.path().join("rv");
+    let zero = spawn(SHOTFLOW, &demo(1, &rendezvous(0, &rv, 5)));
+    let one = spawn(SHOTFLOW, &demo(2, &rendezvous(1, &rv, 5)));
+    let one = wait_bounded(one, LIMIT);
+    let zero = wait_bounded(zero, LIMIT);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(one.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was started with other arguments: seed: 2 here, 1 there"),
+        "{stderr}"
+    );
+    assert_eq!(zero.status.code(), Some(1));
+}
+
+#[test]
+fn a_process_without_the_launch_secret_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = dir.path().join("rv");
+    let mut zero_args = demo(1, &rendezvous(0, &rv, 4));
+    zero_args.extend(["--token".into(), "the-secret".into()]);
+    let mut one_args = demo(1, &rendezvous(1, &rv, 4));
+    one_args.extend(["--token".into(), "a-guess".into()]);
+    let zero = spawn(SHOTFLOW, &zero_args);
+    let one = wait_bounded(spawn(SHOTFLOW, &one_args), LIMIT);
+    let zero = wait_bounded(zero, LIMIT);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(one.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("secret"), "{stderr}");
+    assert_eq!(zero.status.code(), Some(1));
+    // The secret that process 0 writes itself is readable by its owner only.
+    let dir = tempfile::tempdir().unwrap();
+    let rv = dir.path().join("rv");
+    let zero = spawn(SHOTFLOW, &demo(1, &rendezvous(0, &rv, 30)));
+    let started = Instant::now();
+    while !rv.join("token").exists() {
+        assert!(started.elapsed() < LIMIT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(rv.join("token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let one = wait_bounded(spawn(SHOTFLOW, &demo(1, &rendezvous(1, &rv, 30))), LIMIT);
+    assert!(one.status.success());
+    assert!(wait_bounded(zero, LIMIT).status.success());
+}
+
+#[test]
+fn an_idle_connection_to_a_cluster_port_does_not_stall_start_up() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Make sure the next port is free too (process 1 listens on it).
+    let ports = |p: usize| -> Vec<String> {
+        [
+            "--processes",
+            "2",
+            "--process",
+            &p.to_string(),
+            "--port",
+            &port.to_string(),
+            "--connect-timeout",
+            "60",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let started = Instant::now();
+    let zero = spawn(SHOTFLOW, &demo(1, &ports(0)));
+    let idle = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            Err(_) if started.elapsed() < LIMIT => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("process 0 never listened: {e}"),
+        }
+    };
+    let one = wait_bounded(spawn(SHOTFLOW, &demo(1, &ports(1))), LIMIT);
+    let zero = wait_bounded(zero, LIMIT);
+    drop(idle);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert!(
+        zero.status.success(),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&zero.stdout).unwrap();
+    assert_eq!(json["kept"].as_u64(), Some(kept(1)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "start-up stalled: {took:?}");
+    eprintln!("two processes ran in {took:?} beside an idle connection");
+}
