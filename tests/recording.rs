@@ -191,3 +191,189 @@ fn paced_replay_follows_the_recorded_rate() {
     replay(dir.path(), &Plan::Thread, Pace::AsFastAsPossible);
     assert!(started.elapsed().as_millis() < 100);
 }
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+
+fn shotflow(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(SHOTFLOW)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `shotflow record synthetic DIR --events N --workers W`: W worker files and a manifest.
+fn record_cli(dir: &Path, events: u64, workers: u16, extra: &[&str]) -> std::process::Output {
+    let (events, workers) = (events.to_string(), workers.to_string());
+    let mut args = vec![
+        "record",
+        "synthetic",
+        dir.to_str().unwrap(),
+        "--events",
+        &events,
+    ];
+    args.extend_from_slice(&["--workers", &workers]);
+    args.extend_from_slice(extra);
+    shotflow(&args)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn record_refuses_an_existing_recording_and_overwrite_replaces_it_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("rec");
+    assert!(record_cli(&dir, 20000, 2, &[]).status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("recording.json")).unwrap()).unwrap();
+    assert_eq!(manifest["workers"], 2);
+    assert_eq!(manifest["events"], 20000);
+    assert_eq!(manifest["complete"], true);
+
+    let again = record_cli(&dir, 20000, 2, &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("exists") && stderr(&again).contains("--overwrite"));
+
+    // A stale file from some earlier recording: --overwrite leaves nothing of the old one.
+    std::fs::copy(dir.join("worker-0001.sfrec"), dir.join("worker-0002.sfrec")).unwrap();
+    let out = record_cli(&dir, 20000, 1, &["--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["recording.json", "worker-0000.sfrec"]);
+    let recording = Recording::open(&dir).unwrap();
+    assert_eq!(recording.events(), 20000);
+    assert!(recording.warnings.is_empty(), "{:?}", recording.warnings);
+}
+
+#[test]
+fn replay_refuses_missing_and_foreign_worker_files() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    assert!(record_cli(&a, 20000, 2, &[]).status.success());
+    assert!(record_cli(&b, 5000, 2, &[]).status.success());
+
+    // A worker file from another recording.
+    std::fs::copy(b.join("worker-0001.sfrec"), a.join("worker-0001.sfrec")).unwrap();
+    let out = shotflow(&["replay", a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("worker-0001.sfrec belongs to recording"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A missing worker file.
+    std::fs::remove_file(a.join("worker-0001.sfrec")).unwrap();
+    let out = shotflow(&["replay", a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("1 of its 2 worker files are missing: worker-0001.sfrec"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_empty_worker_file_does_not_hide_the_other_workers_batches() {
+    // A recorder that died: no manifest, and one worker file of 0 bytes.
+    let dir = tempfile::tempdir().unwrap();
+    record(dir.path(), &Plan::Process { workers: 2 });
+    let whole = Recording::open(dir.path()).unwrap();
+    let second = dir.path().join("worker-0001.sfrec");
+    let lost = {
+        // the events of worker 1's file alone
+        let only = tempfile::tempdir().unwrap();
+        std::fs::copy(&second, only.path().join("worker-0001.sfrec")).unwrap();
+        Recording::open(only.path()).unwrap().events()
+    };
+    std::fs::File::create(&second).unwrap(); // truncated to 0 bytes
+    let recording = Recording::open(dir.path()).unwrap();
+    assert!(
+        recording
+            .warnings
+            .iter()
+            .any(|w| w.contains("worker-0001.sfrec: empty or cut short")),
+        "{:?}",
+        recording.warnings
+    );
+    assert!(lost > 0);
+    assert_eq!(recording.events(), whole.events() - lost);
+    let got = replay(dir.path(), &Plan::Thread, Pace::AsFastAsPossible);
+    assert_eq!(got.len() as u64, whole.events() - lost);
+}
+
+/// Frame headers are checksummed: a flipped bit in a frame's timestamp ends that file's
+/// intact frames there, and a paced replay does not wait 146 years. A real pause of the
+/// recording (here: a timestamp moved 10⁶ s later, its checksum recomputed) is replayed after
+/// at most 10× the usual interval, with a warning.
+#[test]
+fn damaged_or_huge_gaps_in_timestamps_never_stall_a_paced_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorder = Recorder::new(dir.path(), 0, 1).unwrap();
+    for batch in 0..5u64 {
+        let mut rows = vec![Event::new(batch).with(Key::new("x"), batch as f64)];
+        recorder.write(batch, &mut rows).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    recorder.finish().unwrap();
+    let file = dir.path().join("worker-0000.sfrec");
+    let bytes = std::fs::read(&file).unwrap();
+    // The frame headers: after the 20-byte fixed header and the JSON header.
+    let json = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    let mut frames = Vec::new();
+    let mut at = 20 + json;
+    while bytes[at] == 1 {
+        frames.push(at);
+        let length = u64::from_le_bytes(bytes[at + 21..at + 29].try_into().unwrap()) as usize;
+        at += 1 + 36 + length;
+    }
+    assert_eq!(frames.len(), 5);
+
+    // One flipped bit in the third frame's ns: two intact frames, a warning.
+    let mut flipped = bytes.clone();
+    flipped[frames[2] + 9 + 7] ^= 0x40;
+    std::fs::write(&file, &flipped).unwrap();
+    let recording = Recording::open(dir.path()).unwrap();
+    assert_eq!(recording.batches(), 2);
+    assert!(
+        recording
+            .warnings
+            .iter()
+            .any(|w| w.contains("frame header 3 fails its checksum")),
+        "{:?}",
+        recording.warnings
+    );
+
+    // A pause of 10⁶ s before the fourth frame, checksum intact: replayed promptly.
+    let mut paused = bytes.clone();
+    let head = frames[3] + 1;
+    let ns = u64::from_le_bytes(paused[head + 8..head + 16].try_into().unwrap())
+        + 1_000_000 * 1_000_000_000;
+    paused[head + 8..head + 16].copy_from_slice(&ns.to_le_bytes());
+    let crc = crc32fast::hash(&paused[head..head + 32]);
+    paused[head + 32..head + 36].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&file, &paused).unwrap();
+    let recording = Recording::open(dir.path()).unwrap();
+    assert_eq!(recording.batches(), 5);
+    assert!(
+        recording
+            .warnings
+            .iter()
+            .any(|w| w.contains("1 pauses of the recording (up to 1000000.0 s)")),
+        "{:?}",
+        recording.warnings
+    );
+    let started = Instant::now();
+    let got = replay(dir.path(), &Plan::Thread, Pace::Recorded { speed: 1.0 });
+    assert_eq!(got.len(), 5);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -11,8 +11,8 @@ use shotflow::bridge::client::{BridgeSource, ClientConfig};
 use shotflow::bridge::Pattern;
 use shotflow::event::Value;
 use shotflow::exdf::{ExdfRun, ExdfSource};
-use shotflow::recording::{Pace, RecordExt, Recording, ReplaySource};
-use shotflow::runtime::{execute, Launch};
+use shotflow::recording::{Manifest, Pace, RecordExt, Recording, ReplaySource};
+use shotflow::runtime::{execute, execute_with, Launch};
 use shotflow::sink::SinkExt;
 use shotflow::source::{Synthetic, SyntheticSource};
 
@@ -41,6 +41,10 @@ pub struct RecordArgs {
     /// karabo-bridge: connections, each with a train in flight.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Replace an existing recording: the new one is written beside it and takes its place
+    /// only when it is finished.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     launch: Launch,
 }
@@ -89,10 +93,47 @@ pub fn record(args: RecordArgs) -> Result<()> {
             args.source
         );
     };
+    // What the recording is of: its id, and what its processes must agree on.
+    let source = format!(
+        "{} (select {:?}, events {}, trains {:?})",
+        args.source, args.select, args.events, args.trains
+    );
+    let id = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&source, &args.out).hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let launch = args.launch.clone().with_fingerprint([
+        ("record", &source),
+        ("into", &args.out.display().to_string()),
+    ]);
+    let plan = launch.plan()?;
+    let exists =
+        args.out.exists() && std::fs::read_dir(&args.out).map_or(true, |mut d| d.next().is_some());
+    if exists && !args.overwrite {
+        bail!(
+            "{} exists: a recording is never recorded into (stale files would mix in); give \
+             --overwrite to replace it once the new one is finished",
+            args.out.display()
+        );
+    }
+    // With --overwrite the new recording is written beside the old one.
+    let target = if exists {
+        let mut name = args.out.as_os_str().to_owned();
+        name.push(".new");
+        PathBuf::from(name)
+    } else {
+        args.out.clone()
+    };
+    if plan.process() == 0 && target != args.out {
+        let _ = std::fs::remove_dir_all(&target);
+    }
     let input = Arc::new(input);
-    let out = args.out.clone();
+    let out = target.clone();
     let started = Instant::now();
-    execute(&args.launch, move |worker| {
+    let recording_id = id.clone();
+    let outcome = execute_with(&plan, launch.settings(), move |worker| {
         let (input, out) = (Arc::clone(&input), out.clone());
         worker.dataflow(|scope| {
             let stream = match input.as_ref() {
@@ -103,11 +144,54 @@ pub fn record(args: RecordArgs) -> Result<()> {
                 }
                 Input::Bridge(config) => scope.karabo_bridge(config),
             };
-            stream.record(&out)
+            stream.record_as(&out, &recording_id)
         })?;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    let stopped = match outcome {
+        Ok(_) => None,
+        Err(shotflow::runtime::RunError::Stopped { reason, .. }) => Some(reason),
+        Err(e) => return Err(e.into()),
+    };
+    if plan.process() != 0 {
+        return match outcome_error(stopped) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
+    if target != args.out {
+        // Swap in the finished recording; the old one is removed only after.
+        let mut old = args.out.as_os_str().to_owned();
+        old.push(format!(".old-{}", std::process::id()));
+        std::fs::rename(&args.out, &old)?;
+        std::fs::rename(&target, &args.out)?;
+        std::fs::remove_dir_all(&old)?;
+    }
     let recording = Recording::open(&args.out)?;
+    Manifest {
+        recording: id,
+        workers: plan.peers(),
+        batches: recording.batches() as u64,
+        events: recording.events(),
+        complete: stopped.is_none(),
+        source,
+        schema: recording
+            .headers
+            .iter()
+            .map(|h| h.schema.clone())
+            .find(|s| !s.is_empty())
+            .unwrap_or_default(),
+    }
+    .write(&args.out)?;
+    if let Some(e) = outcome_error(stopped) {
+        eprintln!(
+            "shotflow: recorded {} events in {} batches to {} before the stop (marked interrupted)",
+            recording.events(),
+            recording.batches(),
+            args.out.display()
+        );
+        return Err(e);
+    }
     outln!(
         "{}: {} events in {} batches, {:.1} MB, {:.2} s",
         args.out.display(),
@@ -117,6 +201,11 @@ pub fn record(args: RecordArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The error a stopped recording ends with (its exit status follows the signal).
+fn outcome_error(stopped: Option<shotflow::runtime::StopReason>) -> Option<anyhow::Error> {
+    stopped.map(|reason| shotflow::runtime::RunError::Stopped { reason, process: 0 }.into())
 }
 
 pub fn replay(args: ReplayArgs) -> Result<()> {

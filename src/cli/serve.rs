@@ -40,6 +40,9 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<()> {
     let pace = args.speed.as_deref().map(super::parse_speed).transpose()?;
     let recording = Recording::open(&args.source).ok().map(Arc::new);
+    for warning in recording.iter().flat_map(|r| &r.warnings) {
+        eprintln!("warning: {warning}");
+    }
     let run = match recording {
         Some(_) => None,
         None => Some(super::open_run(&args.source, &args.select)?),

@@ -5,11 +5,18 @@
 //!
 //! ```text
 //! magic "SHOTFLOWREC\0" | u32 format version | u32 n | n bytes of JSON header
-//!   (shotflow version, worker, peers, schema of the first batch's fields)
+//!   (shotflow version, recording id, worker, peers, schema of the first batch's fields)
 //! frames:  u8 1 | u64 batch | u64 ns since the recording started | u32 events
-//!          | u64 payload length | u32 CRC-32 of the payload | payload (see `codec`)
+//!          | u64 payload length | u32 CRC-32 of the payload
+//!          | u32 CRC-32 of the 32 header bytes before it (format 2) | payload (see `codec`)
 //! end:     u8 2 | u64 frames written
 //! ```
+//!
+//! Every frame-header field is checksummed (format 2; format 1 files are still read): one
+//! flipped bit in a batch number or a timestamp ends the file's intact frames there instead of
+//! pacing a replay by a timestamp 146 years away. `record` also writes `recording.json` when it
+//! finishes ([`Manifest`]): with it, a replay refuses a recording with missing, stale or
+//! foreign worker files; without it (a recorder that did not finish) it warns with counts.
 //!
 //! all little-endian. Reading indexes every file's frames by batch; a file cut short (a crash
 //! mid-write), a bad checksum or a missing end marker ends that file at its last intact frame
@@ -28,12 +35,16 @@ pub use replay::{Pace, Recording, ReplaySource};
 
 /// The file magic.
 pub const MAGIC: &[u8; 12] = b"SHOTFLOWREC\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (it reads 1 and 2).
+pub const FORMAT_VERSION: u32 = 2;
 const FRAME: u8 = 1;
 const END: u8 = 2;
-/// Bytes of a frame header after its tag.
-const FRAME_HEADER: usize = 8 + 8 + 4 + 8 + 4;
+/// Bytes of a frame header after its tag, in format 1.
+const FRAME_HEADER_V1: usize = 8 + 8 + 4 + 8 + 4;
+/// Bytes of a frame header after its tag: format 1's and the CRC-32 of those.
+const FRAME_HEADER: usize = FRAME_HEADER_V1 + 4;
+/// The manifest file of a finished recording.
+pub const MANIFEST: &str = "recording.json";
 
 /// Why a recording could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +72,68 @@ pub enum RecordingError {
 pub struct Header {
     /// shotflow version that wrote the file.
     pub shotflow: String,
+    /// The recording this file belongs to (empty in format 1).
+    #[serde(default)]
+    pub recording: String,
     /// Recording worker.
     pub worker: usize,
     /// Recording workers in all.
     pub peers: usize,
     /// Fields of the first recorded event: name, dtype, shape.
     pub schema: Vec<(String, String, Vec<usize>)>,
+}
+
+/// `recording.json`: what a finished `record` wrote.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// The recording id every worker file's header carries.
+    pub recording: String,
+    /// Recording workers: files `worker-0000.sfrec` up to this.
+    pub workers: usize,
+    /// Batches and events written.
+    pub batches: u64,
+    /// Events written.
+    pub events: u64,
+    /// The source ran to its end (false: the recording was stopped).
+    pub complete: bool,
+    /// What was recorded (the source and its options).
+    pub source: String,
+    /// Fields of the first event: name, dtype, shape.
+    pub schema: Vec<(String, String, Vec<usize>)>,
+}
+
+impl Manifest {
+    /// Writes the manifest into `dir` (temporary name, then renamed).
+    pub fn write(&self, dir: &std::path::Path) -> Result<(), RecordingError> {
+        let path = dir.join(MANIFEST);
+        let tmp = dir.join(format!(".{MANIFEST}.tmp"));
+        let json = serde_json::to_vec_pretty(self).expect("a manifest serialises");
+        std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|source| RecordingError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+
+    /// The manifest in `dir`, if the recorder finished.
+    pub fn read(dir: &std::path::Path) -> Result<Option<Manifest>, RecordingError> {
+        let path = dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(RecordingError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RecordingError::Format {
+                path: path.display().to_string(),
+                message: format!("not a recording manifest: {e}"),
+            })
+    }
 }

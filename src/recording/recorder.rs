@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use timely::dataflow::StreamVec;
 
-use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, MAGIC};
+use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MAGIC};
 use crate::event::Event;
 use crate::flow::Batch;
 use crate::sink::{Routing, Sink, SinkError, SinkExt};
@@ -15,6 +15,7 @@ use crate::sink::{Routing, Sink, SinkError, SinkExt};
 /// The recording sink of one worker.
 pub struct Recorder {
     path: PathBuf,
+    recording: String,
     worker: usize,
     peers: usize,
     out: Option<BufWriter<File>>,
@@ -33,6 +34,7 @@ impl Recorder {
         })?;
         Ok(Recorder {
             path: dir.join(format!("worker-{worker:04}.sfrec")),
+            recording: String::new(),
             worker,
             peers,
             out: None,
@@ -40,6 +42,13 @@ impl Recorder {
             frames: 0,
             buffer: Vec::new(),
         })
+    }
+
+    /// Marks the file as part of recording `id` (shared by every worker of the recording),
+    /// so that a replay recognises files of another recording.
+    pub fn with_id(mut self, id: &str) -> Recorder {
+        self.recording = id.to_string();
+        self
     }
 
     fn io(&self, e: std::io::Error) -> SinkError {
@@ -70,6 +79,7 @@ impl Recorder {
             .unwrap_or_default();
         let header = Header {
             shotflow: env!("CARGO_PKG_VERSION").to_string(),
+            recording: self.recording.clone(),
             worker: self.worker,
             peers: self.peers,
             schema,
@@ -103,15 +113,16 @@ impl Sink<Event> for Recorder {
         let ns = self.started.elapsed().as_nanos() as u64;
         let n = rows.len() as u32;
         let out = self.out.as_mut().expect("opened");
-        let result = (|| -> std::io::Result<()> {
-            out.write_all(&[FRAME])?;
-            out.write_all(&batch.to_le_bytes())?;
-            out.write_all(&ns.to_le_bytes())?;
-            out.write_all(&n.to_le_bytes())?;
-            out.write_all(&(payload.len() as u64).to_le_bytes())?;
-            out.write_all(&crc.to_le_bytes())?;
-            out.write_all(&payload)
-        })();
+        let mut head = Vec::with_capacity(FRAME_HEADER + 1);
+        head.push(FRAME);
+        head.extend_from_slice(&batch.to_le_bytes());
+        head.extend_from_slice(&ns.to_le_bytes());
+        head.extend_from_slice(&n.to_le_bytes());
+        head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        head.extend_from_slice(&crc.to_le_bytes());
+        let head_crc = crc32fast::hash(&head[1..]);
+        head.extend_from_slice(&head_crc.to_le_bytes());
+        let result = out.write_all(&head).and_then(|_| out.write_all(&payload));
         self.buffer = payload;
         result.map_err(|e| self.io(e))?;
         self.frames += 1;
@@ -136,12 +147,18 @@ impl Sink<Event> for Recorder {
 pub trait RecordExt {
     /// Records every event of the stream into directory `dir` (one file per worker).
     fn record(self, dir: &Path) -> Result<(), RecordingError>;
+    /// [`RecordExt::record`], the files marked as recording `id` ([`Recorder::with_id`]).
+    fn record_as(self, dir: &Path, id: &str) -> Result<(), RecordingError>;
 }
 
 impl RecordExt for StreamVec<'_, Batch, Event> {
     fn record(self, dir: &Path) -> Result<(), RecordingError> {
+        self.record_as(dir, "")
+    }
+
+    fn record_as(self, dir: &Path, id: &str) -> Result<(), RecordingError> {
         let scope = self.scope();
-        let recorder = Recorder::new(dir, scope.index(), scope.peers())?;
+        let recorder = Recorder::new(dir, scope.index(), scope.peers())?.with_id(id);
         self.sink_into("Record", recorder);
         Ok(())
     }

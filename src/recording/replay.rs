@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use timely::dataflow::{Scope, StreamVec};
 
 use super::codec::{decode_from, DecodeError, Payload, Streamed};
-use super::{Header, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, MAGIC};
+use super::{
+    Header, Manifest, RecordingError, END, FORMAT_VERSION, FRAME, FRAME_HEADER, FRAME_HEADER_V1,
+    MAGIC,
+};
 use crate::event::Event;
 use crate::flow::Batch;
 use crate::source::{source_loop, Produced, Schedule};
@@ -37,6 +40,11 @@ pub struct Recording {
     pub headers: Vec<Header>,
     /// Frames per batch, in batch order.
     batches: Vec<(Batch, Vec<Frame>)>,
+    /// When each batch is due in a paced replay, relative to the first: the recorded times,
+    /// with gaps far beyond the usual interval shortened to it.
+    due: Vec<Duration>,
+    /// The manifest `record` wrote when it finished, if it did.
+    pub manifest: Option<Manifest>,
     /// What was wrong with the files (truncation, missing end markers, bad frame headers).
     /// Payload checksums are verified when a batch is replayed; a bad one is skipped with a
     /// warning.
@@ -96,24 +104,47 @@ impl Recording {
             let size = std::fs::metadata(path).map_err(io(path))?.len();
             let mut file = std::io::BufReader::new(File::open(path).map_err(io(path))?);
             let mut fixed = [0u8; 20];
-            if !read_exact_or_eof(&mut file, &mut fixed).map_err(io(path))? || &fixed[..12] != MAGIC
-            {
+            // A recorder that died before its first write leaves an empty or half-written
+            // header: that file holds nothing, and must not hide the other workers' batches.
+            let complete = read_exact_or_eof(&mut file, &mut fixed).map_err(io(path))?;
+            if complete && &fixed[..12] != MAGIC {
                 return Err(format("not a shotflow recording".into()));
             }
+            if !complete {
+                let warning = format!("{}: empty or cut short in its header (the recorder died before writing): no batches", path.display());
+                tracing::warn!("{warning}");
+                warnings.push(warning);
+                headers.push(None);
+                continue;
+            }
             let version = u32::from_le_bytes(fixed[12..16].try_into().unwrap());
-            if version != FORMAT_VERSION {
+            if version != FORMAT_VERSION && version != 1 {
                 return Err(format(format!(
-                    "format version {version}; this shotflow reads {FORMAT_VERSION}"
+                    "format version {version}; this shotflow reads 1 and {FORMAT_VERSION}"
                 )));
             }
-            let mut json =
-                vec![0u8; u32::from_le_bytes(fixed[16..20].try_into().unwrap()) as usize];
+            let frame_header = if version == 1 {
+                FRAME_HEADER_V1
+            } else {
+                FRAME_HEADER
+            };
+            let length = u32::from_le_bytes(fixed[16..20].try_into().unwrap()) as u64;
+            if length > size {
+                return Err(format(format!(
+                    "a header of {length} bytes in a file of {size}"
+                )));
+            }
+            let mut json = vec![0u8; length as usize];
             if !read_exact_or_eof(&mut file, &mut json).map_err(io(path))? {
-                return Err(format("header cut short".into()));
+                let warning = format!("{}: cut short in its header: no batches", path.display());
+                tracing::warn!("{warning}");
+                warnings.push(warning);
+                headers.push(None);
+                continue;
             }
             let header: Header =
                 serde_json::from_slice(&json).map_err(|e| format(format!("header: {e}")))?;
-            headers.push(header);
+            headers.push(Some(header));
             let mut offset = 20 + json.len() as u64;
             let mut intact = 0u64;
             let problem = loop {
@@ -126,8 +157,18 @@ impl Recording {
                 match tag[0] {
                     FRAME => {
                         let mut head = [0u8; FRAME_HEADER];
-                        if !read_exact_or_eof(&mut file, &mut head).map_err(io(path))? {
+                        let head = &mut head[..frame_header];
+                        if !read_exact_or_eof(&mut file, head).map_err(io(path))? {
                             break Some("cut short inside a frame header".into());
+                        }
+                        if frame_header == FRAME_HEADER {
+                            let stored = u32::from_le_bytes(head[32..36].try_into().unwrap());
+                            if crc32fast::hash(&head[..32]) != stored {
+                                break Some(format!(
+                                    "frame header {} fails its checksum",
+                                    intact + 1
+                                ));
+                            }
                         }
                         let batch = u64::from_le_bytes(head[0..8].try_into().unwrap());
                         let ns = u64::from_le_bytes(head[8..16].try_into().unwrap());
@@ -136,7 +177,7 @@ impl Recording {
                         let crc = u32::from_le_bytes(head[28..32].try_into().unwrap());
                         // Payloads are skipped here and checked against their CRC when
                         // replayed: opening a recording reads its frame headers only.
-                        let start = offset + 1 + FRAME_HEADER as u64;
+                        let start = offset + 1 + frame_header as u64;
                         if start.checked_add(length).is_none_or(|end| end > size) {
                             break Some(format!("cut short inside batch {batch}"));
                         }
@@ -176,11 +217,17 @@ impl Recording {
                 warnings.push(warning);
             }
         }
+        let manifest = Manifest::read(dir)?;
+        check_files(dir, &files, &headers, manifest.as_ref(), &mut warnings)?;
+        let batches: Vec<(Batch, Vec<Frame>)> = batches.into_iter().collect();
+        let due = schedule(&batches, &mut warnings);
         Ok(Recording {
             dir: dir.to_path_buf(),
             files,
-            headers,
-            batches: batches.into_iter().collect(),
+            headers: headers.into_iter().flatten().collect(),
+            batches,
+            due,
+            manifest,
             warnings,
         })
     }
@@ -267,13 +314,143 @@ impl Recording {
         Ok(events)
     }
 
-    /// When batch `i` was recorded, relative to the first batch.
+    /// When batch `i` is due in a paced replay, relative to the first batch.
     fn offset(&self, i: usize) -> Duration {
-        let first = |b: &(Batch, Vec<Frame>)| b.1.iter().map(|f| f.ns).min().unwrap_or(0);
-        Duration::from_nanos(
-            first(&self.batches[i]).saturating_sub(self.batches.first().map(first).unwrap_or(0)),
-        )
+        self.due[i]
     }
+}
+
+/// Gaps between recorded batches longer than this many times the median gap are shortened to
+/// it: a paced replay never sleeps through a pause of the recording (or a damaged timestamp).
+const GAP_FACTOR: u32 = 10;
+
+/// The due time of every batch: recorded times, each gap at most [`GAP_FACTOR`] × the median
+/// gap (gaps up to a second are kept as they are).
+fn schedule(batches: &[(Batch, Vec<Frame>)], warnings: &mut Vec<String>) -> Vec<Duration> {
+    let recorded: Vec<u64> = batches
+        .iter()
+        .map(|(_, frames)| frames.iter().map(|f| f.ns).min().unwrap_or(0))
+        .collect();
+    let mut gaps: Vec<u64> = recorded
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    let limit = {
+        let mut sorted = gaps.clone();
+        sorted.sort_unstable();
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+        median.saturating_mul(GAP_FACTOR as u64).max(1_000_000_000)
+    };
+    let mut shortened = (0, 0u64);
+    for gap in &mut gaps {
+        if *gap > limit {
+            shortened = (shortened.0 + 1, shortened.1.max(*gap));
+            *gap = limit;
+        }
+    }
+    if shortened.0 > 0 {
+        warnings.push(format!(
+            "{} pauses of the recording (up to {:.1} s) are replayed as {:.3} s ({GAP_FACTOR}× the usual interval)",
+            shortened.0,
+            shortened.1 as f64 / 1e9,
+            limit as f64 / 1e9
+        ));
+    }
+    let mut due = Vec::with_capacity(batches.len());
+    let mut at = 0u64;
+    due.extend(batches.first().map(|_| Duration::ZERO));
+    for gap in gaps {
+        at = at.saturating_add(gap);
+        due.push(Duration::from_nanos(at));
+    }
+    due
+}
+
+/// Worker files against the manifest: with one, a missing, stale or foreign file is an error;
+/// without one (the recorder did not finish), files of several recordings are an error and
+/// missing workers a warning with counts.
+fn check_files(
+    dir: &Path,
+    files: &[PathBuf],
+    headers: &[Option<Header>],
+    manifest: Option<&Manifest>,
+    warnings: &mut Vec<String>,
+) -> Result<(), RecordingError> {
+    let name = |w: usize| format!("worker-{w:04}.sfrec");
+    let present: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let refuse = |message: String| RecordingError::Format {
+        path: dir.display().to_string(),
+        message,
+    };
+    match manifest {
+        Some(m) => {
+            let missing: Vec<String> = (0..m.workers)
+                .map(name)
+                .filter(|n| !present.contains(n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(refuse(format!(
+                    "{} of its {} worker files are missing: {}",
+                    missing.len(),
+                    m.workers,
+                    missing.join(", ")
+                )));
+            }
+            let expected: Vec<String> = (0..m.workers).map(name).collect();
+            let stale: Vec<&String> = present.iter().filter(|n| !expected.contains(n)).collect();
+            if !stale.is_empty() {
+                return Err(refuse(format!(
+                    "files that are not part of recording {}: {stale:?}",
+                    m.recording
+                )));
+            }
+            for (file, header) in files.iter().zip(headers) {
+                if let Some(h) = header.as_ref().filter(|h| h.recording != m.recording) {
+                    return Err(refuse(format!(
+                        "{} belongs to recording {:?}, not to {:?}",
+                        file.display(),
+                        h.recording,
+                        m.recording
+                    )));
+                }
+            }
+            if !m.complete {
+                warnings.push(format!(
+                    "the recording was stopped before its source ended ({} events in {} batches)",
+                    m.events, m.batches
+                ));
+            }
+        }
+        None => {
+            let ids: std::collections::BTreeSet<&str> = headers
+                .iter()
+                .flatten()
+                .map(|h| h.recording.as_str())
+                .collect();
+            if ids.len() > 1 {
+                return Err(refuse(format!(
+                    "its files belong to {} different recordings ({ids:?})",
+                    ids.len()
+                )));
+            }
+            let peers = headers.iter().flatten().map(|h| h.peers).max().unwrap_or(0);
+            let missing: Vec<String> = (0..peers)
+                .map(name)
+                .filter(|n| !present.contains(n))
+                .collect();
+            if !missing.is_empty() {
+                warnings.push(format!(
+                    "{} of its {peers} worker files are missing ({}): their batches are not replayed",
+                    missing.len(),
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Adds a recording as a source.
