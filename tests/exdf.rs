@@ -391,3 +391,105 @@ fn corrected_format_1_2_equals_extra_data() {
         ],
     );
 }
+
+/// Runs `script` (Python with h5py) on `path`.
+fn h5py(script: &str, path: &Path) {
+    let o = Command::new(python())
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A dataset whose dtype differs between two files of one run: an error naming both files and
+/// the dataset when the conversion would lose values (float64 1e6 into the run's float32 is
+/// exact, but into uint16 it was 65535); an exact one (int16 into float32) is read, with a
+/// warning, and gives the values h5py reads.
+#[test]
+fn a_dtype_that_differs_between_files_is_an_error_unless_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0004");
+    simulated(&run, &["--modules", "1"]);
+    let second = run.join("RAW-R0001-DA01-S00001.h5");
+    let key = "INSTRUMENT/SA1_XTD2_XGM/DOOCS/MAIN:output/data/intensityTD";
+    let selector = ["SA1_XTD2_XGM/DOOCS/MAIN:output:data.intensityTD"];
+    let retype = |dtype: &str| {
+        format!(
+            "import sys,h5py,numpy as np\nf=h5py.File(sys.argv[1],'r+')\nk='{key}'\n\
+             v=f[k][()]\ndel f[k]\nf[k]=np.round(v).astype('{dtype}')\n"
+        )
+    };
+    h5py(&retype("float64"), &second);
+    let run_ = ExdfRun::open(&run).unwrap();
+    let selected = run_
+        .select(&[Selector::parse(selector[0]).unwrap()])
+        .unwrap();
+    let mut open = |index: usize, name: &str| {
+        Ok(hdf5::File::open(&run_.files[index].path)
+            .unwrap()
+            .dataset(name)
+            .unwrap())
+    };
+    let error = run_
+        .read(&run_.trains, &selected, &mut open)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RAW-R0001-DA01-S00001.h5")
+            && error.contains(&format!("{key} is float64 here but float32 in"))
+            && error.contains("RAW-R0001-DA01-S00000.h5"),
+        "{error}"
+    );
+
+    h5py(&retype("int16"), &second);
+    let (events, _) = read_events(&run, &selector, &Plan::Thread);
+    let script = format!("import sys,h5py\nf=h5py.File(sys.argv[1])\nprint(f['{key}'][0,0])\n");
+    let o = Command::new(python())
+        .args(["-c", &script])
+        .arg(&second)
+        .output()
+        .unwrap();
+    let want: f32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let file = hdf5::File::open(&second).unwrap();
+    let first_train = file
+        .dataset("INDEX/trainId")
+        .unwrap()
+        .read_raw::<u64>()
+        .unwrap()[0];
+    let event = events.iter().find(|e| e.id == first_train).unwrap();
+    let got = event
+        .array::<f32>(shotflow::event::Key::new(
+            &selector[0].replace(":data.", "/data."),
+        ))
+        .map(|a| a[[0, 0]]);
+    assert_eq!(got, Some(want), "int16 {want} read exactly as float32");
+}
+
+/// A format-0.1 INDEX row whose `last` is before its `first` would count 2^64 rows: an error
+/// naming the file, the index group, the row and the train.
+#[test]
+fn an_index_with_last_before_first_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0005");
+    simulated(&run, &["--modules", "1"]);
+    let path = run.join("RAW-R0001-DA01-S00000.h5");
+    let group = "INDEX/SA1_XTD2_XGM/DOOCS/MAIN:output/data";
+    h5py(
+        &format!(
+            "import sys,h5py,numpy as np\nf=h5py.File(sys.argv[1],'r+')\ng=f['{group}']\n\
+             first=g['first'][()]\ncount=g['count'][()]\ndel g['count']\n\
+             last=(first+count-1).astype(np.uint64)\nlast[2]=first[2]-1 if first[2]>0 else 0\n\
+             first[2]=max(first[2],1)\ndel g['first']\ng['first']=first\ng['last']=last\n\
+             g['status']=np.ones_like(first)\n"
+        ),
+        &path,
+    );
+    let error = ExdfRun::open(&run).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        error.contains("RAW-R0001-DA01-S00000.h5")
+            && error.contains(&format!("{group}: row 2 (train "))
+            && error.contains("has last"),
+        "{error}"
+    );
+}

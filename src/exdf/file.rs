@@ -156,12 +156,20 @@ impl FileInfo {
                     let first = read_u64(&file, path, &format!("{base}/first"))?;
                     let last = read_u64(&file, path, &format!("{base}/last"))?;
                     let status = read_u64(&file, path, &format!("{base}/status"))?;
-                    let count = first
-                        .iter()
-                        .zip(&last)
-                        .zip(&status)
-                        .map(|((f, l), s)| if *s == 0 { 0 } else { l + 1 - f })
-                        .collect();
+                    let mut count = Vec::with_capacity(first.len());
+                    for (row, ((f, l), s)) in first.iter().zip(&last).zip(&status).enumerate() {
+                        if *s != 0 && l < f {
+                            // last + 1 - first would wrap around to 2^64 rows.
+                            return Err(ExdfError::Format {
+                                file: path.display().to_string(),
+                                message: format!(
+                                    "{base}: row {row} (train {}) has last {l} < first {f}",
+                                    train_ids.get(row).copied().unwrap_or(0)
+                                ),
+                            });
+                        }
+                        count.push(if *s == 0 { 0 } else { l + 1 - f });
+                    }
                     (first, count)
                 };
                 // INDEX/trainId may be padded (zeros) beyond the index datasets' length.

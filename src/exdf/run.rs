@@ -22,6 +22,29 @@ pub struct KeyInfo {
     pub dtype: DType,
     /// Shape of one row.
     pub shape: Vec<usize>,
+    /// The file (index into [`ExdfRun::files`]) whose dtype and shape these are.
+    pub file: usize,
+}
+
+/// Whether every value of `from` is exactly a value of `to` (a lossless widening).
+fn widens(from: DType, to: DType) -> bool {
+    use DType::*;
+    let rank = |d: DType| match d {
+        U8 | I8 => 1,
+        U16 | I16 => 2,
+        U32 | I32 | F32 => 4,
+        U64 | I64 | F64 => 8,
+        Bool => 0,
+    };
+    let unsigned = |d: DType| matches!(d, U8 | U16 | U32 | U64);
+    let signed = |d: DType| matches!(d, I8 | I16 | I32 | I64);
+    from == to
+        || (unsigned(from) && unsigned(to) && rank(to) > rank(from))
+        || (unsigned(from) && signed(to) && rank(to) > rank(from))
+        || (signed(from) && signed(to) && rank(to) > rank(from))
+        || ((unsigned(from) || signed(from)) && to == F64 && rank(from) <= 4)
+        || ((unsigned(from) || signed(from)) && to == F32 && rank(from) <= 2)
+        || (from == F32 && to == F64)
 }
 
 /// Where one train's rows of one index group are.
@@ -234,6 +257,7 @@ impl ExdfRun {
                             group: index_group,
                             dtype,
                             shape,
+                            file: index,
                         },
                     );
                 }
@@ -348,6 +372,30 @@ impl ExdfRun {
                         ),
                     });
                 }
+                // The first file's dtype is the key's: HDF5 would convert any other one
+                // silently (float64 1e6 read as uint16 is 65535).
+                let found = dataset
+                    .dtype()
+                    .and_then(|t| t.to_descriptor())
+                    .ok()
+                    .and_then(|d| dtype_of(&d));
+                if let Some(found) = found.filter(|&d| d != sel.key.dtype) {
+                    let first = self.files[sel.key.file].path.display().to_string();
+                    if !widens(found, sel.key.dtype) {
+                        return Err(ExdfError::Format {
+                            file: path.display().to_string(),
+                            message: format!(
+                                "{dataset_name} is {found} here but {} in {first}; converting would lose values",
+                                sel.key.dtype
+                            ),
+                        });
+                    }
+                    warn_once(format!(
+                        "{}: {dataset_name} is {found}, read as {} (its dtype in {first}); the conversion is exact",
+                        path.display(),
+                        sel.key.dtype
+                    ));
+                }
                 let shape = dataset.shape();
                 if shape.get(1..).unwrap_or(&[]) != sel.key.shape.as_slice() {
                     return Err(ExdfError::Format {
@@ -418,5 +466,29 @@ impl ExdfRun {
             }
         }
         Ok(events)
+    }
+}
+
+/// Warns once per message in a process (reads repeat per batch).
+fn warn_once(message: String) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.contains(&message) {
+        eprintln!("warning: {message}");
+        seen.push(message);
+    }
+}
+
+#[cfg(test)]
+mod widening {
+    use super::widens;
+    use crate::event::DType::*;
+
+    #[test]
+    fn only_exact_conversions_widen() {
+        assert!(widens(U16, U32) && widens(U16, I32) && widens(I16, F32) && widens(F32, F64));
+        assert!(widens(U32, F64) && widens(I8, I64));
+        assert!(!widens(F64, U16) && !widens(U64, F64) && !widens(I16, U32) && !widens(U32, F32));
+        assert!(!widens(U32, U16) && !widens(F64, F32) && !widens(I64, U64));
     }
 }
