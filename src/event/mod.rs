@@ -9,9 +9,11 @@
 //! number, never one event: see [`crate::source`].
 
 mod key;
+mod random;
 mod value;
 
 pub use key::Key;
+pub use random::event_rng;
 #[cfg_attr(not(feature = "hdf5"), allow(unused_imports))]
 pub(crate) use value::each_array;
 pub use value::{Array, DType, Element, Value};
@@ -82,6 +84,12 @@ impl HasEventId for Event {
 }
 
 impl Event {
+    /// This event's random generator in the stream `name` of a run seeded with `seed`: the
+    /// same numbers on any worker, at any worker count, after any resume ([`event_rng`]).
+    pub fn rng(&self, seed: u64, name: &str) -> rand_pcg::Pcg64 {
+        event_rng(seed, self.id, name)
+    }
+
     /// An event with no fields.
     pub fn new(id: EventId) -> Event {
         Event {
