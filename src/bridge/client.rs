@@ -338,7 +338,9 @@ impl<'scope> BridgeSource<'scope> for Scope<'scope, Batch> {
         let mut client: Option<Client> = None;
         let mut received = 0u64;
         let mut ended = false;
-        source_loop(self, "KaraboBridge", Schedule::Live, move |_batch| {
+        let losses = crate::flow::Losses::new(&self);
+        let mut skipped = 0u64;
+        source_loop(self, "KaraboBridge", Schedule::Live, move |batch| {
             if ended {
                 return Ok(Produced::End);
             }
@@ -350,7 +352,16 @@ impl<'scope> BridgeSource<'scope> for Scope<'scope, Batch> {
             };
             let mut events = Vec::with_capacity(config.trains_per_batch);
             while events.len() < config.trains_per_batch.max(1) {
-                match c.next_train().map_err(|e| e.to_string())? {
+                let next = c.next_train().map_err(|e| e.to_string())?;
+                // Malformed trains are counted against the batch they would have been in.
+                losses.count(
+                    batch,
+                    &config.endpoint,
+                    "malformed message",
+                    c.skipped_trains - skipped,
+                );
+                skipped = c.skipped_trains;
+                match next {
                     Some(event) => {
                         received += 1;
                         events.push(event);

@@ -98,13 +98,20 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Says what a run left in its smalldata output when it did not complete (on process 0, which
-/// wrote the master), and turns a stop into the error that sets the exit status.
+/// Says what the run's smalldata output counted as lost, and what it left when it did not
+/// complete (on process 0, which wrote the master); turns a stop into the error that sets the
+/// exit status.
 pub fn finish(
     outcome: Result<(), shotflow::runtime::RunError>,
     result: &std::sync::Mutex<Option<shotflow::smalldata::SmallDataResult>>,
 ) -> anyhow::Result<()> {
     use shotflow::runtime::RunError;
+    if let Some(r) = result.lock().unwrap().as_ref() {
+        // Every dropped or skipped event, from what the output committed.
+        for (source, reason, events) in &r.losses {
+            eprintln!("shotflow: {events} events: {reason}: {source}");
+        }
+    }
     let Err(error) = outcome else {
         return Ok(());
     };

@@ -1,14 +1,15 @@
 //! Where an EXDF train becomes a batch: the source that reads batches of trains, each on the
 //! worker that owns the batch, with that worker's own file and dataset handles.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use timely::dataflow::{Scope, StreamVec};
 
 use super::{ExdfError, ExdfRun, Selected};
-use crate::event::Event;
-use crate::flow::Batch;
+use crate::event::{Event, Key};
+use crate::flow::losses::MISSING_FIELDS;
+use crate::flow::{Batch, Losses};
 use crate::source::batched_source;
 
 /// Adds an EXDF run as a source to a dataflow scope.
@@ -33,7 +34,30 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
         let batches = run.trains.len().div_ceil(per) as u64;
         let mut files: HashMap<usize, hdf5::File> = HashMap::new();
         let mut datasets: HashMap<(usize, String), hdf5::Dataset> = HashMap::new();
+        let losses = Losses::new(&self);
+        // The selected fields of each source: an event with none of them lacks that source.
+        let mut by_source: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+        for s in selected.iter() {
+            by_source
+                .entry(s.source.as_str())
+                .or_default()
+                .push(s.field);
+        }
+        let by_source: Vec<(String, Vec<Key>)> = by_source
+            .into_iter()
+            .map(|(s, k)| (s.to_string(), k))
+            .collect();
         batched_source(self, "Exdf", batches, move |batch| {
+            if batch == 0 {
+                // Trains left out when the run was opened belong to no batch: the first one
+                // carries them, so that they are committed (and counted) once.
+                losses.count(
+                    0,
+                    "run",
+                    "suspect train (out of order or repeated in its file)",
+                    run.suspect_trains as u64,
+                );
+            }
             let from = batch as usize * per;
             let trains = &run.trains[from..(from + per).min(run.trains.len())];
             let paths = &run.files;
@@ -54,8 +78,17 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
                 datasets.insert((index, name.to_string()), dataset.clone());
                 Ok(dataset)
             };
-            run.read(trains, &selected, &mut open)
-                .map_err(|e| format!("trains {}..={}: {e}", trains[0], trains[trains.len() - 1]))
+            let events = run
+                .read(trains, &selected, &mut open)
+                .map_err(|e| format!("trains {}..={}: {e}", trains[0], trains[trains.len() - 1]))?;
+            for (source, keys) in &by_source {
+                let lacking = events
+                    .iter()
+                    .filter(|e| !keys.iter().any(|k| e.value(*k).is_some()))
+                    .count();
+                losses.count(batch, source, MISSING_FIELDS, lacking as u64);
+            }
+            Ok::<_, String>(events)
         })
     }
 }

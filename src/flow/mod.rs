@@ -12,15 +12,19 @@
 //!   configuration the way differential dataflow carries its own, so two runs in one process
 //!   never see each other's values.
 //! * [`read_ahead`]: sources stay a few batches ahead of the slowest sink.
+//! * [`Losses`]: events a source drops or skips, counted per batch, source and reason, so that
+//!   a sink can commit the counts with the batches they belong to.
 //! * [`InOrder`]: rows held per batch until the frontier passes the batch, then released batch
 //!   by batch in event-id order. Every ordered output (callbacks, karabo-bridge, smalldata) is
 //!   built on it.
 
 mod in_order;
+pub mod losses;
 pub mod read_ahead;
 mod settings;
 
 pub use in_order::InOrder;
+pub use losses::Losses;
 pub use settings::Settings;
 
 /// The batch number: the timely timestamp of every shotflow stream.

@@ -27,9 +27,10 @@ use timely::scheduling::Activator;
 
 use super::{Batch, Settings};
 
-/// What the sinks of one dataflow on this worker have completed, and who waits for it.
+/// What the sources and sinks of one dataflow on this worker share: what the sinks have
+/// completed, who waits for it, where the sources ended, and what they lost.
 #[derive(Default)]
-struct Flow {
+pub(crate) struct Flow {
     /// Per sink, its input frontier: every batch before it is complete (`None`: all).
     sinks: Vec<Option<Batch>>,
     /// Sources to wake when a sink moves.
@@ -37,6 +38,8 @@ struct Flow {
     /// Per source, where it ended: `Some(b)` once it will produce no batch from `b` on
     /// (`Batch::MAX`: it produced all of its batches), `None` while it runs.
     ended: Vec<Option<Batch>>,
+    /// Events dropped or skipped, per batch ([`super::losses`]).
+    pub(crate) losses: super::losses::Book,
 }
 
 thread_local! {
@@ -44,7 +47,7 @@ thread_local! {
 }
 
 /// The flow of the dataflow that `scope` belongs to, on this worker.
-fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
+pub(crate) fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
     let dataflow = scope.addr().first().copied().unwrap_or(0);
     FLOWS.with(|flows| {
         let mut flows = flows.borrow_mut();

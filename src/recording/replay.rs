@@ -255,11 +255,14 @@ impl Recording {
             .sum()
     }
 
-    /// Reads batch `i` (in batch order): every frame of it, events sorted by id.
+    /// Reads batch `i` (in batch order): every frame of it, events sorted by id. Frames that
+    /// fail their checksum are skipped with a warning; their files and event counts are
+    /// added to `skipped`.
     pub fn read_batch(
         &self,
         i: usize,
         open: &mut HashMap<usize, File>,
+        skipped: &mut Vec<(PathBuf, u64)>,
     ) -> Result<Vec<Event>, RecordingError> {
         let mut events: Vec<Event> = Vec::new();
         for frame in &self.batches[i].1 {
@@ -290,6 +293,7 @@ impl Recording {
                 );
                 tracing::warn!("{warning}");
                 eprintln!("warning: {warning}");
+                skipped.push((path.clone(), frame.events as u64));
                 continue;
             }
             let format = |message: String| RecordingError::Format {
@@ -465,6 +469,7 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
         let batches = recording.batches() as Batch;
         let mut files = HashMap::new();
         let started = Instant::now();
+        let losses = crate::flow::Losses::new(&self);
         source_loop(self, "Replay", Schedule::Owned { batches }, move |batch| {
             let i = batch as usize;
             if let Pace::Recorded { speed } = pace {
@@ -474,10 +479,14 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
                     return Ok(Produced::NotYet(due - now));
                 }
             }
-            recording
-                .read_batch(i, &mut files)
-                .map(Produced::Batch)
-                .map_err(|e| e.to_string())
+            let mut skipped = Vec::new();
+            let events = recording
+                .read_batch(i, &mut files, &mut skipped)
+                .map_err(|e| e.to_string())?;
+            for (file, n) in skipped {
+                losses.count(batch, &file.display().to_string(), "checksum failure", n);
+            }
+            Ok(Produced::Batch(events))
         })
     }
 }

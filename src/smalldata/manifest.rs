@@ -54,6 +54,8 @@ pub(crate) struct Manifest {
     pub totals: Vec<Reduced>,
     /// Commits so far (run metadata, not data).
     pub commits: u64,
+    /// Events dropped or skipped in the committed batches: source, reason, events.
+    pub losses: Vec<(String, String, u64)>,
 }
 
 impl Manifest {
@@ -72,6 +74,7 @@ impl Manifest {
             blocks: Vec::new(),
             totals: summaries.iter().map(Reduced::empty).collect(),
             commits: 0,
+            losses: Vec::new(),
         }
     }
 

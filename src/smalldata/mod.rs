@@ -240,6 +240,9 @@ pub struct SmallDataResult {
     pub resumed_from: Batch,
     /// Committed batches that the sources produced again (0 when the sources skip them).
     pub recomputed: u64,
+    /// Events dropped or skipped in the committed batches: source, reason, events (reason
+    /// [`crate::flow::losses::MISSING_FIELDS`]: events that lack that source's fields).
+    pub losses: Vec<(String, String, u64)>,
 }
 
 /// Default for [`SmallData::commit_interval`].
@@ -483,6 +486,7 @@ impl SmallDataExt for StreamVec<'_, Batch, Row> {
                 &config,
                 Arc::clone(&prepared),
                 SourcesEnded::new(&scope),
+                crate::flow::Losses::new(&scope),
             ),
         );
         reports.sink_in_order(

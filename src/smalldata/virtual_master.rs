@@ -328,6 +328,41 @@ fn write_run_info(file: &hdf5::File, manifest: &Manifest, info: &RunInfo) -> hdf
         .new_attr::<u64>()
         .create("commits")?
         .write_scalar(&manifest.commits)?;
+    // Losses as a table (source, reason, events), and two totals a user checks first.
+    let missing = crate::flow::losses::MISSING_FIELDS;
+    let (mut lost, mut incomplete) = (0u64, 0u64);
+    for (_, reason, n) in &manifest.losses {
+        if reason == missing {
+            incomplete += n;
+        } else {
+            lost += n;
+        }
+    }
+    group
+        .new_attr::<u64>()
+        .create("lost_events")?
+        .write_scalar(&lost)?;
+    group
+        .new_attr::<u64>()
+        .create("events_with_missing_fields")?
+        .write_scalar(&incomplete)?;
+    let column = |f: fn(&(String, String, u64)) -> &str| -> Vec<VarLenUnicode> {
+        manifest.losses.iter().map(|l| text(f(l))).collect()
+    };
+    let losses = file.create_group("shotflow/losses")?;
+    losses
+        .new_dataset_builder()
+        .with_data(&column(|l| &l.0))
+        .create("source")?;
+    losses
+        .new_dataset_builder()
+        .with_data(&column(|l| &l.1))
+        .create("reason")?;
+    let counts: Vec<u64> = manifest.losses.iter().map(|l| l.2).collect();
+    losses
+        .new_dataset_builder()
+        .with_data(&counts)
+        .create("events")?;
     group
         .new_attr::<f64>()
         .create("seconds")?

@@ -32,8 +32,9 @@ use super::run_summary::{Reduced, Summary};
 use super::virtual_master::{write_master, RunInfo};
 use super::{SmallData, SmallDataError, SmallDataResult};
 use crate::event::{EventId, HasEventId};
+use crate::flow::losses::Loss;
 use crate::flow::read_ahead::SourcesEnded;
-use crate::flow::Batch;
+use crate::flow::{Batch, Losses};
 use crate::sink::{OrderedSink, SinkError};
 
 /// What the writer stages tell worker 0.
@@ -58,6 +59,8 @@ pub(crate) enum Report {
     },
     /// The sources of `worker` stopped before batch `at` (`Batch::MAX`: they produced all).
     Ended { worker: usize, at: Batch },
+    /// What the sources of one worker dropped or skipped, per batch.
+    Losses(Vec<Loss>),
 }
 
 /// Reports travel in batch order; closes after the batches they close, ends last.
@@ -65,7 +68,7 @@ impl HasEventId for Report {
     fn event_id(&self) -> EventId {
         match self {
             Report::Block { batch, .. } => *batch,
-            Report::Closed { .. } => EventId::MAX - 1,
+            Report::Closed { .. } | Report::Losses(_) => EventId::MAX - 1,
             Report::Ended { .. } => EventId::MAX,
         }
     }
@@ -99,6 +102,7 @@ pub(crate) struct PartWriter {
     seq: u64,
     last_close: Instant,
     ended: SourcesEnded,
+    losses: Losses,
 }
 
 impl PartWriter {
@@ -109,6 +113,7 @@ impl PartWriter {
         config: &SmallData,
         prepared: Arc<Prepared>,
         ended: SourcesEnded,
+        losses: Losses,
     ) -> PartWriter {
         PartWriter {
             writer,
@@ -123,6 +128,7 @@ impl PartWriter {
             seq: 0,
             last_close: Instant::now(),
             ended,
+            losses,
         }
     }
 
@@ -217,6 +223,11 @@ impl OrderedSink<Row> for PartWriter {
         if let (Some(writer), true) = (self.writer, due) {
             self.close(writer, upto.unwrap_or(Batch::MAX), output)?;
         }
+        // Counted before their batches left the source: all there by now.
+        let losses = self.losses.take_before(upto);
+        if !losses.is_empty() {
+            output.push(Report::Losses(losses));
+        }
         if upto.is_none() {
             output.push(Report::Ended {
                 worker: self.worker,
@@ -267,6 +278,8 @@ pub(crate) struct MasterWriter {
     coverage: Vec<Batch>,
     /// Per worker, where its sources ended.
     ends: Vec<Option<Batch>>,
+    /// Loss counts of batches not yet committed.
+    losses: BTreeMap<Batch, Vec<(String, String, u64)>>,
     /// Batches the sources produced again although they were committed already.
     recomputed: u64,
     /// The prefix the last master written maps.
@@ -304,6 +317,7 @@ impl MasterWriter {
             placed: HashMap::new(),
             coverage: vec![0; writers],
             ends: vec![None; workers],
+            losses: BTreeMap::new(),
             recomputed: 0,
             last_write: Instant::now(),
             write_cost: Duration::ZERO,
@@ -323,6 +337,26 @@ impl MasterWriter {
             BTreeMap::new()
         };
         let ready = std::mem::replace(&mut self.pending, later);
+        let later_losses = if k < Batch::MAX {
+            self.losses.split_off(&k)
+        } else {
+            BTreeMap::new()
+        };
+        for (source, reason, n) in std::mem::replace(&mut self.losses, later_losses)
+            .into_values()
+            .flatten()
+        {
+            match self
+                .manifest
+                .losses
+                .iter_mut()
+                .find(|(s, r, _)| *s == source && *r == reason)
+            {
+                Some(entry) => entry.2 += n,
+                None => self.manifest.losses.push((source, reason, n)),
+            }
+        }
+        self.manifest.losses.sort();
         for (batch, block) in ready {
             let key = (block.writer, block.seq);
             let segment = match self.placed.get(&key) {
@@ -406,6 +440,7 @@ impl MasterWriter {
             last_event: self.manifest.last_event,
             resumed_from: self.resumed_from,
             recomputed: self.recomputed,
+            losses: self.manifest.losses.clone(),
         });
         Ok(())
     }
@@ -453,6 +488,18 @@ impl OrderedSink<Report> for MasterWriter {
                     self.coverage[writer] = self.coverage[writer].max(upto);
                 }
                 Report::Ended { worker, at } => self.ends[worker] = Some(at),
+                Report::Losses(losses) => {
+                    for (batch, source, reason, n) in losses {
+                        // Losses of committed batches were counted by the run that committed
+                        // them.
+                        if batch >= self.resumed_from {
+                            self.losses
+                                .entry(batch)
+                                .or_default()
+                                .push((source, reason, n));
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -467,7 +514,9 @@ impl OrderedSink<Report> for MasterWriter {
             if crate::runtime::stop_requested().is_some() {
                 return Ok(()); // the final master follows within moments
             }
-            self.advance(covered).map_err(failed)?;
+            // Reports about batches before the input frontier have all arrived.
+            self.advance(covered.min(upto.unwrap_or(Batch::MAX)))
+                .map_err(failed)?;
             // At most every commit interval, and never more than a tenth of the run's time.
             let interval = self.config.commit_interval.max(self.write_cost * 10);
             if self.manifest.batches > self.written && self.last_write.elapsed() >= interval {

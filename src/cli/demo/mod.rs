@@ -161,6 +161,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         Ok(report) => report,
         Err(e) => return crate::cli::finish(Err(e), &result),
     };
+    crate::cli::finish(Ok(()), &result)?;
     if let Some(report) = report {
         if args.json {
             let json = serde_json::json!({
