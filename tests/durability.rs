@@ -638,3 +638,129 @@ fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
         committed.events
     );
 }
+
+/// Losses are counted once, with the batches they belong to: a run with a suspect train (out
+/// of order in the detector's file, so that train also lacks the detector's fields) says so
+/// in `shotflow/losses`, the same after an interruption and a resume as uninterrupted.
+#[test]
+fn losses_are_committed_with_their_batches_and_survive_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r0001");
+    let simulate = [
+        "simulate",
+        "--trains",
+        "2000",
+        "--modules",
+        "1",
+        "--frames",
+        "2",
+        "--trains-per-file",
+        "500",
+    ];
+    let mut args: Vec<String> = simulate.iter().map(|s| s.to_string()).collect();
+    args.push(run.display().to_string());
+    ok(&wait_bounded(spawn(SHOTFLOW, &args), LIMIT));
+    // Train 1210 of the detector's third file repeats an earlier one: suspect, skipped.
+    let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[210]=t[208]\nf['INDEX/trainId'][:]=t\n";
+    let o = std::process::Command::new(common::python())
+        .args(["-c", script])
+        .arg(run.join("RAW-R0001-AGIPD00-S00002.h5"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let extract = |output: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "extract",
+            "--select",
+            "*_XGM/DOOCS/MAIN:output:data.intensityTD",
+            "--select",
+            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
+            "--trains-per-batch",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([run.display().to_string(), "--output".into()]);
+        args.push(output.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let losses = |path: &Path| -> (Vec<(String, String, u64)>, u64, u64) {
+        let file = hdf5::File::open(path).unwrap();
+        let text = |name: &str| -> Vec<String> {
+            file.dataset(name)
+                .unwrap()
+                .read_raw::<hdf5::types::VarLenUnicode>()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect()
+        };
+        let (sources, reasons) = (
+            text("shotflow/losses/source"),
+            text("shotflow/losses/reason"),
+        );
+        let events = file
+            .dataset("shotflow/losses/events")
+            .unwrap()
+            .read_raw::<u64>()
+            .unwrap();
+        let group = file.group("shotflow").unwrap();
+        let attr = |n: &str| group.attr(n).unwrap().read_scalar::<u64>().unwrap();
+        let table = sources
+            .into_iter()
+            .zip(reasons)
+            .zip(events)
+            .map(|((s, r), n)| (s, r, n))
+            .collect();
+        (
+            table,
+            attr("lost_events"),
+            attr("events_with_missing_fields"),
+        )
+    };
+    let want = vec![
+        (
+            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf".to_string(),
+            "missing fields".to_string(),
+            1,
+        ),
+        (
+            "run".to_string(),
+            "suspect train (out of order or repeated in its file)".to_string(),
+            1,
+        ),
+    ];
+
+    let whole = dir.path().join("whole.h5");
+    let out = ok(&wait_bounded(spawn(SHOTFLOW, &extract(&whole, &[])), LIMIT)).clone();
+    assert_eq!(losses(&whole), (want.clone(), 1, 1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 events: missing fields: SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"),
+        "{stderr}"
+    );
+
+    let path = dir.path().join("resumed.h5");
+    let child = start_and_commit(
+        &extract(&path, &["--commit-interval", "0.1"]),
+        &path,
+        Duration::from_millis(20),
+    );
+    signal(&child, libc::SIGINT);
+    assert_eq!(wait_bounded(child, LIMIT).status.code(), Some(130));
+    let committed = master(&path);
+    assert!(!committed.complete);
+    ok(&wait_bounded(
+        spawn(SHOTFLOW, &extract(&path, &["--resume", "--workers", "2"])),
+        LIMIT,
+    ));
+    assert_eq!(
+        losses(&path),
+        (want, 1, 1),
+        "after a resume at batch {}",
+        committed.batches
+    );
+    assert_identical(&path, &datasets(&whole));
+}
