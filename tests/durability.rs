@@ -764,3 +764,26 @@ fn losses_are_committed_with_their_batches_and_survive_a_resume() {
     );
     assert_identical(&path, &datasets(&whole));
 }
+
+/// A second SIGINT ends the process at once (no final master), and the next run resumes from
+/// the last periodic commit to identical data.
+#[test]
+fn a_second_signal_exits_at_once_and_the_run_still_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+    let path = dir.path().join("twice.h5");
+    let child = start_and_commit(
+        &demo_args(&path, EVENTS, &[]),
+        &path,
+        Duration::from_millis(300),
+    );
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGINT);
+    let started = Instant::now();
+    let out = wait_bounded(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let committed = check_partial(&path, &reference);
+    resume(&path, &reference, &committed, &["--workers", "2"]);
+}
