@@ -7,19 +7,15 @@
 //! the output says, from the file alone, whether anything was lost and how much.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use timely::dataflow::Scope;
 
-use super::read_ahead::{flow, Flow};
+use super::shared::{flow, Flow};
 use super::Batch;
 
 /// The reason of events that lack some source's fields: counted apart from losses, per source.
 pub const MISSING_FIELDS: &str = "missing fields";
-
-/// Counts per batch, then per (source, reason).
-pub(crate) type Book = BTreeMap<Batch, BTreeMap<(String, String), u64>>;
 
 /// One loss count: batch, source, reason, events.
 pub type Loss = (Batch, String, String, u64);

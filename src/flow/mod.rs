@@ -22,6 +22,7 @@ mod in_order;
 pub mod losses;
 pub mod read_ahead;
 mod settings;
+mod shared;
 
 pub use in_order::InOrder;
 pub use losses::Losses;

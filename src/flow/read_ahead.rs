@@ -18,48 +18,14 @@
 //! most two windows are in flight.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use timely::dataflow::Scope;
 use timely::scheduling::Activator;
 
+use super::shared::{flow, Flow, FLOWS};
 use super::{Batch, Settings};
-
-/// What the sources and sinks of one dataflow on this worker share: what the sinks have
-/// completed, who waits for it, where the sources ended, and what they lost.
-#[derive(Default)]
-pub(crate) struct Flow {
-    /// Per sink, its input frontier: every batch before it is complete (`None`: all).
-    sinks: Vec<Option<Batch>>,
-    /// Sources to wake when a sink moves.
-    sources: Vec<Activator>,
-    /// Per source, where it ended: `Some(b)` once it will produce no batch from `b` on
-    /// (`Batch::MAX`: it produced all of its batches), `None` while it runs.
-    ended: Vec<Option<Batch>>,
-    /// Events dropped or skipped, per batch ([`super::losses`]).
-    pub(crate) losses: super::losses::Book,
-}
-
-thread_local! {
-    static FLOWS: RefCell<HashMap<usize, Weak<RefCell<Flow>>>> = RefCell::new(HashMap::new());
-}
-
-/// The flow of the dataflow that `scope` belongs to, on this worker.
-pub(crate) fn flow(scope: &Scope<'_, Batch>) -> Rc<RefCell<Flow>> {
-    let dataflow = scope.addr().first().copied().unwrap_or(0);
-    FLOWS.with(|flows| {
-        let mut flows = flows.borrow_mut();
-        flows.retain(|_, f| f.strong_count() > 0);
-        if let Some(flow) = flows.get(&dataflow).and_then(Weak::upgrade) {
-            return flow;
-        }
-        let flow = Rc::new(RefCell::new(Flow::default()));
-        flows.insert(dataflow, Rc::downgrade(&flow));
-        flow
-    })
-}
 
 /// Activates every source of every dataflow on this worker (after a stop request, so that
 /// sources waiting for their sinks notice it now).
