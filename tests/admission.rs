@@ -184,3 +184,40 @@ fn an_idle_connection_to_a_cluster_port_does_not_stall_start_up() {
     assert!(took < Duration::from_secs(20), "start-up stalled: {took:?}");
     eprintln!("two processes ran in {took:?} beside an idle connection");
 }
+
+/// Files an earlier, crashed launch left in the rendezvous directory (an address where nothing
+/// listens any more, a secret of its own) cost the new launch a retry, never a wrong peer or a
+/// wait for the whole connect timeout.
+#[test]
+fn a_stale_rendezvous_from_an_earlier_launch_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = dir.path().join("rv");
+    std::fs::create_dir_all(&rv).unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(rv.join("0.addr"), format!("explicit-2\n{dead}\n")).unwrap();
+    std::fs::write(rv.join("token"), "an-old-launch").unwrap();
+    let started = Instant::now();
+    // Process 1 first: it finds only the stale files until process 0 replaces them.
+    let one = spawn(SHOTFLOW, &demo(1, &rendezvous(1, &rv, 60)));
+    std::thread::sleep(Duration::from_millis(500));
+    let zero = spawn(SHOTFLOW, &demo(1, &rendezvous(0, &rv, 60)));
+    let (one, zero) = (wait_bounded(one, LIMIT), wait_bounded(zero, LIMIT));
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert!(
+        zero.status.success(),
+        "{}",
+        String::from_utf8_lossy(&zero.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&zero.stdout).unwrap();
+    assert_eq!(json["kept"].as_u64(), Some(kept(1)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    eprintln!("started past stale rendezvous files in {took:?}");
+}
