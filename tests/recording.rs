@@ -224,20 +224,20 @@ fn stderr(out: &std::process::Output) -> String {
 fn record_refuses_an_existing_recording_and_overwrite_replaces_it_whole() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("rec");
-    assert!(record_cli(&dir, 20000, 2, &[]).status.success());
+    assert!(record_cli(&dir, 2000, 2, &[]).status.success());
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("recording.json")).unwrap()).unwrap();
     assert_eq!(manifest["workers"], 2);
-    assert_eq!(manifest["events"], 20000);
+    assert_eq!(manifest["events"], 2000);
     assert_eq!(manifest["complete"], true);
 
-    let again = record_cli(&dir, 20000, 2, &[]);
+    let again = record_cli(&dir, 2000, 2, &[]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("exists") && stderr(&again).contains("--overwrite"));
 
     // A stale file from some earlier recording: --overwrite leaves nothing of the old one.
     std::fs::copy(dir.join("worker-0001.sfrec"), dir.join("worker-0002.sfrec")).unwrap();
-    let out = record_cli(&dir, 20000, 1, &["--overwrite"]);
+    let out = record_cli(&dir, 2000, 1, &["--overwrite"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -246,7 +246,7 @@ fn record_refuses_an_existing_recording_and_overwrite_replaces_it_whole() {
     files.sort();
     assert_eq!(files, ["recording.json", "worker-0000.sfrec"]);
     let recording = Recording::open(&dir).unwrap();
-    assert_eq!(recording.events(), 20000);
+    assert_eq!(recording.events(), 2000);
     assert!(recording.warnings.is_empty(), "{:?}", recording.warnings);
 }
 
@@ -254,8 +254,8 @@ fn record_refuses_an_existing_recording_and_overwrite_replaces_it_whole() {
 fn replay_refuses_missing_and_foreign_worker_files() {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
-    assert!(record_cli(&a, 20000, 2, &[]).status.success());
-    assert!(record_cli(&b, 5000, 2, &[]).status.success());
+    assert!(record_cli(&a, 2000, 2, &[]).status.success());
+    assert!(record_cli(&b, 500, 2, &[]).status.success());
 
     // A worker file from another recording.
     std::fs::copy(b.join("worker-0001.sfrec"), a.join("worker-0001.sfrec")).unwrap();
