@@ -377,3 +377,98 @@ fn damaged_or_huge_gaps_in_timestamps_never_stall_a_paced_replay() {
         started.elapsed()
     );
 }
+
+/// All events of a recording, read batch by batch.
+fn all_events(dir: &Path) -> Vec<Event> {
+    let recording = Recording::open(dir).unwrap();
+    let mut files = std::collections::HashMap::new();
+    (0..recording.batches())
+        .flat_map(|i| {
+            recording
+                .read_batch(i, &mut files, &mut Vec::new())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `record` stopped by SIGINT marks the recording interrupted; `record --resume` (with another
+/// worker count) adds the batches its sources had not produced, and the recording then replays
+/// exactly as one recorded without interruption. A live stream cannot be resumed.
+#[test]
+fn a_stopped_recording_resumes_to_the_uninterrupted_one() {
+    let root = tempfile::tempdir().unwrap();
+    let (whole, cut) = (root.path().join("whole"), root.path().join("cut"));
+    assert!(record_cli(&whole, 2000, 2, &[]).status.success());
+
+    let args = [
+        "record",
+        "synthetic",
+        cut.to_str().unwrap(),
+        "--events",
+        "2000",
+        "--workers",
+        "2",
+    ];
+    let child = std::process::Command::new(SHOTFLOW)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let size = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while size(&cut) < 30 << 20 {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let partial = Recording::open(&cut).unwrap();
+    let manifest = partial.manifest.clone().unwrap();
+    assert!(!manifest.complete);
+    let start = partial.resume_point().unwrap();
+    assert!(
+        start > 0 && partial.events() < 2000,
+        "stopped at batch {start}"
+    );
+
+    let out = record_cli(&cut, 2000, 1, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = Recording::open(&cut).unwrap();
+    assert!(resumed.manifest.as_ref().unwrap().complete);
+    assert!(resumed.warnings.is_empty(), "{:?}", resumed.warnings);
+    let (want, got) = (all_events(&whole), all_events(&cut));
+    assert_eq!(got.len(), 2000);
+    assert!(
+        got == want,
+        "the resumed recording replays as the uninterrupted one"
+    );
+    eprintln!(
+        "stopped at batch {start} with {} events, resumed: {} events identical",
+        partial.events(),
+        got.len()
+    );
+
+    let out = shotflow(&[
+        "record",
+        "tcp://127.0.0.1:1",
+        cut.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("live karabo-bridge stream cannot be resumed"),
+        "{}",
+        stderr(&out)
+    );
+}

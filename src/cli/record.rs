@@ -45,6 +45,11 @@ pub struct RecordArgs {
     /// only when it is finished.
     #[arg(long)]
     overwrite: bool,
+    /// Continue a recording that was stopped (SIGINT, SIGTERM) from where its sources
+    /// stopped: the new batches go into files `worker-<k>.r<n>.sfrec` beside the old ones.
+    /// Not for a live karabo-bridge stream, which cannot be read again.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
     #[command(flatten)]
     launch: Launch,
 }
@@ -111,7 +116,52 @@ pub fn record(args: RecordArgs) -> Result<()> {
     let plan = launch.plan()?;
     let exists =
         args.out.exists() && std::fs::read_dir(&args.out).map_or(true, |mut d| d.next().is_some());
-    if exists && !args.overwrite {
+    // A resumed recording: its files so far, the part this run adds, and where it starts.
+    let resumed = if args.resume {
+        if let Input::Bridge(_) = input {
+            bail!("a recording of a live karabo-bridge stream cannot be resumed: the stream cannot be read again");
+        }
+        let old = Recording::open(&args.out)?;
+        let Some(manifest) = old.manifest.clone() else {
+            bail!(
+                "{}: no recording.json (its recorder did not finish): it cannot be resumed; record it again",
+                args.out.display()
+            );
+        };
+        if manifest.complete {
+            bail!(
+                "{}: the recording is complete: nothing to resume",
+                args.out.display()
+            );
+        }
+        if manifest.source != source {
+            bail!(
+                "{}: recorded from {} but resumed from {source}: give the same source and options",
+                args.out.display(),
+                manifest.source
+            );
+        }
+        let start = old.resume_point()?;
+        let mut files = manifest.files.clone();
+        if files.is_empty() {
+            files = (0..manifest.workers)
+                .map(|w| (format!("worker-{w:04}.sfrec"), u64::MAX))
+                .collect();
+        }
+        for (_, below) in &mut files {
+            *below = (*below).min(start);
+        }
+        let part = files
+            .iter()
+            .filter_map(|(f, _)| f.split('.').nth(1)?.strip_prefix('r')?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Some((start, part, files))
+    } else {
+        None
+    };
+    if exists && !args.overwrite && !args.resume {
         bail!(
             "{} exists: a recording is never recorded into (stale files would mix in); give \
              --overwrite to replace it once the new one is finished",
@@ -119,7 +169,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         );
     }
     // With --overwrite the new recording is written beside the old one.
-    let target = if exists {
+    let target = if exists && !args.resume {
         let mut name = args.out.as_os_str().to_owned();
         name.push(".new");
         PathBuf::from(name)
@@ -133,7 +183,12 @@ pub fn record(args: RecordArgs) -> Result<()> {
     let out = target.clone();
     let started = Instant::now();
     let recording_id = id.clone();
-    let outcome = execute_with(&plan, launch.settings(), move |worker| {
+    let mut settings = launch.settings();
+    let part = resumed.as_ref().map_or(0, |(start, part, _)| {
+        settings.start = *start;
+        *part
+    });
+    let outcome = execute_with(&plan, settings, move |worker| {
         let (input, out) = (Arc::clone(&input), out.clone());
         worker.dataflow(|scope| {
             let stream = match input.as_ref() {
@@ -144,7 +199,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
                 }
                 Input::Bridge(config) => scope.karabo_bridge(config),
             };
-            stream.record_as(&out, &recording_id)
+            stream.record_as(&out, &recording_id, part)
         })?;
         Ok::<_, anyhow::Error>(())
     });
@@ -167,22 +222,37 @@ pub fn record(args: RecordArgs) -> Result<()> {
         std::fs::rename(&target, &args.out)?;
         std::fs::remove_dir_all(&old)?;
     }
-    let recording = Recording::open(&args.out)?;
-    Manifest {
+    let files = match resumed {
+        Some((_, part, mut files)) => {
+            files.extend(
+                (0..plan.peers()).map(|w| (format!("worker-{w:04}.r{part}.sfrec"), u64::MAX)),
+            );
+            files
+        }
+        None => Vec::new(),
+    };
+    let mut manifest = Manifest {
         recording: id,
         workers: plan.peers(),
-        batches: recording.batches() as u64,
-        events: recording.events(),
+        batches: 0,
+        events: 0,
         complete: stopped.is_none(),
         source,
-        schema: recording
-            .headers
-            .iter()
-            .map(|h| h.schema.clone())
-            .find(|s| !s.is_empty())
-            .unwrap_or_default(),
-    }
-    .write(&args.out)?;
+        schema: Vec::new(),
+        files,
+    };
+    // The files list first, then what they hold as a replay reads them.
+    manifest.write(&args.out)?;
+    let recording = Recording::open(&args.out)?;
+    manifest.batches = recording.batches() as u64;
+    manifest.events = recording.events();
+    manifest.schema = recording
+        .headers
+        .iter()
+        .map(|h| h.schema.clone())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+    manifest.write(&args.out)?;
     if let Some(e) = outcome_error(stopped) {
         eprintln!(
             "shotflow: recorded {} events in {} batches to {} before the stop (marked interrupted)",

@@ -9,7 +9,8 @@
 //! frames:  u8 1 | u64 batch | u64 ns since the recording started | u32 events
 //!          | u64 payload length | u32 CRC-32 of the payload
 //!          | u32 CRC-32 of the 32 header bytes before it (format 2) | payload (see `codec`)
-//! end:     u8 2 | u64 frames written
+//! end:     u8 2 | u64 frames written | u64 batch the sources stopped before (format 2;
+//!          u64::MAX when they ran to their end)
 //! ```
 //!
 //! Every frame-header field is checksummed (format 2; format 1 files are still read): one
@@ -100,6 +101,10 @@ pub struct Manifest {
     pub source: String,
     /// Fields of the first event: name, dtype, shape.
     pub schema: Vec<(String, String, Vec<usize>)>,
+    /// The files of a resumed recording and the batch each one's frames are valid below
+    /// (empty: `worker-0000.sfrec` up to `workers`, all valid).
+    #[serde(default)]
+    pub files: Vec<(String, u64)>,
 }
 
 impl Manifest {

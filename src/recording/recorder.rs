@@ -23,6 +23,8 @@ pub struct Recorder {
     frames: u64,
     /// Reused encoding buffer.
     buffer: Vec<u8>,
+    /// Where this worker's sources ended, for the end marker.
+    ended: Option<crate::flow::read_ahead::SourcesEnded>,
 }
 
 impl Recorder {
@@ -41,6 +43,7 @@ impl Recorder {
             started: Instant::now(),
             frames: 0,
             buffer: Vec::new(),
+            ended: None,
         })
     }
 
@@ -48,6 +51,17 @@ impl Recorder {
     /// so that a replay recognises files of another recording.
     pub fn with_id(mut self, id: &str) -> Recorder {
         self.recording = id.to_string();
+        self
+    }
+
+    /// Names the file `worker-<k>.r<part>.sfrec` (`part` > 0): the part a resumed recording
+    /// adds.
+    pub fn part(mut self, part: u32) -> Recorder {
+        if part > 0 {
+            self.path = self
+                .path
+                .with_file_name(format!("worker-{:04}.r{part}.sfrec", self.worker));
+        }
         self
     }
 
@@ -132,10 +146,14 @@ impl Sink<Event> for Recorder {
     fn finish(&mut self) -> Result<(), SinkError> {
         self.open(None)?;
         let frames = self.frames;
+        // The batch this worker's sources stopped before (all of them: u64::MAX), so that a
+        // resumed recording knows where the recorded prefix ends.
+        let ended = self.ended.as_ref().map_or(Batch::MAX, |e| e.at());
         let out = self.out.as_mut().expect("opened");
         let result = (|| -> std::io::Result<()> {
             out.write_all(&[END])?;
             out.write_all(&frames.to_le_bytes())?;
+            out.write_all(&ended.to_le_bytes())?;
             out.flush()?;
             out.get_ref().sync_all()
         })();
@@ -147,18 +165,22 @@ impl Sink<Event> for Recorder {
 pub trait RecordExt {
     /// Records every event of the stream into directory `dir` (one file per worker).
     fn record(self, dir: &Path) -> Result<(), RecordingError>;
-    /// [`RecordExt::record`], the files marked as recording `id` ([`Recorder::with_id`]).
-    fn record_as(self, dir: &Path, id: &str) -> Result<(), RecordingError>;
+    /// [`RecordExt::record`], the files marked as recording `id` ([`Recorder::with_id`]) and
+    /// named as its part `part` ([`Recorder::part`]; 0 for a new recording).
+    fn record_as(self, dir: &Path, id: &str, part: u32) -> Result<(), RecordingError>;
 }
 
 impl RecordExt for StreamVec<'_, Batch, Event> {
     fn record(self, dir: &Path) -> Result<(), RecordingError> {
-        self.record_as(dir, "")
+        self.record_as(dir, "", 0)
     }
 
-    fn record_as(self, dir: &Path, id: &str) -> Result<(), RecordingError> {
+    fn record_as(self, dir: &Path, id: &str, part: u32) -> Result<(), RecordingError> {
         let scope = self.scope();
-        let recorder = Recorder::new(dir, scope.index(), scope.peers())?.with_id(id);
+        let mut recorder = Recorder::new(dir, scope.index(), scope.peers())?
+            .with_id(id)
+            .part(part);
+        recorder.ended = Some(crate::flow::read_ahead::SourcesEnded::new(&scope));
         self.sink_into("Record", recorder);
         Ok(())
     }

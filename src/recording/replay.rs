@@ -45,6 +45,9 @@ pub struct Recording {
     due: Vec<Duration>,
     /// The manifest `record` wrote when it finished, if it did.
     pub manifest: Option<Manifest>,
+    /// Per file, the batch its recorder's sources stopped before (`u64::MAX`: they ran to the
+    /// end; `None`: no end marker, or format 1).
+    pub ends: Vec<Option<Batch>>,
     /// What was wrong with the files (truncation, missing end markers, bad frame headers).
     /// Payload checksums are verified when a batch is replayed; a bad one is skipped with a
     /// warning.
@@ -95,6 +98,8 @@ impl Recording {
         }
         let mut headers = Vec::new();
         let mut warnings = Vec::new();
+        let mut ends = Vec::new();
+        let manifest = Manifest::read(dir)?;
         let mut batches: BTreeMap<Batch, Vec<Frame>> = BTreeMap::new();
         for (index, path) in files.iter().enumerate() {
             let format = |message: String| RecordingError::Format {
@@ -115,6 +120,7 @@ impl Recording {
                 tracing::warn!("{warning}");
                 warnings.push(warning);
                 headers.push(None);
+                ends.push(None);
                 continue;
             }
             let version = u32::from_le_bytes(fixed[12..16].try_into().unwrap());
@@ -140,6 +146,7 @@ impl Recording {
                 tracing::warn!("{warning}");
                 warnings.push(warning);
                 headers.push(None);
+                ends.push(None);
                 continue;
             }
             let header: Header =
@@ -147,6 +154,16 @@ impl Recording {
             headers.push(Some(header));
             let mut offset = 20 + json.len() as u64;
             let mut intact = 0u64;
+            // A resumed recording's earlier parts hold frames past its restart point: unused.
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let below = manifest
+                .as_ref()
+                .and_then(|m| m.files.iter().find(|(f, _)| *f == name))
+                .map_or(Batch::MAX, |(_, b)| *b);
+            let mut ended = None;
             let problem = loop {
                 let mut tag = [0u8; 1];
                 if !read_exact_or_eof(&mut file, &mut tag).map_err(io(path))? {
@@ -182,14 +199,16 @@ impl Recording {
                             break Some(format!("cut short inside batch {batch}"));
                         }
                         file.seek_relative(length as i64).map_err(io(path))?;
-                        batches.entry(batch).or_default().push(Frame {
-                            file: index,
-                            crc,
-                            offset: start,
-                            length,
-                            events,
-                            ns,
-                        });
+                        if batch < below {
+                            batches.entry(batch).or_default().push(Frame {
+                                file: index,
+                                crc,
+                                offset: start,
+                                length,
+                                events,
+                                ns,
+                            });
+                        }
                         offset = start + length;
                         intact += 1;
                     }
@@ -199,6 +218,13 @@ impl Recording {
                             break Some("cut short in the end marker".into());
                         }
                         let written = u64::from_le_bytes(count);
+                        if version >= 2 {
+                            let mut at = [0u8; 8];
+                            if !read_exact_or_eof(&mut file, &mut at).map_err(io(path))? {
+                                break Some("cut short in the end marker".into());
+                            }
+                            ended = Some(u64::from_le_bytes(at));
+                        }
                         break (written != intact).then(|| {
                             format!("end marker counts {written} frames, {intact} found")
                         });
@@ -208,6 +234,7 @@ impl Recording {
                     }
                 }
             };
+            ends.push(ended);
             if let Some(problem) = problem {
                 let warning = format!(
                     "{}: {problem}; replaying its {intact} intact batches",
@@ -217,7 +244,6 @@ impl Recording {
                 warnings.push(warning);
             }
         }
-        let manifest = Manifest::read(dir)?;
         check_files(dir, &files, &headers, manifest.as_ref(), &mut warnings)?;
         let batches: Vec<(Batch, Vec<Frame>)> = batches.into_iter().collect();
         let due = schedule(&batches, &mut warnings);
@@ -228,8 +254,28 @@ impl Recording {
             batches,
             due,
             manifest,
+            ends,
             warnings,
         })
+    }
+
+    /// Where a recording that was stopped can be continued: the first batch some recorder's
+    /// sources did not produce. An error names a file without an end marker (a recorder that
+    /// crashed cannot say which batches it had).
+    pub fn resume_point(&self) -> Result<Batch, RecordingError> {
+        let mut point = Batch::MAX;
+        for (file, end) in self.files.iter().zip(&self.ends) {
+            match end {
+                Some(end) => point = point.min(*end),
+                None => {
+                    return Err(RecordingError::Format {
+                        path: file.display().to_string(),
+                        message: "no end marker (its recorder crashed, or wrote format 1): the recording cannot be resumed; record it again".into(),
+                    })
+                }
+            }
+        }
+        Ok(point)
     }
 
     /// Number of batches.
@@ -391,19 +437,24 @@ fn check_files(
     };
     match manifest {
         Some(m) => {
-            let missing: Vec<String> = (0..m.workers)
-                .map(name)
+            let expected: Vec<String> = if m.files.is_empty() {
+                (0..m.workers).map(name).collect()
+            } else {
+                m.files.iter().map(|(f, _)| f.clone()).collect()
+            };
+            let missing: Vec<String> = expected
+                .iter()
                 .filter(|n| !present.contains(n))
+                .cloned()
                 .collect();
             if !missing.is_empty() {
                 return Err(refuse(format!(
                     "{} of its {} worker files are missing: {}",
                     missing.len(),
-                    m.workers,
+                    expected.len(),
                     missing.join(", ")
                 )));
             }
-            let expected: Vec<String> = (0..m.workers).map(name).collect();
             let stale: Vec<&String> = present.iter().filter(|n| !expected.contains(n)).collect();
             if !stale.is_empty() {
                 return Err(refuse(format!(
