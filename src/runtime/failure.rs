@@ -147,6 +147,17 @@ pub fn aborted() -> bool {
 
 static COMM_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
+thread_local! {
+    /// Set by the panic hook, cleared where the runtime catches the unwinding panic: a second
+    /// panic while it is set would abort the process.
+    static UNWINDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The runtime caught this thread's panic: a later panic is a first one again.
+pub(crate) fn unwound() {
+    UNWINDING.with(|u| u.set(false));
+}
+
 /// Keeps timely's communication-thread panics (a peer process went away) out of the user's
 /// terminal: they are consequences, reported once as such by the worker that notices.
 pub(crate) fn install_panic_hook() {
@@ -161,8 +172,19 @@ pub(crate) fn install_panic_hook() {
                 tracing::debug!("{name}: {message}");
                 COMM_ERROR.lock().unwrap().get_or_insert(message);
             } else if is_lost_peer(&panic_message(info.payload())) {
+                let worker = name.starts_with("timely:work");
+                if worker && UNWINDING.with(|u| u.replace(true)) {
+                    // timely panicked again while this thread unwinds a first panic (a send
+                    // endpoint flushing into a poisoned queue on drop): the process is about
+                    // to abort. End it cleanly instead; what was committed stays committed.
+                    eprintln!("shotflow: {}; this process stops", lost_peer_cause());
+                    std::process::exit(1);
+                }
                 tracing::debug!("{name}: peer lost");
             } else {
+                if name.starts_with("timely:work") {
+                    UNWINDING.with(|u| u.set(true));
+                }
                 previous(info);
             }
         }));

@@ -198,6 +198,7 @@ where
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
                 Ok::<T, (String, bool)>(value)
             }));
+            failure::unwound();
             let cause = match outcome {
                 Ok(Ok(value)) => {
                     results.lock().unwrap().push((index, value));
@@ -232,6 +233,7 @@ where
                         worker.drop_dataflow(dataflow);
                     }
                 }));
+                failure::unwound();
             }
             control::leave();
             failure::leave();
