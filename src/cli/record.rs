@@ -103,7 +103,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         "{} (select {:?}, events {}, trains {:?})",
         args.source, args.select, args.events, args.trains
     );
-    let id = {
+    let mut id = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&source, &args.out).hash(&mut h);
@@ -142,6 +142,8 @@ pub fn record(args: RecordArgs) -> Result<()> {
             );
         }
         let start = old.resume_point()?;
+        // The files of every part carry the recording's id, whoever computed it first.
+        id = manifest.recording.clone();
         let mut files = manifest.files.clone();
         if files.is_empty() {
             files = (0..manifest.workers)

@@ -125,10 +125,10 @@ pub(crate) fn connect(
                 let credentials = credentials().map_err(|why| (why, false))?;
                 match handshake::offer(&mut stream, process, processes, &credentials) {
                     Ok(()) => Ok(stream),
-                    Err(handshake::Refused::Retry(why)) => {
-                        let telling = why.contains("secret");
-                        Err((format!("{a}: {why}"), telling))
-                    }
+                    // A refusal for the secret or the arguments says more than the refused
+                    // connections that follow once the peer gave up.
+                    Err(handshake::Refused::Retry(why)) => Err((format!("{a}: {why}"), false)),
+                    Err(handshake::Refused::Secret(why)) => Err((format!("{a}: {why}"), true)),
                     Err(handshake::Refused::Arguments(why)) => Err((
                         format!(
                             "the process {peer} at {a} was started with other arguments: {why}"

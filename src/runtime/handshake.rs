@@ -32,8 +32,11 @@ pub(crate) struct Credentials {
 /// Why a connection did not join.
 #[derive(Debug)]
 pub(crate) enum Refused {
-    /// Not our launch, or not (yet) reachable: try again.
+    /// Not (yet) reachable, or not a shotflow process: try again.
     Retry(String),
+    /// The secrets differ (another launch, or a stale address): try again, and say so if it
+    /// stays that way.
+    Secret(String),
     /// Our launch, started with other arguments: stop.
     Arguments(String),
 }
@@ -128,7 +131,7 @@ pub(crate) fn offer(
             stream.read_exact(&mut answer).map_err(|e| retry(io(e)))?;
             mac(&credentials.token, &[b"accept", &nonce])
                 .verify_slice(&answer)
-                .map_err(|_| retry("the peer does not hold this launch's secret".into()))
+                .map_err(|_| Refused::Secret("the peer does not hold this launch's secret".into()))
         }
         b'F' => {
             let theirs = read_text(stream).map_err(retry)?;
@@ -137,6 +140,7 @@ pub(crate) fn offer(
                 &theirs,
             )))
         }
+        b'S' => Err(Refused::Secret(read_text(stream).unwrap_or_default())),
         _ => Err(retry(read_text(stream).unwrap_or_default())),
     }
 }
@@ -191,7 +195,7 @@ pub(crate) fn check(
     .verify_slice(&proof)
     .is_err()
     {
-        send_text(stream, b'N', "not this launch (wrong or missing secret)");
+        send_text(stream, b'S', "not this launch (wrong or missing secret)");
         return Err(
             "it does not hold this launch's secret (another run, or a stale address)".into(),
         );

@@ -261,10 +261,8 @@ pub(crate) fn prepare(
                 layout.path.display()
             );
         }
-        for stale in [&at_partial] {
-            if let Found::Unreadable(_) = stale {
-                let _ = std::fs::remove_file(layout.partial());
-            }
+        if let Found::Unreadable(_) = at_partial {
+            let _ = std::fs::remove_file(layout.partial());
         }
         let complete = match &at_path {
             Found::Complete(Some(m)) => Some(m),

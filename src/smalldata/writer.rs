@@ -211,7 +211,8 @@ impl OrderedSink<Row> for PartWriter {
             seq: self.seq,
             counts,
             partials,
-            last_event: rows.iter().map(|r| r.event.id).max(),
+            // Rows come sorted by event id.
+            last_event: rows.last().map(|r| r.event.id),
         });
         Ok(())
     }
