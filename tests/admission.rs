@@ -7,6 +7,7 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{small_demo, small_demo_args, spawn, wait_bounded};
@@ -35,6 +36,19 @@ fn rendezvous(process: usize, dir: &Path, timeout: u64) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Both processes succeeded, and process 0 printed the result of `seed`.
+fn both_finish_with_their_own_result(zero: &Output, one: &Output, seed: u64) {
+    for (p, out) in [(0, zero), (1, one)] {
+        assert!(
+            out.status.success(),
+            "process {p}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json: serde_json::Value = serde_json::from_slice(&zero.stdout).unwrap();
+    assert_eq!(json["kept"].as_u64(), Some(kept(seed)));
 }
 
 /// The `kept` count an uninterrupted one-process run of `seed` prints.
@@ -129,8 +143,7 @@ fn a_process_without_the_launch_secret_cannot_join() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let one = wait_bounded(spawn(SHOTFLOW, &demo(1, &rendezvous(1, &rv, 30))), LIMIT);
-    assert!(one.status.success());
-    assert!(wait_bounded(zero, LIMIT).status.success());
+    both_finish_with_their_own_result(&wait_bounded(zero, LIMIT), &one, 1);
 }
 
 #[test]
@@ -168,18 +181,7 @@ fn an_idle_connection_to_a_cluster_port_does_not_stall_start_up() {
     let one = wait_bounded(spawn(SHOTFLOW, &demo(1, &ports(1))), LIMIT);
     let zero = wait_bounded(zero, LIMIT);
     drop(idle);
-    assert!(
-        one.status.success(),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
-    assert!(
-        zero.status.success(),
-        "{}",
-        String::from_utf8_lossy(&zero.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&zero.stdout).unwrap();
-    assert_eq!(json["kept"].as_u64(), Some(kept(1)));
+    both_finish_with_their_own_result(&zero, &one, 1);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "start-up stalled: {took:?}");
     eprintln!("two processes ran in {took:?} beside an idle connection");
@@ -205,18 +207,7 @@ fn a_stale_rendezvous_from_an_earlier_launch_is_not_used() {
     std::thread::sleep(Duration::from_millis(500));
     let zero = spawn(SHOTFLOW, &demo(1, &rendezvous(0, &rv, 60)));
     let (one, zero) = (wait_bounded(one, LIMIT), wait_bounded(zero, LIMIT));
-    assert!(
-        one.status.success(),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
-    assert!(
-        zero.status.success(),
-        "{}",
-        String::from_utf8_lossy(&zero.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&zero.stdout).unwrap();
-    assert_eq!(json["kept"].as_u64(), Some(kept(1)));
+    both_finish_with_their_own_result(&zero, &one, 1);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "{took:?}");
     eprintln!("started past stale rendezvous files in {took:?}");

@@ -566,13 +566,10 @@ fn a_peer_lost_while_the_final_master_is_written_does_not_fail_a_complete_result
     eprintln!("complete after the peer's loss: {n} datasets identical; process 0 said: {stderr}");
 }
 
-/// `extract` of a EuXFEL run, interrupted by SIGINT after its first commit, then resumed with
-/// two workers: the same datasets as an uninterrupted extraction, and no train read twice.
-#[test]
-fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("r0001");
-    let simulate = [
+/// A simulated EuXFEL run of 2000 trains (one AGIPD module, 2 frames) in `dir/r0001`.
+fn simulate_run(dir: &Path) -> PathBuf {
+    let run = dir.join("r0001");
+    let mut args: Vec<String> = [
         "simulate",
         "--trains",
         "2000",
@@ -582,30 +579,46 @@ fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
         "2",
         "--trains-per-file",
         "500",
-    ];
-    let mut args: Vec<String> = simulate.iter().map(|s| s.to_string()).collect();
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.push(run.display().to_string());
     ok(&wait_bounded(spawn(SHOTFLOW, &args), LIMIT));
-    let extract = |output: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "extract",
-            "--select",
-            "*_XGM/DOOCS/MAIN:output:data.intensityTD",
-            "--select",
-            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
-            "--trains-per-batch",
-            "1",
-            "--commit-interval",
-            "0.1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend([run.display().to_string(), "--output".into()]);
-        args.push(output.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
+    run
+}
+
+/// `extract` of the XGM intensities and the AGIPD frames of `run`, one train per batch,
+/// committing every 0.1 s unless `extra` says otherwise.
+fn extract_args(run: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "extract",
+        "--select",
+        "*_XGM/DOOCS/MAIN:output:data.intensityTD",
+        "--select",
+        "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
+        "--trains-per-batch",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !extra.contains(&"--commit-interval") {
+        args.extend(["--commit-interval".into(), "0.1".into()]);
+    }
+    args.extend([run.display().to_string(), "--output".into()]);
+    args.push(output.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `extract` of a EuXFEL run, interrupted by SIGINT after its first commit, then resumed with
+/// two workers: the same datasets as an uninterrupted extraction, and no train read twice.
+#[test]
+fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = simulate_run(dir.path());
+    let extract = |output: &Path, extra: &[&str]| extract_args(&run, output, extra);
     let reference_path = dir.path().join("reference.h5");
     ok(&wait_bounded(
         spawn(SHOTFLOW, &extract(&reference_path, &[])),
@@ -645,21 +658,7 @@ fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
 #[test]
 fn losses_are_committed_with_their_batches_and_survive_a_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("r0001");
-    let simulate = [
-        "simulate",
-        "--trains",
-        "2000",
-        "--modules",
-        "1",
-        "--frames",
-        "2",
-        "--trains-per-file",
-        "500",
-    ];
-    let mut args: Vec<String> = simulate.iter().map(|s| s.to_string()).collect();
-    args.push(run.display().to_string());
-    ok(&wait_bounded(spawn(SHOTFLOW, &args), LIMIT));
+    let run = simulate_run(dir.path());
     // Train 1210 of the detector's third file repeats an earlier one: suspect, skipped.
     let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[210]=t[208]\nf['INDEX/trainId'][:]=t\n";
     let o = std::process::Command::new(common::python())
@@ -668,24 +667,7 @@ fn losses_are_committed_with_their_batches_and_survive_a_resume() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let extract = |output: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "extract",
-            "--select",
-            "*_XGM/DOOCS/MAIN:output:data.intensityTD",
-            "--select",
-            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf:image.data",
-            "--trains-per-batch",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend([run.display().to_string(), "--output".into()]);
-        args.push(output.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
+    let extract = |output: &Path, extra: &[&str]| extract_args(&run, output, extra);
     let losses = |path: &Path| -> (Vec<(String, String, u64)>, u64, u64) {
         let file = hdf5::File::open(path).unwrap();
         let text = |name: &str| -> Vec<String> {
@@ -743,11 +725,7 @@ fn losses_are_committed_with_their_batches_and_survive_a_resume() {
     );
 
     let path = dir.path().join("resumed.h5");
-    let child = start_and_commit(
-        &extract(&path, &["--commit-interval", "0.1"]),
-        &path,
-        Duration::from_millis(20),
-    );
+    let child = start_and_commit(&extract(&path, &[]), &path, Duration::from_millis(20));
     signal(&child, libc::SIGINT);
     assert_eq!(wait_bounded(child, LIMIT).status.code(), Some(130));
     let committed = master(&path);
