@@ -20,6 +20,9 @@ const LIMIT: Duration = Duration::from_secs(180);
 const EVENTS: u64 = 300_000;
 const BATCH: u64 = 256;
 
+/// Compact the tail at 4 mappings or files, merge 2 compacted files of one level.
+const COMPACTION: &str = "4,4,2";
+
 type Datasets = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
 
 fn demo_args(output: &Path, events: u64, extra: &[&str]) -> Vec<String> {
@@ -43,6 +46,11 @@ fn demo_args(output: &Path, events: u64, extra: &[&str]) -> Vec<String> {
     args.extend(["--output".into(), output.display().to_string()]);
     if !extra.contains(&"--commit-interval") {
         args.extend(["--commit-interval".into(), "0.2".into()]);
+    }
+    // Compaction far more eager than the default, so that kills, signals, resumes and readers
+    // meet it at every stage (the reference turns it off).
+    if !extra.contains(&"--compaction") {
+        args.extend(["--compaction".into(), COMPACTION.into()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
@@ -76,7 +84,7 @@ fn ok(out: &Output) -> &Output {
 fn reference(dir: &Path, events: u64) -> (PathBuf, Datasets) {
     let path = dir.join("reference.h5");
     ok(&wait_bounded(
-        spawn(SHOTFLOW, &demo_args(&path, events, &[])),
+        spawn(SHOTFLOW, &demo_args(&path, events, &["--compaction", "off"])),
         LIMIT,
     ));
     let sets = datasets(&path);
@@ -520,6 +528,77 @@ fn a_reader_reopening_the_master_sees_a_growing_consistent_prefix() {
         .parse()
         .unwrap();
     assert!(looks >= 3, "the reader saw the master grow: {stdout}");
+}
+
+/// Compaction changes which files hold the rows, never the datasets: runs at 1, 2 and 3
+/// workers and with 2 processes, compacting eagerly, equal the uncompacted reference, and
+/// leave a handful of files where they committed dozens of segments.
+#[test]
+fn compaction_keeps_a_long_runs_files_few_and_its_datasets_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, reference) = reference(dir.path(), EVENTS);
+    let check = |path: &Path, writers: u64| -> usize {
+        let n = assert_identical(path, &reference);
+        let file = hdf5::File::open(path).unwrap();
+        let meta = file.group("shotflow").unwrap();
+        let attr = |name: &str| meta.attr(name).unwrap().read_scalar::<u64>().unwrap();
+        let (commits, compactions) = (attr("commits"), attr("compactions"));
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let files: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{stem}.seg-")))
+            .collect();
+        // Every writer closed a segment every 0.1 s; without compaction each would still be
+        // there. With it: at most 3 in the tail per writer, one compacted file per level.
+        assert!(compactions >= 2, "{}: {compactions} compactions", path.display());
+        let bound = 4 * writers as usize + 8;
+        assert!(
+            files.len() <= bound,
+            "{}: {} files (more than {bound}) after {commits} commits: {files:?}",
+            path.display(),
+            files.len()
+        );
+        assert!(files.iter().all(|f| f.ends_with(".h5")), "no temporary left: {files:?}");
+        eprintln!(
+            "{}: {n} datasets identical; {commits} commits, {compactions} compactions, {} files",
+            path.display(),
+            files.len()
+        );
+        n
+    };
+    let mut compared = 0;
+    for workers in 1..=3 {
+        let path = dir.path().join(format!("w{workers}.h5"));
+        let launch = [
+            "--workers".to_string(),
+            workers.to_string(),
+            "--commit-interval".into(),
+            "0.1".into(),
+        ];
+        let launch: Vec<&str> = launch.iter().map(String::as_str).collect();
+        ok(&wait_bounded(
+            spawn(SHOTFLOW, &demo_args(&path, EVENTS, &launch)),
+            LIMIT,
+        ));
+        compared += check(&path, 1);
+    }
+    let path = dir.path().join("p2.h5");
+    let rendezvous = dir.path().join("rv-compact");
+    let children: Vec<Child> = (0..2)
+        .map(|p| {
+            let mut extra = cluster(2, p, &rendezvous);
+            extra.extend(["--commit-interval".into(), "0.1".into()]);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            spawn(SHOTFLOW, &demo_args(&path, EVENTS, &extra))
+        })
+        .collect();
+    for child in children {
+        ok(&wait_bounded(child, LIMIT));
+    }
+    compared += check(&path, 2);
+    eprintln!("{compared} datasets compared over 4 compacted runs of {EVENTS} events");
 }
 
 /// Process 1 is killed after its work is done, while process 0 writes the final master (the

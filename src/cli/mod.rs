@@ -74,6 +74,10 @@ pub struct Durability {
     /// Also survive the loss of the node: fsync every committed file (slower).
     #[arg(long)]
     pub fsync: bool,
+    /// When committed segments are copied into fewer files: MAPPINGS,FILES,FAN (see the
+    /// library's `Compaction`); `off` keeps every segment.
+    #[arg(long, hide = true, value_parser = parse_compaction)]
+    pub compaction: Option<shotflow::smalldata::Compaction>,
 }
 
 impl Durability {
@@ -88,6 +92,30 @@ impl Durability {
             .resume(self.resume)
             .commit_interval(std::time::Duration::from_secs_f64(self.commit_interval))
             .durable(self.fsync)
+            .compaction(self.compaction.unwrap_or_default())
+    }
+}
+
+fn parse_compaction(text: &str) -> Result<shotflow::smalldata::Compaction, String> {
+    if text == "off" {
+        return Ok(shotflow::smalldata::Compaction::OFF);
+    }
+    let numbers: Vec<usize> = text
+        .split(',')
+        .map(|n| n.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match numbers[..] {
+        [mappings, files, fan] if mappings > 0 && files > 0 && fan >= 2 => {
+            Ok(shotflow::smalldata::Compaction {
+                mappings,
+                files,
+                fan,
+            })
+        }
+        _ => Err(format!(
+            "{text:?}: give MAPPINGS,FILES,FAN (all positive, FAN at least 2) or off"
+        )),
     }
 }
 

@@ -10,6 +10,9 @@
 //! * `run.seg-<id>-w<k>-<n>.h5`: segment `n` of writer `k` of the run (process) `id`. A
 //!   segment is written under `….h5.tmp` and renamed only once closed, so no committed name
 //!   ever holds an open HDF5 file. Masters map closed segments only.
+//! * `run.seg-<id>-c<level>-<n>.h5`: a compacted file: a range of committed batches copied
+//!   out of the segments (or compacted files) that held them, in master order (see
+//!   [`super::compaction`]). Written under `….h5.tmp` too.
 //! * `.run.h5.lock`: held by the process that writes the master, so that two runs cannot
 //!   write one output at the same time.
 //!
@@ -61,6 +64,11 @@ impl Layout {
     /// refers to it).
     pub fn segment(&self, run: &str, writer: usize, seq: u64) -> String {
         format!("{}.seg-{run}-w{writer}-{seq}.h5", self.stem)
+    }
+
+    /// The file name of compacted file `seq` of level `level` written by run `run`.
+    pub fn compacted(&self, run: &str, level: u32, seq: u64) -> String {
+        format!("{}.seg-{run}-c{level}-{seq}.h5", self.stem)
     }
 
     /// The full path of a file named relative to the master's directory.
@@ -133,9 +141,21 @@ impl Found {
             Ok(None) => Found::Complete(None),
             Ok(Some(m)) if m.complete => Found::Complete(Some(m)),
             Ok(Some(m)) => Found::Partial(m),
+            // A complete result of another shotflow is protected all the same.
+            Err(e) if marked_complete(path) => {
+                eprintln!("note: {e}: kept as a complete result");
+                Found::Complete(None)
+            }
             Err(e) => Found::Unreadable(e.to_string()),
         }
     }
+}
+
+/// The root attribute `complete` of the HDF5 file at `path`, if it reads `true`.
+fn marked_complete(path: &Path) -> bool {
+    hdf5::File::open(path)
+        .and_then(|f| f.attr("complete")?.read_scalar::<bool>())
+        .unwrap_or(false)
 }
 
 /// Decisions taken once per process before a run writes an output.
@@ -264,12 +284,16 @@ pub(crate) fn prepare(
         if let Found::Unreadable(_) = at_partial {
             let _ = std::fs::remove_file(layout.partial());
         }
-        let complete = match &at_path {
-            Found::Complete(Some(m)) => Some(m),
-            _ => None,
-        };
-        let keep: Vec<&Manifest> = complete.into_iter().chain(resumed.as_ref()).collect();
-        layout.remove_unreferenced(&keep);
+        // Without a manifest, a complete result does not say which segments are its own: all
+        // stay until this run replaces it.
+        if !matches!(at_path, Found::Complete(None)) {
+            let complete = match &at_path {
+                Found::Complete(Some(m)) => Some(m),
+                _ => None,
+            };
+            let keep: Vec<&Manifest> = complete.into_iter().chain(resumed.as_ref()).collect();
+            layout.remove_unreferenced(&keep);
+        }
     }
     Ok(Prepared {
         master,
@@ -345,4 +369,38 @@ pub(crate) fn commit_file(from: &Path, to: &Path, durable: bool) -> Result<(), S
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete master whose manifest another shotflow wrote (layout 1) keeps its place and
+    /// its segments while a new run writes beside it.
+    #[test]
+    fn a_complete_result_of_another_manifest_layout_is_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(&dir.path().join("run.h5"));
+        {
+            let file = hdf5::File::create(&layout.path).unwrap();
+            file.new_attr::<bool>()
+                .create("complete")
+                .unwrap()
+                .write_scalar(&true)
+                .unwrap();
+            file.create_group("shotflow").unwrap();
+            file.new_dataset_builder()
+                .with_data(&[1u8, 0, 0, 0, 9, 9])
+                .create("shotflow/manifest")
+                .unwrap();
+        }
+        let segment = layout.beside(&layout.segment("0000abcd", 0, 0));
+        std::fs::write(&segment, b"rows of the old result").unwrap();
+        assert!(matches!(Found::at(&layout.path), Found::Complete(None)));
+        let prepared = prepare(&layout, false, &[], &[], true).unwrap();
+        assert_eq!(prepared.master, layout.partial());
+        assert!(segment.exists(), "the old result's segment stays");
+        let refused = prepare(&layout, true, &[], &[], false).unwrap_err();
+        assert!(refused.to_string().contains("complete"), "{refused}");
+    }
 }

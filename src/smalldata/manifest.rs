@@ -16,12 +16,15 @@ use super::SmallDataError;
 use crate::event::EventId;
 use crate::flow::Batch;
 
-/// Version of the manifest layout: a master written by another layout cannot be resumed.
-pub(crate) const FORMAT: u32 = 1;
+/// Version of the manifest layout: a master written by another layout cannot be resumed (2:
+/// compacted files).
+pub(crate) const FORMAT: u32 = 2;
 
-/// Where one batch's rows are: which segment of the manifest, how many per group.
+/// Where one batch's rows are: which segment of the manifest, how many per group. A block of
+/// a compacted file stands for every batch the file holds, up to `batch`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Block {
+    /// The (last) batch.
     pub batch: Batch,
     /// Index into [`Manifest::segments`].
     pub segment: usize,
@@ -48,7 +51,7 @@ pub(crate) struct Manifest {
     pub last_event: Option<EventId>,
     /// Closed segment files, in the order blocks first refer to them.
     pub segments: Vec<PartSchema>,
-    /// The committed batches that have rows, in batch order.
+    /// The committed batches that have rows, in batch order (compacted ranges as one block).
     pub blocks: Vec<Block>,
     /// The summaries folded over the committed batches in batch order.
     pub totals: Vec<Reduced>,
@@ -92,20 +95,24 @@ impl Manifest {
         let bytes = dataset
             .read_raw::<u8>()
             .map_err(|e| SmallDataError::hdf5(path, "shotflow/manifest", e))?;
+        // The layout comes first (bincode writes fields in order): check it before the rest.
+        let format = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        if format.is_some_and(|f| f != FORMAT) {
+            return Err(SmallDataError::Manifest {
+                master: path.display().to_string(),
+                problem: format!(
+                    "manifest layout {} (this shotflow reads layout {FORMAT})",
+                    format.unwrap_or_default()
+                ),
+            });
+        }
         let manifest: Manifest =
             bincode::deserialize(&bytes).map_err(|e| SmallDataError::Manifest {
                 master: path.display().to_string(),
                 problem: format!("unreadable manifest: {e}"),
             })?;
-        if manifest.format != FORMAT {
-            return Err(SmallDataError::Manifest {
-                master: path.display().to_string(),
-                problem: format!(
-                    "manifest layout {} (this shotflow reads layout {FORMAT})",
-                    manifest.format
-                ),
-            });
-        }
         Ok(Some(manifest))
     }
 

@@ -56,6 +56,7 @@
 //! ```
 
 pub mod column_cache;
+pub mod compaction;
 mod layout;
 mod manifest;
 mod part_file;
@@ -71,6 +72,7 @@ use std::time::Duration;
 use timely::dataflow::StreamVec;
 
 pub use column_cache::SchemaError;
+pub use compaction::Compaction;
 pub use part_file::{GroupCounts, GroupSchema, KeySchema, PartSchema};
 pub use row::Row;
 pub use run_summary::{histogram_with_flows, Reduced, Summary};
@@ -260,6 +262,7 @@ pub struct SmallData {
     summaries: Vec<Summary>,
     commit_interval: Duration,
     durable: bool,
+    compaction: Compaction,
     resume: bool,
     fingerprint: Vec<(String, String)>,
     prepared: Arc<OnceLock<Result<Arc<Prepared>, String>>>,
@@ -288,6 +291,7 @@ impl SmallData {
             summaries: Vec::new(),
             commit_interval: COMMIT_INTERVAL,
             durable: false,
+            compaction: Compaction::default(),
             resume: false,
             fingerprint: Vec::new(),
             prepared: Arc::default(),
@@ -309,6 +313,15 @@ impl SmallData {
     /// before it is renamed, and the directory after.
     pub fn durable(mut self, durable: bool) -> SmallData {
         self.durable = durable;
+        self
+    }
+
+    /// When the run copies committed segments into fewer, larger files, so that the master
+    /// and its readers stay fast however long the run (default: [`Compaction::default`]).
+    /// Compaction changes which files hold the rows, never the datasets read through the
+    /// master.
+    pub fn compaction(mut self, policy: Compaction) -> SmallData {
+        self.compaction = policy;
         self
     }
 

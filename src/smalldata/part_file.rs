@@ -59,6 +59,9 @@ pub struct PartSchema {
     pub file: String,
     /// The groups.
     pub groups: Vec<GroupSchema>,
+    /// Rows at the start of the file that a master takes from a compacted file instead.
+    #[serde(default)]
+    pub skip: Vec<GroupCounts>,
 }
 
 /// Rows and ragged elements one batch added to one group of a part.
@@ -79,7 +82,7 @@ pub(crate) fn rows(from: usize, to: usize, shape: &[usize]) -> hdf5::Selection {
     hdf5::Hyperslab::from(slab).into()
 }
 
-fn chunk_rows(row_bytes: usize) -> usize {
+pub(crate) fn chunk_rows(row_bytes: usize) -> usize {
     (CHUNK_BYTES / row_bytes.max(1)).clamp(1, 1 << 16)
 }
 
@@ -549,6 +552,7 @@ impl PartFile {
         Ok(PartSchema {
             file,
             groups: self.groups.iter().map(GroupWriter::schema).collect(),
+            skip: Vec::new(),
         })
     }
 

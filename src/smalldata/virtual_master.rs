@@ -16,7 +16,7 @@ use hdf5::{Extent, Extents, SimpleExtents};
 
 use super::column_cache::{describe, with_data, Data, Fill};
 use super::manifest::{Block, Manifest};
-use super::part_file::{create_groups, rows, var_parent, PartSchema};
+use super::part_file::{create_groups, rows, var_parent, GroupCounts, PartSchema};
 use super::run_summary::{histogram_with_flows, Reduced, Summary};
 use super::SmallDataError;
 use crate::event::DType;
@@ -32,6 +32,8 @@ pub(crate) struct RunInfo {
     pub workers: usize,
     /// Seconds since this run's writer started.
     pub seconds: f64,
+    /// Compactions this run finished.
+    pub compactions: u64,
 }
 
 fn extents(rows: u64, shape: &[usize]) -> Extents {
@@ -44,17 +46,18 @@ fn extents(rows: u64, shape: &[usize]) -> Extents {
 type Run = (usize, u64, u64, u64);
 
 /// Contiguous runs of one dataset in batch order, adjacent runs merged; the rows each segment
-/// holds; and the total.
+/// holds up to the last block (its rows compacted away included); and the total. `count` says
+/// how many rows of the dataset a block (or a segment's compacted prefix) has.
 fn runs(
     blocks: &[Block],
-    segments: usize,
-    count: impl Fn(&Block) -> u64,
+    parts: &[PartSchema],
+    count: impl Fn(&[GroupCounts]) -> u64,
 ) -> (Vec<Run>, Vec<u64>, u64) {
-    let mut local = vec![0u64; segments];
+    let mut local: Vec<u64> = parts.iter().map(|p| count(&p.skip)).collect();
     let mut global = 0u64;
     let mut out: Vec<Run> = Vec::new();
     for block in blocks {
-        let n = count(block);
+        let n = count(&block.counts);
         if n == 0 {
             continue;
         }
@@ -73,26 +76,59 @@ fn runs(
     (out, local, global)
 }
 
-/// One dataset of the master: where it comes from.
-struct Planned {
-    dtype: DType,
-    shape: Vec<usize>,
-    ragged: bool,
-    group: Option<String>,
+/// One dataset of a master: what it holds and where its rows come from.
+pub(crate) struct Planned {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub ragged: bool,
+    pub group: Option<String>,
     first: String,
 }
 
-/// Writes the master of `manifest` to `path`. Returns the number of events of the root group.
-pub(crate) fn write_master(
-    path: &Path,
-    manifest: &Manifest,
-    info: &RunInfo,
-) -> Result<u64, SmallDataError> {
-    let parts: &[PartSchema] = &manifest.segments;
-    let blocks = &manifest.blocks;
+impl Planned {
+    /// How many rows of this dataset `counts` (a block's, or a segment's compacted prefix)
+    /// stand for.
+    pub fn count(&self, name: &str, counts: &[GroupCounts]) -> u64 {
+        if self.ragged {
+            counts
+                .iter()
+                .flat_map(|c| &c.ragged)
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, n)| *n)
+        } else {
+            counts
+                .iter()
+                .find(|c| c.group == self.group)
+                .map_or(0, |c| c.rows)
+        }
+    }
+
+    /// The value of rows that no segment holds.
+    pub fn fill<T: Fill>(&self, name: &str) -> T {
+        if name.ends_with("_len") && var_parent(name).is_some() {
+            T::from_i64(0)
+        } else {
+            T::FILL
+        }
+    }
+}
+
+/// The datasets that `blocks` of `parts` make (by name), and the root group's events.
+pub(crate) struct Plan {
+    pub datasets: BTreeMap<String, Planned>,
+    pub events: u64,
+}
+
+/// Plans the datasets of `blocks`, checking that the segments they refer to agree on every
+/// key's type and hold every row the blocks say.
+pub(crate) fn plan(parts: &[PartSchema], blocks: &[Block]) -> Result<Plan, SmallDataError> {
+    let mut used = vec![false; parts.len()];
+    for block in blocks {
+        used[block.segment] = true;
+    }
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     let mut groups: Vec<Option<String>> = vec![None];
-    for part in parts {
+    for part in parts.iter().zip(&used).filter(|(_, u)| **u).map(|(p, _)| p) {
         for group in &part.groups {
             if !groups.contains(&group.group) {
                 groups.push(group.group.clone());
@@ -140,20 +176,19 @@ pub(crate) fn write_master(
             }
         }
     }
-    let group_rows = |block: &Block, group: &Option<String>| {
-        block
-            .counts
+    let group_rows = |counts: &[GroupCounts], group: &Option<String>| {
+        counts
             .iter()
             .find(|c| c.group == *group)
             .map_or(0, |c| c.rows)
     };
-    let mut root_rows = 0;
+    let mut events = 0;
     for group in &groups {
-        let (_, local, total) = runs(blocks, parts.len(), |b| group_rows(b, group));
+        let (_, local, total) = runs(blocks, parts, |c| group_rows(c, group));
         if group.is_none() {
-            root_rows = total;
+            events = total;
         }
-        for (segment, part) in parts.iter().enumerate() {
+        for (segment, part) in parts.iter().enumerate().filter(|(s, _)| used[*s]) {
             let rows = part
                 .groups
                 .iter()
@@ -178,47 +213,64 @@ pub(crate) fn write_master(
         group: None,
         first: String::new(),
     });
+    Ok(Plan {
+        datasets: planned,
+        events,
+    })
+}
 
+/// Creates in `file` (at `path`) one virtual dataset per planned key, mapping the rows of
+/// `blocks` in batch order. Returns the number of mappings made.
+pub(crate) fn map_datasets(
+    file: &hdf5::File,
+    path: &Path,
+    parts: &[PartSchema],
+    blocks: &[Block],
+    plan: &Plan,
+) -> Result<usize, SmallDataError> {
+    let context = |what: &str, e: hdf5::Error| SmallDataError::hdf5(path, what, e);
+    let mut mappings = 0;
+    for (name, planned) in &plan.datasets {
+        create_groups(file, name).map_err(|e| context(name, e))?;
+        let (runs, _, total) = runs(blocks, parts, |c| planned.count(name, c));
+        let shape = &planned.shape;
+        with_data!(&Data::new(planned.dtype), _v: T => {
+            let mut builder = file.new_dataset::<T>().shape(extents(total, shape)).fill_value(planned.fill::<T>(name));
+            for &(segment, lo, go, n) in &runs {
+                let part = &parts[segment];
+                let Some(source) = part.groups.iter().flat_map(|g| &g.keys).find(|k| k.name == *name).map(|k| k.rows).or_else(|| {
+                    // `timestamp` datasets are not listed among the keys
+                    name.ends_with("timestamp").then(|| part.groups.iter().find(|g| g.group == planned.group).map_or(0, |g| g.rows))
+                }) else {
+                    continue; // unmapped: reads as the fill value
+                };
+                mappings += 1;
+                builder = builder.virtual_map(
+                    &part.file,
+                    name,
+                    extents(source, shape),
+                    rows(lo as usize, (lo + n) as usize, shape),
+                    extents(total, shape),
+                    rows(go as usize, (go + n) as usize, shape),
+                );
+            }
+            builder.create(name.as_str()).map_err(|e| context(name, e))?;
+        });
+    }
+    Ok(mappings)
+}
+
+/// Writes the master of `manifest` to `path`. Returns the number of events of the root group.
+pub(crate) fn write_master(
+    path: &Path,
+    manifest: &Manifest,
+    info: &RunInfo,
+) -> Result<u64, SmallDataError> {
+    let plan = plan(&manifest.segments, &manifest.blocks)?;
     let context = |what: &str, e: hdf5::Error| SmallDataError::hdf5(path, what, e);
     {
         let file = hdf5::File::create(path).map_err(|e| context("create", e))?;
-        for (name, plan) in &planned {
-            create_groups(&file, name).map_err(|e| context(name, e))?;
-            let (runs, _, total) = if plan.ragged {
-                runs(blocks, parts.len(), |b| {
-                    b.counts
-                        .iter()
-                        .flat_map(|c| &c.ragged)
-                        .find(|(k, _)| k == name)
-                        .map_or(0, |(_, n)| *n)
-                })
-            } else {
-                runs(blocks, parts.len(), |b| group_rows(b, &plan.group))
-            };
-            let shape = &plan.shape;
-            with_data!(&Data::new(plan.dtype), _v: T => {
-                let fill = if name.ends_with("_len") && var_parent(name).is_some() { <T as Fill>::from_i64(0) } else { <T as Fill>::FILL };
-                let mut builder = file.new_dataset::<T>().shape(extents(total, shape)).fill_value(fill);
-                for &(writer, lo, go, n) in &runs {
-                    let part = &parts[writer];
-                    let Some(source) = part.groups.iter().flat_map(|g| &g.keys).find(|k| k.name == *name).map(|k| k.rows).or_else(|| {
-                        // `timestamp` datasets are not listed among the keys
-                        name.ends_with("timestamp").then(|| part.groups.iter().find(|g| g.group == plan.group).map_or(0, |g| g.rows))
-                    }) else {
-                        continue; // unmapped: reads as the fill value
-                    };
-                    builder = builder.virtual_map(
-                        &part.file,
-                        name,
-                        extents(source, shape),
-                        rows(lo as usize, (lo + n) as usize, shape),
-                        extents(total, shape),
-                        rows(go as usize, (go + n) as usize, shape),
-                    );
-                }
-                builder.create(name.as_str()).map_err(|e| context(name, e))?;
-            });
-        }
+        map_datasets(&file, path, &manifest.segments, &manifest.blocks, &plan)?;
         for (summary, result) in manifest.summaries.iter().zip(&manifest.totals) {
             let base = format!("summary/{}", summary.key());
             create_groups(&file, &format!("{base}/x")).map_err(|e| context(&base, e))?;
@@ -283,7 +335,7 @@ pub(crate) fn write_master(
         write_run_info(&file, manifest, info).map_err(|e| context("shotflow/", e))?;
         file.flush().map_err(|e| context("flush", e))?;
     }
-    Ok(root_rows)
+    Ok(plan.events)
 }
 
 /// The root attribute `complete` and the `shotflow/` group: what a user needs to know whether
@@ -328,6 +380,10 @@ fn write_run_info(file: &hdf5::File, manifest: &Manifest, info: &RunInfo) -> hdf
         .new_attr::<u64>()
         .create("commits")?
         .write_scalar(&manifest.commits)?;
+    group
+        .new_attr::<u64>()
+        .create("compactions")?
+        .write_scalar(&info.compactions)?;
     // Losses as a table (source, reason, events), and two totals a user checks first.
     let missing = crate::flow::losses::MISSING_FIELDS;
     let (mut lost, mut incomplete) = (0u64, 0u64);

@@ -18,12 +18,14 @@
 //! is ever open for writing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::compaction::{self, add_counts, Copy};
 use super::layout::{commit_file, retire, Layout, Prepared};
 use super::manifest::{Block, Manifest};
 use super::part_file::{GroupCounts, PartFile, PartSchema};
@@ -289,6 +291,14 @@ pub(crate) struct MasterWriter {
     write_cost: Duration,
     started: Instant,
     workers: usize,
+    /// Blocks before this are in compacted files.
+    compacted: usize,
+    /// The compaction in progress, when it was last given time, and how many finished.
+    compacting: Option<Copy>,
+    last_step: Instant,
+    compactions: u64,
+    /// Files no master refers to any more, and since when none in place does.
+    retiring: Vec<(String, Option<Instant>)>,
 }
 
 impl MasterWriter {
@@ -305,6 +315,11 @@ impl MasterWriter {
             .clone()
             .unwrap_or_else(|| Manifest::empty(&config.summaries, config.fingerprint.clone()));
         let resumed_from = manifest.batches;
+        let compacted = manifest
+            .blocks
+            .iter()
+            .take_while(|b| compaction::level(&manifest.segments[b.segment].file).is_some())
+            .count();
         MasterWriter {
             is_master,
             layout: Layout::new(&config.path),
@@ -324,7 +339,122 @@ impl MasterWriter {
             write_cost: Duration::ZERO,
             started: Instant::now(),
             workers,
+            compacted,
+            compacting: None,
+            last_step: Instant::now(),
+            compactions: 0,
+            retiring: Vec::new(),
         }
+    }
+
+    /// Starts a compaction when one is due, and gives the one in progress at most a tenth of
+    /// the time since it last ran; adopts it once it is copied.
+    fn compact(&mut self) -> Result<(), SmallDataError> {
+        if self.compacting.is_none() {
+            if let Some((range, level)) =
+                compaction::due(&self.config.compaction, &self.manifest, self.compacted)
+            {
+                let name = self
+                    .layout
+                    .compacted(&self.prepared.run, level, self.compactions);
+                self.compacting = Some(Copy::start(
+                    &self.layout,
+                    &self.manifest,
+                    range,
+                    name,
+                    self.config.durable,
+                )?);
+            }
+        }
+        let Some(copy) = &mut self.compacting else {
+            self.last_step = Instant::now();
+            return Ok(());
+        };
+        let budget = (self.last_step.elapsed() / 10).max(Duration::from_millis(2));
+        let done = copy.step(budget)?;
+        self.last_step = Instant::now();
+        if done {
+            let copy = self.compacting.take().expect("in progress");
+            let range = copy.range.clone();
+            let schema = copy.finish()?;
+            self.adopt(range, schema);
+            self.compactions += 1;
+        }
+        Ok(())
+    }
+
+    /// Points blocks `range` at the compacted file `schema`; forgets the segments that no
+    /// committed or pending batch refers to any more (their files go once no master in place
+    /// refers to them).
+    fn adopt(&mut self, range: Range<usize>, schema: PartSchema) {
+        let manifest = &mut self.manifest;
+        let new = manifest.segments.len();
+        // One block stands for the whole range: the manifest stays as small as the master.
+        let mut counts = Vec::new();
+        let mut last = 0;
+        for block in manifest.blocks.drain(range.clone()) {
+            // A segment whose later rows stay mapped from it skips those compacted.
+            add_counts(&mut manifest.segments[block.segment].skip, &block.counts);
+            add_counts(&mut counts, &block.counts);
+            last = block.batch;
+        }
+        manifest.blocks.insert(
+            range.start,
+            Block {
+                batch: last,
+                segment: new,
+                counts,
+            },
+        );
+        manifest.segments.push(schema);
+        self.compacted = range.start + 1;
+        let mut keep = vec![false; manifest.segments.len()];
+        for block in &manifest.blocks {
+            keep[block.segment] = true;
+        }
+        for pending in self.pending.values() {
+            if let Some(&at) = self.placed.get(&(pending.writer, pending.seq)) {
+                keep[at] = true;
+            }
+        }
+        let mut remap = vec![usize::MAX; keep.len()];
+        let mut kept = Vec::new();
+        for (at, segment) in std::mem::take(&mut manifest.segments)
+            .into_iter()
+            .enumerate()
+        {
+            if keep[at] {
+                remap[at] = kept.len();
+                kept.push(segment);
+            } else {
+                self.retiring.push((segment.file, None));
+            }
+        }
+        manifest.segments = kept;
+        for block in &mut manifest.blocks {
+            block.segment = remap[block.segment];
+        }
+        self.placed.retain(|_, at| {
+            let to = remap[*at];
+            *at = to;
+            to != usize::MAX
+        });
+    }
+
+    /// Deletes the retired files that no master in place has referred to for a while (all of
+    /// them at the end of the run): a reader that opened an older master a moment ago still
+    /// finds its files.
+    fn delete_retired(&mut self, all: bool) {
+        let grace = (self.config.commit_interval * 3).max(Duration::from_secs(30));
+        let now = Instant::now();
+        self.retiring.retain_mut(|(name, since)| {
+            let since = *since.get_or_insert(now);
+            let due = all || since.elapsed() >= grace;
+            if due {
+                let _ = std::fs::remove_file(self.layout.beside(name));
+            }
+            !due
+        });
     }
 
     /// Moves the pending batches before `k` into the manifest, in batch order.
@@ -412,6 +542,7 @@ impl MasterWriter {
             recomputed: self.recomputed,
             workers: self.workers,
             seconds: self.started.elapsed().as_secs_f64(),
+            compactions: self.compactions,
         };
         let tmp = path.with_extension("h5.tmp");
         let rows = write_master(&tmp, &self.manifest, &info)?;
@@ -420,6 +551,7 @@ impl MasterWriter {
             std::thread::sleep(pause);
         }
         commit_file(&tmp, &path, self.config.durable)?;
+        self.delete_retired(false);
         if complete {
             retire(&self.layout, &self.prepared, &self.manifest);
         }
@@ -518,6 +650,7 @@ impl OrderedSink<Report> for MasterWriter {
             // Reports about batches before the input frontier have all arrived.
             self.advance(covered.min(upto.unwrap_or(Batch::MAX)))
                 .map_err(failed)?;
+            self.compact().map_err(failed)?;
             // At most every commit interval, and never more than a tenth of the run's time.
             let interval = self.config.commit_interval.max(self.write_cost * 10);
             if self.manifest.batches > self.written && self.last_write.elapsed() >= interval {
@@ -538,8 +671,12 @@ impl OrderedSink<Report> for MasterWriter {
             .min()
             .unwrap_or(Batch::MAX);
         let k = covered.min(ended);
+        // The final master maps what is there; a copy half-done is not worth waiting for.
+        self.compacting = None;
         self.advance(k).map_err(failed)?;
         self.manifest.complete = k == Batch::MAX;
-        self.write().map_err(failed)
+        self.write().map_err(failed)?;
+        self.delete_retired(true);
+        Ok(())
     }
 }
