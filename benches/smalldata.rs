@@ -7,6 +7,7 @@
 //! cargo bench --bench smalldata -- small   # one workload (small | large)
 //! cargo bench --bench smalldata -- commit=0.5 fsync   # commit every 0.5 s, with fsync
 //! cargo bench --bench smalldata -- resume   # time to find the restart point of 10⁶ events
+//! cargo bench --bench smalldata -- long     # a run of many commits, compacted and not
 //! ```
 //!
 //! The default commit interval (5 s) is longer than most of these runs: they commit once, at
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use shotflow::event::{Event, Key};
 use shotflow::runtime::{execute, Launch};
-use shotflow::smalldata::{SmallData, SmallDataExt};
+use shotflow::smalldata::{Compaction, SmallData, SmallDataExt};
 use shotflow::source::batched_source;
 
 #[global_allocator]
@@ -117,8 +118,97 @@ fn resume(events: u64) {
     );
 }
 
+/// A run of `events` small events in batches of 64, 2 writers, a commit every 0.1 s: many
+/// commits and many small blocks, as a long run has at the default interval. What it leaves:
+/// files and the manifest's size, and what a reader pays to open the master
+/// and read one dataset.
+fn long(events: u64, policy: Compaction, label: &str) {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let path = dir.path().join("long.h5");
+    let output = SmallData::new(&path)
+        .writers(2)
+        .commit_interval(Duration::from_millis(100))
+        .compaction(policy);
+    let batch = 64;
+    let started = Instant::now();
+    execute(&Launch::threads(2), move |worker| {
+        let output = output.clone();
+        let a = Key::new("a");
+        worker.dataflow(|scope| {
+            batched_source(scope, "Bench", events.div_ceil(batch), move |n| {
+                let range = n * batch..((n + 1) * batch).min(events);
+                Ok::<_, std::convert::Infallible>(
+                    range.map(|i| Event::new(i).with(a, i as f64)).collect(),
+                )
+            })
+            .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".seg-"))
+        .count();
+    let read = Instant::now();
+    let file = hdf5::File::open(&path).unwrap();
+    let dataset = file.dataset("a").unwrap();
+    let values = dataset.read_raw::<f64>().unwrap();
+    let reader = read.elapsed().as_secs_f64();
+    assert_eq!(values.len() as u64, events);
+    let manifest = file.dataset("shotflow/manifest").unwrap().size();
+    let meta = file.group("shotflow").unwrap();
+    let attr = |name: &str| meta.attr(name).unwrap().read_scalar::<u64>().unwrap();
+    println!(
+        "{label:<12} {:>10.3e} {:>8} {:>12} {:>6} {:>11} {:>13.1}",
+        events as f64 / seconds,
+        attr("commits"),
+        attr("compactions"),
+        files,
+        manifest,
+        reader * 1e3
+    );
+}
+
 fn main() {
     shotflow::runtime::keep_freed_memory();
+    if std::env::args().any(|a| a == "long") {
+        let scale: f64 = std::env::args()
+            .skip(1)
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(1.0);
+        let events = (4_000_000.0 * scale) as u64;
+        println!("{events} events (one f64) in batches of 64, 2 writers, commit every 0.1 s");
+        println!(
+            "{:<12} {:>10} {:>8} {:>12} {:>6} {:>11} {:>13}",
+            "compaction",
+            "events/s",
+            "commits",
+            "compactions",
+            "files",
+            "manifest B",
+            "open+read ms"
+        );
+        let off = !std::env::args().any(|a| a == "default");
+        let on = !std::env::args().any(|a| a == "off");
+        for _round in 0..2 {
+            if off {
+                long(events, Compaction::OFF, "off");
+            }
+            if on {
+                let mut policy = Compaction::default();
+                if let Some(m) = std::env::args()
+                    .find_map(|a| a.strip_prefix("mappings=").and_then(|s| s.parse().ok()))
+                {
+                    policy.mappings = m;
+                }
+                long(events, policy, "default");
+            }
+        }
+        return;
+    }
     let scale: f64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -20,8 +20,9 @@ const LIMIT: Duration = Duration::from_secs(180);
 const EVENTS: u64 = 300_000;
 const BATCH: u64 = 256;
 
-/// Compact the tail at 4 mappings or files, merge 2 compacted files of one level.
-const COMPACTION: &str = "4,4,2";
+/// Compact the tail at 4 mappings or files, in slices (never at once: the copies are in
+/// flight when kills and signals come); merge 2 compacted files of one level.
+const COMPACTION: &str = "4,4,2,0";
 
 type Datasets = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
 
@@ -84,7 +85,10 @@ fn ok(out: &Output) -> &Output {
 fn reference(dir: &Path, events: u64) -> (PathBuf, Datasets) {
     let path = dir.join("reference.h5");
     ok(&wait_bounded(
-        spawn(SHOTFLOW, &demo_args(&path, events, &["--compaction", "off"])),
+        spawn(
+            SHOTFLOW,
+            &demo_args(&path, events, &["--compaction", "off"]),
+        ),
         LIMIT,
     ));
     let sets = datasets(&path);
@@ -552,7 +556,11 @@ fn compaction_keeps_a_long_runs_files_few_and_its_datasets_identical() {
             .collect();
         // Every writer closed a segment every 0.1 s; without compaction each would still be
         // there. With it: at most 3 in the tail per writer, one compacted file per level.
-        assert!(compactions >= 2, "{}: {compactions} compactions", path.display());
+        assert!(
+            compactions >= 2,
+            "{}: {compactions} compactions",
+            path.display()
+        );
         let bound = 4 * writers as usize + 8;
         assert!(
             files.len() <= bound,
@@ -560,7 +568,10 @@ fn compaction_keeps_a_long_runs_files_few_and_its_datasets_identical() {
             path.display(),
             files.len()
         );
-        assert!(files.iter().all(|f| f.ends_with(".h5")), "no temporary left: {files:?}");
+        assert!(
+            files.iter().all(|f| f.ends_with(".h5")),
+            "no temporary left: {files:?}"
+        );
         eprintln!(
             "{}: {n} datasets identical; {commits} commits, {compactions} compactions, {} files",
             path.display(),
@@ -569,36 +580,42 @@ fn compaction_keeps_a_long_runs_files_few_and_its_datasets_identical() {
         n
     };
     let mut compared = 0;
-    for workers in 1..=3 {
-        let path = dir.path().join(format!("w{workers}.h5"));
-        let launch = [
-            "--workers".to_string(),
-            workers.to_string(),
-            "--commit-interval".into(),
-            "0.1".into(),
-        ];
-        let launch: Vec<&str> = launch.iter().map(String::as_str).collect();
-        ok(&wait_bounded(
-            spawn(SHOTFLOW, &demo_args(&path, EVENTS, &launch)),
-            LIMIT,
-        ));
-        compared += check(&path, 1);
+    // The tail copied at once before a master maps it, and in slices while the run goes on.
+    for (how, policy) in [("once", "4,4,2"), ("slices", "4,4,2,0")] {
+        for workers in 1..=3 {
+            let path = dir.path().join(format!("{how}-w{workers}.h5"));
+            let launch = [
+                "--workers".to_string(),
+                workers.to_string(),
+                "--commit-interval".into(),
+                "0.1".into(),
+                "--compaction".into(),
+                policy.into(),
+            ];
+            let launch: Vec<&str> = launch.iter().map(String::as_str).collect();
+            ok(&wait_bounded(
+                spawn(SHOTFLOW, &demo_args(&path, EVENTS, &launch)),
+                LIMIT,
+            ));
+            compared += check(&path, 1);
+        }
+        let path = dir.path().join(format!("{how}-p2.h5"));
+        let rendezvous = dir.path().join(format!("rv-{how}"));
+        let children: Vec<Child> = (0..2)
+            .map(|p| {
+                let mut extra = cluster(2, p, &rendezvous);
+                extra
+                    .extend(["--commit-interval", "0.1", "--compaction", policy].map(String::from));
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                spawn(SHOTFLOW, &demo_args(&path, EVENTS, &extra))
+            })
+            .collect();
+        for child in children {
+            ok(&wait_bounded(child, LIMIT));
+        }
+        compared += check(&path, 2);
     }
-    let path = dir.path().join("p2.h5");
-    let rendezvous = dir.path().join("rv-compact");
-    let children: Vec<Child> = (0..2)
-        .map(|p| {
-            let mut extra = cluster(2, p, &rendezvous);
-            extra.extend(["--commit-interval".into(), "0.1".into()]);
-            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-            spawn(SHOTFLOW, &demo_args(&path, EVENTS, &extra))
-        })
-        .collect();
-    for child in children {
-        ok(&wait_bounded(child, LIMIT));
-    }
-    compared += check(&path, 2);
-    eprintln!("{compared} datasets compared over 4 compacted runs of {EVENTS} events");
+    eprintln!("{compared} datasets compared over 8 compacted runs of {EVENTS} events");
 }
 
 /// Process 1 is killed after its work is done, while process 0 writes the final master (the

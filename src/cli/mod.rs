@@ -74,8 +74,8 @@ pub struct Durability {
     /// Also survive the loss of the node: fsync every committed file (slower).
     #[arg(long)]
     pub fsync: bool,
-    /// When committed segments are copied into fewer files: MAPPINGS,FILES,FAN (see the
-    /// library's `Compaction`); `off` keeps every segment.
+    /// When committed segments are copied into fewer files: MAPPINGS,FILES,FAN[,AT_ONCE_BYTES]
+    /// (see the library's `Compaction`); `off` keeps every segment.
     #[arg(long, hide = true, value_parser = parse_compaction)]
     pub compaction: Option<shotflow::smalldata::Compaction>,
 }
@@ -100,21 +100,25 @@ fn parse_compaction(text: &str) -> Result<shotflow::smalldata::Compaction, Strin
     if text == "off" {
         return Ok(shotflow::smalldata::Compaction::OFF);
     }
-    let numbers: Vec<usize> = text
+    let numbers: Vec<u64> = text
         .split(',')
-        .map(|n| n.trim().parse::<usize>())
+        .map(|n| n.trim().parse::<u64>())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{text:?}: {e}"))?;
+    let default = shotflow::smalldata::Compaction::default();
     match numbers[..] {
-        [mappings, files, fan] if mappings > 0 && files > 0 && fan >= 2 => {
+        [mappings, files, fan, ref at_once @ ..]
+            if mappings > 0 && files > 0 && fan >= 2 && at_once.len() <= 1 =>
+        {
             Ok(shotflow::smalldata::Compaction {
-                mappings,
-                files,
-                fan,
+                mappings: mappings as usize,
+                files: files as usize,
+                fan: fan as usize,
+                at_once: at_once.first().copied().unwrap_or(default.at_once),
             })
         }
         _ => Err(format!(
-            "{text:?}: give MAPPINGS,FILES,FAN (all positive, FAN at least 2) or off"
+            "{text:?}: give MAPPINGS,FILES,FAN[,AT_ONCE_BYTES] (positive, FAN at least 2) or off"
         )),
     }
 }

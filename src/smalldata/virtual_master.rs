@@ -43,12 +43,12 @@ fn extents(rows: u64, shape: &[usize]) -> Extents {
 }
 
 /// `(segment, offset in it, offset in the master, rows)`: one VDS mapping.
-type Run = (usize, u64, u64, u64);
+pub(crate) type Run = (usize, u64, u64, u64);
 
 /// Contiguous runs of one dataset in batch order, adjacent runs merged; the rows each segment
 /// holds up to the last block (its rows compacted away included); and the total. `count` says
 /// how many rows of the dataset a block (or a segment's compacted prefix) has.
-fn runs(
+pub(crate) fn runs(
     blocks: &[Block],
     parts: &[PartSchema],
     count: impl Fn(&[GroupCounts]) -> u64,
@@ -101,6 +101,24 @@ impl Planned {
                 .find(|c| c.group == self.group)
                 .map_or(0, |c| c.rows)
         }
+    }
+
+    /// The rows of this dataset (`name`) in segment `part`; `None` when it has none.
+    pub fn source_rows(&self, name: &str, part: &PartSchema) -> Option<u64> {
+        let key = part
+            .groups
+            .iter()
+            .flat_map(|g| &g.keys)
+            .find(|k| k.name == name);
+        key.map(|k| k.rows).or_else(|| {
+            // `timestamp` datasets are not listed among the keys
+            name.ends_with("timestamp").then(|| {
+                part.groups
+                    .iter()
+                    .find(|g| g.group == self.group)
+                    .map_or(0, |g| g.rows)
+            })
+        })
     }
 
     /// The value of rows that no segment holds.
@@ -221,7 +239,7 @@ pub(crate) fn plan(parts: &[PartSchema], blocks: &[Block]) -> Result<Plan, Small
 
 /// Creates in `file` (at `path`) one virtual dataset per planned key, mapping the rows of
 /// `blocks` in batch order. Returns the number of mappings made.
-pub(crate) fn map_datasets(
+fn map_datasets(
     file: &hdf5::File,
     path: &Path,
     parts: &[PartSchema],
@@ -238,10 +256,7 @@ pub(crate) fn map_datasets(
             let mut builder = file.new_dataset::<T>().shape(extents(total, shape)).fill_value(planned.fill::<T>(name));
             for &(segment, lo, go, n) in &runs {
                 let part = &parts[segment];
-                let Some(source) = part.groups.iter().flat_map(|g| &g.keys).find(|k| k.name == *name).map(|k| k.rows).or_else(|| {
-                    // `timestamp` datasets are not listed among the keys
-                    name.ends_with("timestamp").then(|| part.groups.iter().find(|g| g.group == planned.group).map_or(0, |g| g.rows))
-                }) else {
+                let Some(source) = planned.source_rows(name, part) else {
                     continue; // unmapped: reads as the fill value
                 };
                 mappings += 1;

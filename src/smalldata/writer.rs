@@ -293,9 +293,12 @@ pub(crate) struct MasterWriter {
     workers: usize,
     /// Blocks before this are in compacted files.
     compacted: usize,
-    /// The compaction in progress, when it was last given time, and how many finished.
-    compacting: Option<Copy>,
+    /// The merge and the tail compaction in progress, when they were last given time, copies
+    /// started and finished.
+    merging: Option<Copy>,
+    tailing: Option<Copy>,
     last_step: Instant,
+    copies: u64,
     compactions: u64,
     /// Files no master refers to any more, and since when none in place does.
     retiring: Vec<(String, Option<Instant>)>,
@@ -340,53 +343,82 @@ impl MasterWriter {
             started: Instant::now(),
             workers,
             compacted,
-            compacting: None,
+            merging: None,
+            tailing: None,
             last_step: Instant::now(),
+            copies: 0,
             compactions: 0,
             retiring: Vec::new(),
         }
     }
 
-    /// Starts a compaction when one is due, and gives the one in progress at most a tenth of
-    /// the time since it last ran; adopts it once it is copied.
-    fn compact(&mut self) -> Result<(), SmallDataError> {
-        if self.compacting.is_none() {
+    /// Compaction. Merges of compacted files run a slice at a time, in at most a tenth of the
+    /// time since the last slice. The uncompacted tail is compacted when a master is about to
+    /// map it (`master_due`) and it is too long: at once when its rows are few bytes (the
+    /// usual case of many small batches), so that every master maps a bounded number of runs;
+    /// in slices like a merge when they are many.
+    fn compact(&mut self, master_due: bool) -> Result<(), SmallDataError> {
+        let policy = self.config.compaction;
+        if self.merging.is_none() {
             if let Some((range, level)) =
-                compaction::due(&self.config.compaction, &self.manifest, self.compacted)
+                compaction::due_merge(&policy, &self.manifest, self.compacted)
             {
-                let name = self
-                    .layout
-                    .compacted(&self.prepared.run, level, self.compactions);
-                self.compacting = Some(Copy::start(
-                    &self.layout,
-                    &self.manifest,
-                    range,
-                    name,
-                    self.config.durable,
-                )?);
+                self.merging = Some(self.start_copy(range, level)?);
             }
         }
-        let Some(copy) = &mut self.compacting else {
-            self.last_step = Instant::now();
-            return Ok(());
-        };
-        let budget = (self.last_step.elapsed() / 10).max(Duration::from_millis(2));
-        let done = copy.step(budget)?;
+        let mut budget = (self.last_step.elapsed() / 10).max(Duration::from_millis(2));
+        for tail in [true, false] {
+            let slot = if tail {
+                &mut self.tailing
+            } else {
+                &mut self.merging
+            };
+            let Some(copy) = slot else { continue };
+            let began = Instant::now();
+            let done = copy.step(budget)?;
+            budget = budget.saturating_sub(began.elapsed());
+            if done {
+                let copy = slot.take().expect("in progress");
+                self.adopt(copy)?;
+            }
+        }
         self.last_step = Instant::now();
-        if done {
-            let copy = self.compacting.take().expect("in progress");
-            let range = copy.range.clone();
-            let schema = copy.finish()?;
-            self.adopt(range, schema);
-            self.compactions += 1;
+        if master_due && self.tailing.is_none() {
+            if let Some(range) = compaction::due_tail(&policy, &self.manifest, self.compacted) {
+                let bytes = compaction::bytes(&self.manifest, range.clone());
+                let mut copy = self.start_copy(range, 0)?;
+                if bytes <= policy.at_once {
+                    copy.step(Duration::MAX)?;
+                    self.adopt(copy)?;
+                } else {
+                    self.tailing = Some(copy);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn start_copy(&mut self, range: Range<usize>, level: u32) -> Result<Copy, SmallDataError> {
+        let name = self
+            .layout
+            .compacted(&self.prepared.run, level, self.copies);
+        self.copies += 1;
+        Copy::start(
+            &self.layout,
+            &self.manifest,
+            range,
+            name,
+            self.config.durable,
+        )
     }
 
     /// Points blocks `range` at the compacted file `schema`; forgets the segments that no
     /// committed or pending batch refers to any more (their files go once no master in place
     /// refers to them).
-    fn adopt(&mut self, range: Range<usize>, schema: PartSchema) {
+    fn adopt(&mut self, copy: Copy) -> Result<(), SmallDataError> {
+        let range = copy.range.clone();
+        let schema = copy.finish()?;
+        self.compactions += 1;
         let manifest = &mut self.manifest;
         let new = manifest.segments.len();
         // One block stands for the whole range: the manifest stays as small as the master.
@@ -407,7 +439,19 @@ impl MasterWriter {
             },
         );
         manifest.segments.push(schema);
-        self.compacted = range.start + 1;
+        // The tail's range starts where the compacted blocks end; a merge's ends before.
+        self.compacted = if range.start >= self.compacted {
+            range.start + 1
+        } else {
+            self.compacted - (range.len() - 1)
+        };
+        // A copy in flight after this range: its blocks moved up.
+        for copy in [&mut self.merging, &mut self.tailing].into_iter().flatten() {
+            if copy.range.start >= range.end {
+                let by = range.len() - 1;
+                copy.range = copy.range.start - by..copy.range.end - by;
+            }
+        }
         let mut keep = vec![false; manifest.segments.len()];
         for block in &manifest.blocks {
             keep[block.segment] = true;
@@ -439,6 +483,7 @@ impl MasterWriter {
             *at = to;
             to != usize::MAX
         });
+        Ok(())
     }
 
     /// Deletes the retired files that no master in place has referred to for a while (all of
@@ -650,10 +695,11 @@ impl OrderedSink<Report> for MasterWriter {
             // Reports about batches before the input frontier have all arrived.
             self.advance(covered.min(upto.unwrap_or(Batch::MAX)))
                 .map_err(failed)?;
-            self.compact().map_err(failed)?;
             // At most every commit interval, and never more than a tenth of the run's time.
             let interval = self.config.commit_interval.max(self.write_cost * 10);
-            if self.manifest.batches > self.written && self.last_write.elapsed() >= interval {
+            let due = self.manifest.batches > self.written && self.last_write.elapsed() >= interval;
+            self.compact(due).map_err(failed)?;
+            if due {
                 self.write().map_err(failed)?;
             }
             return Ok(());
@@ -672,8 +718,10 @@ impl OrderedSink<Report> for MasterWriter {
             .unwrap_or(Batch::MAX);
         let k = covered.min(ended);
         // The final master maps what is there; a copy half-done is not worth waiting for.
-        self.compacting = None;
+        self.merging = None;
+        self.tailing = None;
         self.advance(k).map_err(failed)?;
+        self.compact(true).map_err(failed)?;
         self.manifest.complete = k == Batch::MAX;
         self.write().map_err(failed)?;
         self.delete_retired(true);
