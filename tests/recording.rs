@@ -1,6 +1,8 @@
 //! Record and replay: a recorded stream replays to the same events on any number of workers;
 //! files cut short or corrupted replay their intact batches and end with a warning.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -436,7 +438,7 @@ fn a_stopped_recording_resumes_to_the_uninterrupted_one() {
     let partial = Recording::open(&cut).unwrap();
     let manifest = partial.manifest.clone().unwrap();
     assert!(!manifest.complete);
-    let start = partial.resume_point().unwrap();
+    let start = partial.resume_point();
     assert!(
         start > 0 && partial.events() < 2000,
         "stopped at batch {start}"
@@ -471,4 +473,174 @@ fn a_stopped_recording_resumes_to_the_uninterrupted_one() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `record` killed with SIGKILL mid-write leaves a manifest marked unfinished (written before
+/// the first frame) and files without end markers, whose last frame may be cut: the
+/// recording replays its intact batches with warnings, and `record --resume` continues it from
+/// the first batch no intact frame holds, to a recording that replays as an uninterrupted one.
+#[test]
+fn a_killed_recorder_resumes_to_the_uninterrupted_recording() {
+    let root = tempfile::tempdir().unwrap();
+    let (whole, cut) = (root.path().join("whole"), root.path().join("cut"));
+    assert!(record_cli(&whole, 2000, 2, &[]).status.success());
+    let args = [
+        "record",
+        "synthetic",
+        cut.to_str().unwrap(),
+        "--events",
+        "2000",
+        "--workers",
+        "2",
+    ];
+    let mut child = std::process::Command::new(SHOTFLOW)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let size = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    // A third of the way: past the first batches, well before the end.
+    let third = size(&whole) / 3;
+    let started = Instant::now();
+    while size(&cut) < third {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let partial = Recording::open(&cut).unwrap();
+    let manifest = partial
+        .manifest
+        .clone()
+        .expect("written before the first frame");
+    assert!(!manifest.complete);
+    assert!(
+        partial
+            .warnings
+            .iter()
+            .any(|w| w.contains("end marker") || w.contains("cut short")),
+        "{:?}",
+        partial.warnings
+    );
+    let start = partial.resume_point();
+    assert!(start > 0 && start < 2000 / 10, "killed at batch {start}");
+    // Every batch before the resume point is intact and equals the uninterrupted recording's.
+    let (want, got) = (all_events(&whole), all_events(&cut));
+    let prefix = got.iter().filter(|e| want.contains(e)).count();
+    assert!(
+        prefix >= start as usize * 10,
+        "{prefix} events of the first {start} batches"
+    );
+
+    let out = record_cli(&cut, 2000, 1, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = Recording::open(&cut).unwrap();
+    assert!(resumed.manifest.as_ref().unwrap().complete);
+    let got = all_events(&cut);
+    assert_eq!(got.len(), 2000);
+    assert!(
+        got == want,
+        "the resumed recording replays as the uninterrupted one"
+    );
+    eprintln!(
+        "killed at batch {start} ({} events intact), resumed: {} events identical",
+        partial.events(),
+        got.len()
+    );
+}
+
+/// What a recorded run lost is kept in the recording (each worker file's end marker, summed in
+/// `recording.json`), printed by `record` and `replay`, and counted again by a replay, so a
+/// recording of a recording (or any output made from a replay) says the same.
+#[test]
+fn a_recording_keeps_the_losses_of_the_run_it_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let run = root.path().join("r0001");
+    let out = shotflow(&[
+        "simulate",
+        "--trains",
+        "200",
+        "--modules",
+        "1",
+        "--frames",
+        "2",
+        "--trains-per-file",
+        "50",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Train 110 of the detector's third file repeats an earlier one: suspect, skipped.
+    let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[10]=t[8]\nf['INDEX/trainId'][:]=t\n";
+    let o = std::process::Command::new(common::python())
+        .args(["-c", script])
+        .arg(run.join("RAW-R0001-AGIPD00-S00002.h5"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = vec![
+        (
+            "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf".to_string(),
+            "missing fields".to_string(),
+            1u64,
+        ),
+        (
+            "run".to_string(),
+            "suspect train (out of order or repeated in its file)".to_string(),
+            1,
+        ),
+    ];
+    let (first, second) = (root.path().join("rec1"), root.path().join("rec2"));
+    for workers in ["1", "2"] {
+        let _ = std::fs::remove_dir_all(&first);
+        let out = shotflow(&[
+            "record",
+            run.to_str().unwrap(),
+            first.to_str().unwrap(),
+            "--select",
+            "*",
+            "--workers",
+            workers,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("1 events: suspect train"),
+            "{}",
+            stderr(&out)
+        );
+        let recording = Recording::open(&first).unwrap();
+        assert_eq!(
+            recording.manifest.as_ref().unwrap().losses,
+            want,
+            "{workers} workers"
+        );
+        assert_eq!(recording.loss_totals(), want);
+    }
+    let out = shotflow(&["replay", first.to_str().unwrap(), "--workers", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 events: suspect train"),
+        "{}",
+        stderr(&out)
+    );
+    let out = shotflow(&[
+        "record",
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        "--workers",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = Recording::open(&second).unwrap();
+    assert_eq!(again.manifest.as_ref().unwrap().losses, want);
+    eprintln!("losses {want:?} kept through record, replay and a recording of the recording");
 }

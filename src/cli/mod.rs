@@ -130,6 +130,13 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Prints loss counts (source, reason, events), one line each.
+pub fn print_losses(losses: &[(String, String, u64)]) {
+    for (source, reason, events) in losses {
+        eprintln!("shotflow: {events} events: {reason}: {source}");
+    }
+}
+
 /// Says what the run's smalldata output counted as lost, and what it left when it did not
 /// complete (on process 0, which wrote the master); turns a stop into the error that sets the
 /// exit status.
@@ -140,9 +147,7 @@ pub fn finish(
     use shotflow::runtime::RunError;
     if let Some(r) = result.lock().unwrap().as_ref() {
         // Every dropped or skipped event, from what the output committed.
-        for (source, reason, events) in &r.losses {
-            eprintln!("shotflow: {events} events: {reason}: {source}");
-        }
+        print_losses(&r.losses);
     }
     let Err(error) = outcome else {
         return Ok(());

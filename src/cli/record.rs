@@ -124,7 +124,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         let old = Recording::open(&args.out)?;
         let Some(manifest) = old.manifest.clone() else {
             bail!(
-                "{}: no recording.json (its recorder did not finish): it cannot be resumed; record it again",
+                "{}: no recording.json (not recorded by this shotflow): it cannot be resumed; record it again",
                 args.out.display()
             );
         };
@@ -141,7 +141,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
                 manifest.source
             );
         }
-        let start = old.resume_point()?;
+        let start = old.resume_point();
         // The files of every part carry the recording's id, whoever computed it first.
         id = manifest.recording.clone();
         let mut files = manifest.files.clone();
@@ -180,6 +180,33 @@ pub fn record(args: RecordArgs) -> Result<()> {
     };
     if plan.process() == 0 && target != args.out {
         let _ = std::fs::remove_dir_all(&target);
+    }
+    let files = match &resumed {
+        Some((_, part, files)) => {
+            let mut files = files.clone();
+            files.extend(
+                (0..plan.peers()).map(|w| (format!("worker-{w:04}.r{part}.sfrec"), u64::MAX)),
+            );
+            files
+        }
+        None => Vec::new(),
+    };
+    let mut manifest = Manifest {
+        recording: id.clone(),
+        workers: plan.peers(),
+        batches: 0,
+        events: 0,
+        complete: false,
+        source: source.clone(),
+        schema: Vec::new(),
+        files,
+        losses: Vec::new(),
+    };
+    if plan.process() == 0 {
+        // Written before any frame: a recording whose recorder is killed says what it is of,
+        // which files are its own, and that it is unfinished; `--resume` continues it.
+        std::fs::create_dir_all(&target)?;
+        manifest.write(&target)?;
     }
     let input = Arc::new(input);
     let out = target.clone();
@@ -224,25 +251,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
         std::fs::rename(&target, &args.out)?;
         std::fs::remove_dir_all(&old)?;
     }
-    let files = match resumed {
-        Some((_, part, mut files)) => {
-            files.extend(
-                (0..plan.peers()).map(|w| (format!("worker-{w:04}.r{part}.sfrec"), u64::MAX)),
-            );
-            files
-        }
-        None => Vec::new(),
-    };
-    let mut manifest = Manifest {
-        recording: id,
-        workers: plan.peers(),
-        batches: 0,
-        events: 0,
-        complete: stopped.is_none(),
-        source,
-        schema: Vec::new(),
-        files,
-    };
+    manifest.complete = stopped.is_none();
     // The files list first, then what they hold as a replay reads them.
     manifest.write(&args.out)?;
     let recording = Recording::open(&args.out)?;
@@ -254,7 +263,9 @@ pub fn record(args: RecordArgs) -> Result<()> {
         .map(|h| h.schema.clone())
         .find(|s| !s.is_empty())
         .unwrap_or_default();
+    manifest.losses = recording.loss_totals();
     manifest.write(&args.out)?;
+    super::print_losses(&manifest.losses);
     if let Some(e) = outcome_error(stopped) {
         eprintln!(
             "shotflow: recorded {} events in {} batches to {} before the stop (marked interrupted)",
@@ -285,6 +296,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     for warning in &recording.warnings {
         eprintln!("warning: {warning}");
     }
+    let recorded_losses = recording.loss_totals();
     let pace = match &args.speed {
         None => Pace::AsFastAsPossible,
         Some(text) => {
@@ -327,5 +339,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         n as f64 / seconds,
         bytes as f64 / seconds / 1e9
     );
+    // What the recorded run lost (this replay's own checksum failures were warned above).
+    super::print_losses(&recorded_losses);
     Ok(())
 }

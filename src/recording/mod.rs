@@ -10,7 +10,8 @@
 //!          | u64 payload length | u32 CRC-32 of the payload
 //!          | u32 CRC-32 of the 32 header bytes before it (format 2) | payload (see `codec`)
 //! end:     u8 2 | u64 frames written | u64 batch the sources stopped before (format 2;
-//!          u64::MAX when they ran to their end)
+//!          u64::MAX when they ran to their end) | u32 n | n bytes of JSON: the events the
+//!          worker's sources lost, `[[batch, source, reason, events], …]` (format 3)
 //! ```
 //!
 //! Every frame-header field is checksummed (format 2; format 1 files are still read): one
@@ -36,8 +37,8 @@ pub use replay::{Pace, Recording, ReplaySource};
 
 /// The file magic.
 pub const MAGIC: &[u8; 12] = b"SHOTFLOWREC\0";
-/// The format version this build writes (it reads 1 and 2).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this build writes (it reads 1 to 3).
+pub const FORMAT_VERSION: u32 = 3;
 const FRAME: u8 = 1;
 const END: u8 = 2;
 /// Bytes of a frame header after its tag, in format 1.
@@ -84,7 +85,8 @@ pub struct Header {
     pub schema: Vec<(String, String, Vec<usize>)>,
 }
 
-/// `recording.json`: what a finished `record` wrote.
+/// `recording.json`: what `record` is writing (`complete` false, zero counts, until it
+/// finishes) or wrote.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// The recording id every worker file's header carries.
@@ -105,6 +107,10 @@ pub struct Manifest {
     /// (empty: `worker-0000.sfrec` up to `workers`, all valid).
     #[serde(default)]
     pub files: Vec<(String, u64)>,
+    /// Events the recorded sources dropped or skipped: source, reason, events. A replay counts
+    /// them again, with their batches, so an output made from it says what the run lost.
+    #[serde(default)]
+    pub losses: Vec<(String, String, u64)>,
 }
 
 impl Manifest {

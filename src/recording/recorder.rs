@@ -23,8 +23,9 @@ pub struct Recorder {
     frames: u64,
     /// Reused encoding buffer.
     buffer: Vec<u8>,
-    /// Where this worker's sources ended, for the end marker.
+    /// Where this worker's sources ended, and what they lost, for the end marker.
     ended: Option<crate::flow::read_ahead::SourcesEnded>,
+    losses: Option<crate::flow::Losses>,
 }
 
 impl Recorder {
@@ -44,6 +45,7 @@ impl Recorder {
             frames: 0,
             buffer: Vec::new(),
             ended: None,
+            losses: None,
         })
     }
 
@@ -149,11 +151,19 @@ impl Sink<Event> for Recorder {
         // The batch this worker's sources stopped before (all of them: u64::MAX), so that a
         // resumed recording knows where the recorded prefix ends.
         let ended = self.ended.as_ref().map_or(Batch::MAX, |e| e.at());
+        let losses = self
+            .losses
+            .as_ref()
+            .map(|l| l.take_before(None))
+            .unwrap_or_default();
+        let losses = serde_json::to_vec(&losses).expect("loss counts serialise");
         let out = self.out.as_mut().expect("opened");
         let result = (|| -> std::io::Result<()> {
             out.write_all(&[END])?;
             out.write_all(&frames.to_le_bytes())?;
             out.write_all(&ended.to_le_bytes())?;
+            out.write_all(&(losses.len() as u32).to_le_bytes())?;
+            out.write_all(&losses)?;
             out.flush()?;
             out.get_ref().sync_all()
         })();
@@ -181,6 +191,7 @@ impl RecordExt for StreamVec<'_, Batch, Event> {
             .with_id(id)
             .part(part);
         recorder.ended = Some(crate::flow::read_ahead::SourcesEnded::new(&scope));
+        recorder.losses = Some(crate::flow::Losses::new(&scope));
         self.sink_into("Record", recorder);
         Ok(())
     }

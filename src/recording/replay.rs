@@ -15,6 +15,7 @@ use super::{
     MAGIC,
 };
 use crate::event::Event;
+use crate::flow::losses::Loss;
 use crate::flow::Batch;
 use crate::source::{source_loop, Produced, Schedule};
 
@@ -48,6 +49,8 @@ pub struct Recording {
     /// Per file, the batch its recorder's sources stopped before (`u64::MAX`: they ran to the
     /// end; `None`: no end marker, or format 1).
     pub ends: Vec<Option<Batch>>,
+    /// What the recorded sources lost, per recorded batch: batch, source, reason, events.
+    pub losses: Vec<Loss>,
     /// What was wrong with the files (truncation, missing end markers, bad frame headers).
     /// Payload checksums are verified when a batch is replayed; a bad one is skipped with a
     /// warning.
@@ -101,6 +104,7 @@ impl Recording {
         let mut ends = Vec::new();
         let manifest = Manifest::read(dir)?;
         let mut batches: BTreeMap<Batch, Vec<Frame>> = BTreeMap::new();
+        let mut losses: Vec<Loss> = Vec::new();
         for (index, path) in files.iter().enumerate() {
             let format = |message: String| RecordingError::Format {
                 path: path.display().to_string(),
@@ -124,9 +128,9 @@ impl Recording {
                 continue;
             }
             let version = u32::from_le_bytes(fixed[12..16].try_into().unwrap());
-            if version != FORMAT_VERSION && version != 1 {
+            if !(1..=FORMAT_VERSION).contains(&version) {
                 return Err(format(format!(
-                    "format version {version}; this shotflow reads 1 and {FORMAT_VERSION}"
+                    "format version {version}; this shotflow reads 1 to {FORMAT_VERSION}"
                 )));
             }
             let frame_header = if version == 1 {
@@ -225,6 +229,27 @@ impl Recording {
                             }
                             ended = Some(u64::from_le_bytes(at));
                         }
+                        if version >= 3 {
+                            let mut n = [0u8; 4];
+                            if !read_exact_or_eof(&mut file, &mut n).map_err(io(path))? {
+                                break Some("cut short in the end marker".into());
+                            }
+                            let n = u32::from_le_bytes(n) as u64;
+                            let left = size.saturating_sub(offset + 1 + 20);
+                            if n > left {
+                                break Some(format!(
+                                    "an end marker's loss table of {n} bytes, {left} left in the file"
+                                ));
+                            }
+                            let mut json = vec![0u8; n as usize];
+                            if !read_exact_or_eof(&mut file, &mut json).map_err(io(path))? {
+                                break Some("cut short in the end marker".into());
+                            }
+                            match serde_json::from_slice::<Vec<Loss>>(&json) {
+                                Ok(lost) => losses.extend(lost.into_iter().filter(|l| l.0 < below)),
+                                Err(e) => break Some(format!("unreadable loss table: {e}")),
+                            }
+                        }
                         break (written != intact).then(|| {
                             format!("end marker counts {written} frames, {intact} found")
                         });
@@ -247,7 +272,9 @@ impl Recording {
         check_files(dir, &files, &headers, manifest.as_ref(), &mut warnings)?;
         let batches: Vec<(Batch, Vec<Frame>)> = batches.into_iter().collect();
         let due = schedule(&batches, &mut warnings);
+        losses.sort();
         Ok(Recording {
+            losses,
             dir: dir.to_path_buf(),
             files,
             headers: headers.into_iter().flatten().collect(),
@@ -259,23 +286,33 @@ impl Recording {
         })
     }
 
-    /// Where a recording that was stopped can be continued: the first batch some recorder's
-    /// sources did not produce. An error names a file without an end marker (a recorder that
-    /// crashed cannot say which batches it had).
-    pub fn resume_point(&self) -> Result<Batch, RecordingError> {
-        let mut point = Batch::MAX;
-        for (file, end) in self.files.iter().zip(&self.ends) {
-            match end {
-                Some(end) => point = point.min(*end),
-                None => {
-                    return Err(RecordingError::Format {
-                        path: file.display().to_string(),
-                        message: "no end marker (its recorder crashed, or wrote format 1): the recording cannot be resumed; record it again".into(),
-                    })
-                }
-            }
+    /// Where a recording that was stopped or cut short can be continued: the first batch that
+    /// some recorder's sources did not produce, or that no intact frame holds (a recorder
+    /// killed mid-write leaves its file's last frames unusable).
+    pub fn resume_point(&self) -> Batch {
+        let stopped = self
+            .ends
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(Batch::MAX);
+        let held = self
+            .batches
+            .iter()
+            .enumerate()
+            .find(|(i, (batch, _))| *batch != *i as Batch)
+            .map_or(self.batches.len() as Batch, |(i, _)| i as Batch);
+        stopped.min(held)
+    }
+
+    /// The recorded losses, summed by source and reason.
+    pub fn loss_totals(&self) -> Vec<(String, String, u64)> {
+        let mut totals: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (_, source, reason, n) in &self.losses {
+            *totals.entry((source.clone(), reason.clone())).or_default() += n;
         }
-        Ok(point)
+        totals.into_iter().map(|((s, r), n)| (s, r, n)).collect()
     }
 
     /// Number of batches.
@@ -447,13 +484,23 @@ fn check_files(
                 .filter(|n| !present.contains(n))
                 .cloned()
                 .collect();
-            if !missing.is_empty() {
+            // A recorder killed before its first write leaves no file: an interrupted
+            // recording may lack some; a finished one lacks none.
+            if !missing.is_empty() && m.complete {
                 return Err(refuse(format!(
                     "{} of its {} worker files are missing: {}",
                     missing.len(),
                     expected.len(),
                     missing.join(", ")
                 )));
+            }
+            if !missing.is_empty() {
+                warnings.push(format!(
+                    "{} of its {} worker files are missing ({}): the recording was interrupted",
+                    missing.len(),
+                    expected.len(),
+                    missing.join(", ")
+                ));
             }
             let stale: Vec<&String> = present.iter().filter(|n| !expected.contains(n)).collect();
             if !stale.is_empty() {
@@ -473,10 +520,10 @@ fn check_files(
                 }
             }
             if !m.complete {
-                warnings.push(format!(
-                    "the recording was stopped before its source ended ({} events in {} batches)",
-                    m.events, m.batches
-                ));
+                warnings.push(
+                    "the recording was interrupted before its source ended (record --resume continues it)"
+                        .to_string(),
+                );
             }
         }
         None => {
@@ -521,6 +568,19 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
         let mut files = HashMap::new();
         let started = Instant::now();
         let losses = crate::flow::Losses::new(&self);
+        // Recorded losses go with the replayed batch that holds their recorded batch (or the
+        // next one that has frames), so an output made from a replay counts them.
+        let mut recorded: HashMap<usize, Vec<(String, String, u64)>> = HashMap::new();
+        for (batch, source, reason, n) in &recording.losses {
+            let at = recording
+                .batches
+                .partition_point(|(b, _)| b < batch)
+                .min(recording.batches.len().saturating_sub(1));
+            recorded
+                .entry(at)
+                .or_default()
+                .push((source.clone(), reason.clone(), *n));
+        }
         source_loop(self, "Replay", Schedule::Owned { batches }, move |batch| {
             let i = batch as usize;
             if let Pace::Recorded { speed } = pace {
@@ -536,6 +596,9 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
                 .map_err(|e| e.to_string())?;
             for (file, n) in skipped {
                 losses.count(batch, &file.display().to_string(), "checksum failure", n);
+            }
+            for (source, reason, n) in recorded.get(&i).into_iter().flatten() {
+                losses.count(batch, source, reason, *n);
             }
             Ok(Produced::Batch(events))
         })

@@ -107,13 +107,13 @@ impl Layout {
             .collect()
     }
 
-    /// Deletes every segment that none of `keep` refers to.
-    pub fn remove_unreferenced(&self, keep: &[&Manifest]) {
+    /// Deletes every segment that none of `keep` refers to, except those named in `spare`.
+    pub fn remove_unreferenced(&self, keep: &[&Manifest], spare: &[&str]) {
         for name in self.segments() {
             let referenced = keep
                 .iter()
                 .any(|m| m.segments.iter().any(|s| s.file == name));
-            if !referenced {
+            if !referenced && !spare.contains(&name.as_str()) {
                 let _ = std::fs::remove_file(self.beside(&name));
             }
         }
@@ -292,7 +292,7 @@ pub(crate) fn prepare(
                 _ => None,
             };
             let keep: Vec<&Manifest> = complete.into_iter().chain(resumed.as_ref()).collect();
-            layout.remove_unreferenced(&keep);
+            layout.remove_unreferenced(&keep, &[]);
         }
     }
     Ok(Prepared {
@@ -336,8 +336,9 @@ fn lock(layout: &Layout) -> Result<File, SmallDataError> {
 }
 
 /// After a complete master is at the output path: removes the partial master and every file of
-/// the result it replaced.
-pub(crate) fn retire(layout: &Layout, prepared: &Prepared, complete: &Manifest) {
+/// the result it replaced, except `spare` (files that a reader of a master written moments ago
+/// may still need).
+pub(crate) fn retire(layout: &Layout, prepared: &Prepared, complete: &Manifest, spare: &[&str]) {
     if prepared.master != layout.path {
         let _ = std::fs::remove_file(&prepared.master);
     }
@@ -347,7 +348,7 @@ pub(crate) fn retire(layout: &Layout, prepared: &Prepared, complete: &Manifest) 
             let _ = std::fs::remove_file(part);
         }
     }
-    layout.remove_unreferenced(&[complete]);
+    layout.remove_unreferenced(&[complete], spare);
 }
 
 /// Renames `from` to `to`; with `durable`, also makes the rename survive a power loss (fsync of

@@ -486,15 +486,15 @@ impl MasterWriter {
         Ok(())
     }
 
-    /// Deletes the retired files that no master in place has referred to for a while (all of
-    /// them at the end of the run): a reader that opened an older master a moment ago still
-    /// finds its files.
-    fn delete_retired(&mut self, all: bool) {
+    /// Deletes the retired files that no master in place has referred to for a while: a
+    /// reader that opened an older master a moment ago still finds its files. Those retired
+    /// more recently stay, also when the run ends (the next run on this output removes them).
+    fn delete_retired(&mut self) {
         let grace = (self.config.commit_interval * 3).max(Duration::from_secs(30));
         let now = Instant::now();
         self.retiring.retain_mut(|(name, since)| {
             let since = *since.get_or_insert(now);
-            let due = all || since.elapsed() >= grace;
+            let due = since.elapsed() >= grace;
             if due {
                 let _ = std::fs::remove_file(self.layout.beside(name));
             }
@@ -596,9 +596,10 @@ impl MasterWriter {
             std::thread::sleep(pause);
         }
         commit_file(&tmp, &path, self.config.durable)?;
-        self.delete_retired(false);
+        self.delete_retired();
         if complete {
-            retire(&self.layout, &self.prepared, &self.manifest);
+            let young: Vec<&str> = self.retiring.iter().map(|(n, _)| n.as_str()).collect();
+            retire(&self.layout, &self.prepared, &self.manifest, &young);
         }
         self.written = self.manifest.batches;
         self.last_write = Instant::now();
@@ -723,8 +724,6 @@ impl OrderedSink<Report> for MasterWriter {
         self.advance(k).map_err(failed)?;
         self.compact(true).map_err(failed)?;
         self.manifest.complete = k == Batch::MAX;
-        self.write().map_err(failed)?;
-        self.delete_retired(true);
-        Ok(())
+        self.write().map_err(failed)
     }
 }
