@@ -238,6 +238,8 @@ pub struct SmallDataResult {
     pub batches: Batch,
     /// The last committed event id.
     pub last_event: Option<EventId>,
+    /// The files the master maps (names in its directory): segments and compacted files.
+    pub files: Vec<String>,
     /// Batches before this were committed by the interrupted run this one resumed.
     pub resumed_from: Batch,
     /// Committed batches that the sources produced again (0 when the sources skip them).

@@ -617,6 +617,12 @@ impl MasterWriter {
             complete,
             batches: self.manifest.batches,
             last_event: self.manifest.last_event,
+            files: self
+                .manifest
+                .segments
+                .iter()
+                .map(|s| s.file.clone())
+                .collect(),
             resumed_from: self.resumed_from,
             recomputed: self.recomputed,
             losses: self.manifest.losses.clone(),
