@@ -19,6 +19,7 @@ pub mod azimuthal;
 pub mod binning;
 pub mod calibration;
 pub mod droplets;
+pub mod geometry;
 pub mod histogram;
 pub mod normalize;
 pub mod peaks;
