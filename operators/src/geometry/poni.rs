@@ -126,6 +126,17 @@ pub fn parse(text: &str, file: &str) -> Result<Poni, GeometryError> {
             serde_json::from_str(config).map_err(|e| at(*line, format!("Detector_config: {e}")))?;
         pixel1 = pixel1.or(json["pixel1"].as_f64());
         pixel2 = pixel2.or(json["pixel2"].as_f64());
+        // pyFAI 2025 added the detector's orientation; 3 is the one it always used.
+        if let Some(o) = json.get("orientation") {
+            if o.as_u64() != Some(3) {
+                return Err(at(
+                    *line,
+                    format!(
+                        "Detector_config: orientation {o} (only 3, pyFAI's default, is supported)"
+                    ),
+                ));
+            }
+        }
         if let Some(s) = json["max_shape"].as_array() {
             if let [Some(a), Some(b)] = [s.first(), s.get(1)].map(|v| v.and_then(|v| v.as_u64())) {
                 shape = Some((a as usize, b as usize));
