@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use shotflow_operators::azimuthal::{self, AzimuthalMap, Corrections, Radial};
 use shotflow_operators::geometry;
 
 fn references() -> tempfile::TempDir {
@@ -104,4 +105,202 @@ fn a_tilted_panel_has_pyfais_angles_and_solid_angles() {
     );
     assert!(worst_tth < 1e-9 && worst_chi < 1e-9, "angles differ");
     assert!(worst_sa < 1e-6, "solid angles differ");
+}
+
+/// Writes what `check_azimuthal_geometry.py` compares, runs it and returns its report.
+#[allow(clippy::too_many_arguments)]
+fn compare_with_pyfai(
+    dir: &Path,
+    name: &str,
+    detector: &geometry::Detector,
+    energy_kev: f64,
+    unit: (Radial, &str, f64, f64, usize),
+    corrections: Corrections,
+    geometry_attrs: impl FnOnce(&hdf5::File),
+) -> String {
+    let (radial, unit_name, lo, hi, bins) = unit;
+    let (modules, rows, columns) = detector.shape();
+    let shape = (modules * rows, columns);
+    let wavelength = 1.239_841_984_332_002_6 / energy_kev;
+    // Rings in q on a background with a ripple along the azimuth, from the pixel's position.
+    let image: Vec<f32> = detector
+        .pixel_positions()
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| {
+            let (_, two_theta, chi) = azimuthal::radial(p, Radial::QInvNm, wavelength);
+            let q = 4.0 * std::f64::consts::PI * (two_theta / 2.0).sin() / wavelength;
+            let ring = |q0: f64, w: f64, a: f64| a * (-(q - q0).powi(2) / (2.0 * w * w)).exp();
+            (5.0 + ring(6.0, 0.15, 100.0)
+                + ring(9.5, 0.2, 60.0)
+                + (3.0 * chi).cos()
+                + (k % 7) as f64 * 0.1) as f32
+        })
+        .collect();
+    let mask: Vec<bool> = (0..image.len()).map(|k| k % 97 == 0).collect();
+    let map = AzimuthalMap::for_detector(
+        detector,
+        energy_kev,
+        radial,
+        bins,
+        Some((lo, hi)),
+        1,
+        corrections,
+        Some(&mask),
+    )
+    .unwrap();
+    let profile = map.integrate_slice(&image);
+    let path = dir.join(format!("{name}-azimuthal.h5"));
+    {
+        let file = hdf5::File::create(&path).unwrap();
+        let image = ndarray::Array2::from_shape_vec(shape, image).unwrap();
+        let mask =
+            ndarray::Array2::from_shape_vec(shape, mask.iter().map(|&m| u8::from(m)).collect())
+                .unwrap();
+        file.new_dataset_builder()
+            .with_data(&image)
+            .create("image")
+            .unwrap();
+        file.new_dataset_builder()
+            .with_data(&mask)
+            .create("mask")
+            .unwrap();
+        for (key, values) in [("profile", profile), ("centers", map.centers())] {
+            file.new_dataset_builder()
+                .with_data(&ndarray::Array1::from(values))
+                .create(key)
+                .unwrap();
+        }
+        file.new_dataset_builder()
+            .with_data(&ndarray::Array1::from(map.counts().to_vec()))
+            .create("counts")
+            .unwrap();
+        let text = |s: &str| s.parse::<hdf5::types::VarLenUnicode>().unwrap();
+        file.new_attr::<hdf5::types::VarLenUnicode>()
+            .create("unit")
+            .unwrap()
+            .write_scalar(&text(unit_name))
+            .unwrap();
+        for (key, value) in [
+            ("lo", lo),
+            ("hi", hi),
+            ("bins", bins as f64),
+            ("wavelength", wavelength * 1e-9),
+            ("polarization", corrections.polarization.unwrap_or(0.0)),
+            ("solid_angle", f64::from(u8::from(corrections.solid_angle))),
+        ] {
+            file.new_attr::<f64>()
+                .create(key)
+                .unwrap()
+                .write_scalar(&value)
+                .unwrap();
+        }
+        geometry_attrs(&file);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_azimuthal_geometry.py");
+    let out = Command::new(common::python())
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {unit_name}: {report}");
+    report
+}
+
+#[test]
+fn azimuthal_profiles_of_a_tilted_panel_equal_pyfais_with_corrections() {
+    let dir = references();
+    let poni = dir.path().join("tilted.poni");
+    let detector = geometry::load(&poni, None).unwrap();
+    let energy = detector.photon_energy_ev.unwrap() / 1e3;
+    let corrections = Corrections {
+        solid_angle: true,
+        polarization: Some(0.95),
+    };
+    for unit in [
+        (Radial::QInvNm, "q_nm^-1", 4.0, 20.0, 150),
+        (Radial::TwoThetaDeg, "2th_deg", 4.0, 17.0, 120),
+        (Radial::RadiusMm, "r_mm", 6.0, 26.0, 100),
+    ] {
+        let report = compare_with_pyfai(
+            dir.path(),
+            "tilted",
+            &detector,
+            energy,
+            unit,
+            corrections,
+            |f| {
+                f.new_attr::<hdf5::types::VarLenUnicode>()
+                    .create("poni")
+                    .unwrap()
+                    .write_scalar(
+                        &poni
+                            .display()
+                            .to_string()
+                            .parse::<hdf5::types::VarLenUnicode>()
+                            .unwrap(),
+                    )
+                    .unwrap();
+            },
+        );
+        eprint!("tilted panel, {}: {report}", unit.1);
+    }
+}
+
+#[test]
+fn azimuthal_profiles_of_agipd_1m_equal_pyfais_given_its_pixel_corners() {
+    let dir = references();
+    let detector = geometry::load(&dir.path().join("agipd.geom"), None).unwrap();
+    let clen = 0.12;
+    let corners = detector.pixel_corners();
+    let (modules, rows, columns) = detector.shape();
+    // pyFAI takes corners as (z, y, x), z from the distance it is given.
+    let flat: Vec<f64> = corners
+        .iter()
+        .flat_map(|c| c.iter().flat_map(|p| [p[2] - clen, p[1], p[0]]))
+        .collect();
+    let corners = ndarray::Array4::from_shape_vec((modules * rows, columns, 4, 3), flat).unwrap();
+    for (corrections, unit) in [
+        (
+            Corrections {
+                solid_angle: true,
+                polarization: Some(0.99),
+            },
+            (Radial::QInvNm, "q_nm^-1", 0.5, 9.0, 200),
+        ),
+        (
+            Corrections::default(),
+            (Radial::TwoThetaDeg, "2th_deg", 0.5, 6.0, 150),
+        ),
+    ] {
+        let corners = corners.clone();
+        let report = compare_with_pyfai(
+            dir.path(),
+            "agipd",
+            &detector,
+            9.3,
+            unit,
+            corrections,
+            move |f| {
+                f.new_dataset_builder()
+                    .with_data(&corners)
+                    .create("corners")
+                    .unwrap();
+                f.new_attr::<f64>()
+                    .create("dist")
+                    .unwrap()
+                    .write_scalar(&clen)
+                    .unwrap();
+            },
+        );
+        eprint!(
+            "AGIPD 1M (16 modules), {} {corrections:?}: {report}",
+            unit.1
+        );
+    }
 }

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::geometry::{Detector, Vec3};
 use crate::Pixel;
 
 /// Radial unit of the bins.
@@ -117,6 +118,8 @@ pub struct AzimuthalMap {
     wide: Vec<u32>,
     /// Pixels per bin.
     counts: Vec<u32>,
+    /// What each bin's sum is divided by: its pixels, or the sum of their corrections.
+    norm: Vec<f64>,
 }
 
 impl AzimuthalMap {
@@ -151,12 +154,102 @@ impl AzimuthalMap {
                 positions.push(geometry.position(i, j, unit));
             }
         }
-        let (lo, hi) = range.unwrap_or_else(|| {
-            let lo = positions.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
-            let hi = positions
+        let masked = |k: usize| mask.as_ref().is_some_and(|m| m[[k / shape.1, k % shape.1]]);
+        AzimuthalMap::build(shape, &positions, None, bins, range, masked, sectors)
+    }
+
+    /// A map for every pixel of `detector` (data order, as a `(modules × rows, columns)`
+    /// image), at `energy_kev`, with `corrections` folded into a per-bin normalisation: each
+    /// bin is then Σ signal / Σ (solid angle × polarisation), pyFAI's `integrate1d`. Pixels
+    /// outside the panels, on bad panels, in the geometry's bad regions or in `mask` (data
+    /// order, `true` = excluded) are left out.
+    ///
+    /// ```
+    /// use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
+    /// use shotflow_operators::geometry;
+    ///
+    /// let poni = "Distance: 0.1\nPoni1: 0.003\nPoni2: 0.003\nRot1: 0.1\n\
+    ///             PixelSize1: 1e-4\nPixelSize2: 1e-4\n";
+    /// let detector = geometry::parse(poni, "tilted.poni", Some((60, 60))).unwrap();
+    /// let corrections = Corrections { solid_angle: true, polarization: Some(0.99) };
+    /// let map = AzimuthalMap::for_detector(&detector, 9.3, Radial::TwoThetaDeg, 20, None, 1,
+    ///                                      corrections, None).unwrap();
+    /// // A flat image, corrected: brighter where less solid angle and polarisation reached.
+    /// let profile = map.integrate_slice(&vec![1.0f32; 3600]);
+    /// assert!(profile.iter().all(|v| *v >= 1.0));
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_detector(
+        detector: &Detector,
+        energy_kev: f64,
+        unit: Radial,
+        bins: usize,
+        range: Option<(f64, f64)>,
+        sectors: usize,
+        corrections: Corrections,
+        mask: Option<&[bool]>,
+    ) -> Result<AzimuthalMap, AzimuthalError> {
+        let (modules, rows, columns) = detector.shape();
+        let shape = (modules * rows, columns);
+        if let Some(m) = mask {
+            if m.len() != detector.pixels() {
+                return Err(AzimuthalError::Mask {
+                    mask: (m.len(), 1),
+                    image: shape,
+                });
+            }
+        }
+        let wavelength = 1.239_841_984_332_002_6 / energy_kev;
+        let angles: Vec<(f64, f64, f64)> = detector
+            .pixel_positions()
+            .into_iter()
+            .map(|p| radial(p, unit, wavelength))
+            .collect();
+        let positions: Vec<(f64, f64)> = angles.iter().map(|&(r, _, chi)| (r, chi)).collect();
+        let weights = (corrections != Corrections::default()).then(|| {
+            let solid = corrections.solid_angle.then(|| detector.solid_angles());
+            angles
                 .iter()
-                .map(|p| p.0)
-                .fold(f64::NEG_INFINITY, f64::max);
+                .enumerate()
+                .map(|(k, &(_, two_theta, chi))| {
+                    let sa = solid.as_ref().map_or(1.0, |s| s[k]);
+                    let pol = corrections
+                        .polarization
+                        .map_or(1.0, |f| polarization(two_theta, chi, f));
+                    sa * pol
+                })
+                .collect()
+        });
+        let excluded = detector.mask();
+        let masked =
+            |k: usize| excluded[k] || mask.is_some_and(|m| m[k]) || positions[k].0.is_nan();
+        AzimuthalMap::build(shape, &positions, weights, bins, range, masked, sectors)
+    }
+
+    /// The map of pixels at `positions` (radial, azimuth; row-major over `shape`), each
+    /// counting `weights[k]` (default 1) in its bin's normalisation.
+    fn build(
+        shape: (usize, usize),
+        positions: &[(f64, f64)],
+        weights: Option<Vec<f64>>,
+        bins: usize,
+        range: Option<(f64, f64)>,
+        masked: impl Fn(usize) -> bool,
+        sectors: usize,
+    ) -> Result<AzimuthalMap, AzimuthalError> {
+        if bins == 0 || sectors == 0 {
+            return Err(AzimuthalError::Bins(format!(
+                "{bins} bins, {sectors} sectors"
+            )));
+        }
+        let (lo, hi) = range.unwrap_or_else(|| {
+            let used = positions
+                .iter()
+                .enumerate()
+                .filter(|(k, p)| !masked(*k) && !p.0.is_nan())
+                .map(|(_, p)| p.0);
+            let lo = used.clone().fold(f64::INFINITY, f64::min);
+            let hi = used.fold(f64::NEG_INFINITY, f64::max);
             // Keep the outermost pixel inside the last bin.
             (lo, hi + (hi - lo) * 1e-9)
         });
@@ -166,12 +259,13 @@ impl AzimuthalMap {
         let width = (hi - lo) / bins as f64;
         let sector_width = 2.0 * std::f64::consts::PI / sectors as f64;
         let mut counts = vec![0u32; bins * sectors];
+        let mut norm = vec![0.0f64; bins * sectors];
         let index: Vec<u32> = positions
             .iter()
             .enumerate()
             .map(|(k, &(radial, azimuth))| {
-                let masked = mask.as_ref().is_some_and(|m| m[[k / shape.1, k % shape.1]]);
-                if masked || radial < lo || radial >= hi {
+                // NaN fails both comparisons, so test for it apart.
+                if masked(k) || radial.is_nan() || radial < lo || radial >= hi {
                     return u32::MAX;
                 }
                 let bin = (((radial - lo) / width) as usize).min(bins - 1);
@@ -179,6 +273,7 @@ impl AzimuthalMap {
                     (((azimuth + std::f64::consts::PI) / sector_width) as usize).min(sectors - 1);
                 let b = sector * bins + bin;
                 counts[b] += 1;
+                norm[b] += weights.as_ref().map_or(1.0, |w| w[k]);
                 b as u32
             })
             .collect();
@@ -202,6 +297,7 @@ impl AzimuthalMap {
             index,
             wide,
             counts,
+            norm,
         })
     }
 
@@ -218,7 +314,8 @@ impl AzimuthalMap {
         &self.counts
     }
 
-    /// Mean intensity per bin (sector-major: `sectors × bins`); `NaN` for empty bins.
+    /// Mean intensity per bin (sector-major: `sectors × bins`), or Σ signal / Σ corrections
+    /// with [`Corrections`]; `NaN` for empty bins.
     ///
     /// # Panics
     ///
@@ -226,9 +323,28 @@ impl AzimuthalMap {
     pub fn integrate<T: Pixel>(&self, image: ndarray::ArrayView2<'_, T>) -> Vec<f64> {
         let mut sums = vec![0.0f64; self.bins * self.sectors];
         self.accumulate(image, &mut sums);
+        self.normalize(&sums)
+    }
+
+    /// [`AzimuthalMap::integrate`] of pixels in data order (all modules of an event, as
+    /// [`AzimuthalMap::for_detector`] maps them).
+    ///
+    /// # Panics
+    ///
+    /// If the number of pixels differs from the map's.
+    pub fn integrate_slice<T: Pixel>(&self, pixels: &[T]) -> Vec<f64> {
+        let mut sums = vec![0.0f64; self.bins * self.sectors];
+        self.accumulate_slice(pixels, &mut sums);
+        self.normalize(&sums)
+    }
+
+    /// Per-bin sums (from [`AzimuthalMap::accumulate`], of any number of frames) divided by
+    /// the bins' normalisation.
+    pub fn normalize(&self, sums: &[f64]) -> Vec<f64> {
         sums.iter()
             .zip(&self.counts)
-            .map(|(s, &c)| if c == 0 { f64::NAN } else { s / c as f64 })
+            .zip(&self.norm)
+            .map(|((s, &c), n)| if c == 0 { f64::NAN } else { s / n })
             .collect()
     }
 
@@ -239,7 +355,6 @@ impl AzimuthalMap {
             self.shape,
             "image shape differs from the map's"
         );
-        assert_eq!(sums.len(), self.bins * self.sectors);
         let owned;
         let pixels: &[T] = match image.as_slice() {
             Some(p) => p,
@@ -248,6 +363,21 @@ impl AzimuthalMap {
                 &owned
             }
         };
+        self.accumulate_slice(pixels, sums);
+    }
+
+    /// [`AzimuthalMap::accumulate`] of pixels in data order.
+    ///
+    /// # Panics
+    ///
+    /// If the number of pixels or sums differs from the map's.
+    pub fn accumulate_slice<T: Pixel>(&self, pixels: &[T], sums: &mut [f64]) {
+        assert_eq!(
+            pixels.len(),
+            self.shape.0 * self.shape.1,
+            "pixel count differs from the map's"
+        );
+        assert_eq!(sums.len(), self.bins * self.sectors);
         if let (Some(raw), false) = (T::as_u16(pixels), self.index.is_empty()) {
             // Raw 16-bit frames: integer banks are exact and their adds have 1-cycle latency.
             scatter_u16(raw, &self.index, sums);
@@ -257,6 +387,44 @@ impl AzimuthalMap {
             scatter(pixels, &self.wide, u32::MAX, sums);
         }
     }
+}
+
+/// What an integration corrects for, with pyFAI's definitions: the solid angle of each pixel
+/// relative to one at normal incidence, and the polarisation of the beam (`factor` = (Ih −
+/// Iv)/(Ih + Iv), 0.95–0.99 at an XFEL). Folded into each bin's normalisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Corrections {
+    /// Divide by the solid angle.
+    pub solid_angle: bool,
+    /// Divide by the polarisation factor with this `factor`.
+    pub polarization: Option<f64>,
+}
+
+/// pyFAI's polarisation factor of a pixel at scattering angle `two_theta` and azimuth `chi`
+/// (from the horizontal, radians): `(1 + cos²2θ − f cos 2χ sin²2θ) / 2`.
+///
+/// ```
+/// use shotflow_operators::azimuthal::polarization;
+/// assert_eq!(polarization(0.0, 1.0, 0.99), 1.0);
+/// // At 2θ = 90° in the polarisation plane, almost nothing is scattered.
+/// assert!((polarization(std::f64::consts::FRAC_PI_2, 0.0, 0.99) - 0.005).abs() < 1e-12);
+/// ```
+pub fn polarization(two_theta: f64, chi: f64, factor: f64) -> f64 {
+    let cos2 = two_theta.cos().powi(2);
+    0.5 * (1.0 + cos2 - factor * (2.0 * chi).cos() * (1.0 - cos2))
+}
+
+/// The radial coordinate of a lab position in `unit`, its 2θ and its azimuth χ (pyFAI's:
+/// `atan2(y, x)`).
+pub fn radial(p: Vec3, unit: Radial, wavelength_nm: f64) -> (f64, f64, f64) {
+    let r = p[0].hypot(p[1]);
+    let two_theta = r.atan2(p[2]);
+    let value = match unit {
+        Radial::QInvNm => 4.0 * std::f64::consts::PI * (two_theta / 2.0).sin() / wavelength_nm,
+        Radial::RadiusMm => r * 1e3,
+        Radial::TwoThetaDeg => two_theta.to_degrees(),
+    };
+    (value, two_theta, p[1].atan2(p[0]))
 }
 
 /// [`scatter`] for raw 16-bit frames, with `u64` banks.
