@@ -5,7 +5,9 @@ usage: check_geometry.py DIR
 Writes into DIR, for each multi-module detector extra_geom models:
   <name>.geom            its CrystFEL geometry file, written by extra_geom
   <name>.h5              `positions` (modules, ss, fs, 3): extra_geom's pixel centres (m),
-                         read back from that file, and the file's `clen` as an attribute
+                         read back from that file, and the file's `clen` as an attribute;
+                         `assembled`: position_modules of data whose values are their index
+                         in data order (NaN where no pixel lands), and its `centre` (y, x)
 and for a tilted flat panel:
   tilted.poni            a PONI file written by pyFAI (rot1, rot2, rot3 all non-zero)
   tilted.h5              pyFAI's 2θ, χ, solid angle (relative) and polarisation (0.95) per pixel
@@ -45,8 +47,13 @@ for name, geometry in detectors.items():
     positions = back.get_pixel_positions()
     if positions.ndim == 3:  # single-module detectors: (ss, fs, 3)
         positions = positions[np.newaxis]
+    # An image assembled from data whose every value is its index in data order.
+    data = np.arange(np.prod(back.expected_data_shape), dtype=np.float32).reshape(back.expected_data_shape)
+    assembled, centre = back.position_modules(data)
     with h5py.File(os.path.join(out, f"{name}.h5"), "w") as f:
         f["positions"] = positions
+        f["assembled"] = assembled
+        f["centre"] = np.asarray(centre, dtype=np.int64)
         f.attrs["clen"] = CLEN
     print(f"{name}: {positions.shape[:-1]} pixels from extra_geom {extra_geom.__version__}")
 

@@ -304,3 +304,37 @@ fn azimuthal_profiles_of_agipd_1m_equal_pyfais_given_its_pixel_corners() {
         );
     }
 }
+
+#[test]
+fn assembled_images_equal_extra_geoms() {
+    let dir = references();
+    let mut compared = 0;
+    for name in ["agipd", "lpd", "jungfrau", "epix10k"] {
+        let detector = geometry::load(&dir.path().join(format!("{name}.geom")), None).unwrap();
+        let assembly = geometry::Assembly::new(&detector).unwrap();
+        let reference = dir.path().join(format!("{name}.h5"));
+        let file = hdf5::File::open(&reference).unwrap();
+        let want = file.dataset("assembled").unwrap().read_2d::<f32>().unwrap();
+        let centre = file.dataset("centre").unwrap().read_raw::<i64>().unwrap();
+        let data: Vec<f32> = (0..detector.pixels()).map(|k| k as f32).collect();
+        let got = assembly.assemble(&data, f32::NAN);
+        assert_eq!(got.dim(), want.dim(), "{name}: image shape");
+        assert_eq!(
+            (assembly.centre().0, assembly.centre().1),
+            (centre[0], centre[1]),
+            "{name}: centre"
+        );
+        let differ = got
+            .iter()
+            .zip(want.iter())
+            .filter(|(a, b)| !(a == b || a.is_nan() && b.is_nan()))
+            .count();
+        assert_eq!(differ, 0, "{name}: {differ} image pixels differ");
+        compared += got.len();
+        eprintln!(
+            "{name}: {:?} image equals extra_geom's, centre {centre:?}",
+            got.dim()
+        );
+    }
+    eprintln!("{compared} image pixels compared");
+}

@@ -175,7 +175,6 @@ pub fn parse(text: &str, file: &str) -> Result<Detector, GeometryError> {
         let fs = v.fs.ok_or_else(|| missing("fs vector"))?;
         let ss = v.ss.ok_or_else(|| missing("ss vector"))?;
         let z = v.clen.unwrap_or(0.0) + v.coffset.unwrap_or(0.0);
-        let pixel = 1.0 / res;
         built.push(Panel {
             name: name.clone(),
             module: v.module.unwrap_or(0),
@@ -183,14 +182,16 @@ pub fn parse(text: &str, file: &str) -> Result<Detector, GeometryError> {
             min_fs,
             ss_len: max_ss - min_ss + 1,
             fs_len: max_fs - min_fs + 1,
+            // Pixels to metres by dividing by `res`, as CrystFEL and extra_geom do: a corner
+            // half-way between two pixels then rounds the way theirs does.
             corner: [
-                v.corner_x.ok_or_else(|| missing("corner_x"))? * pixel,
-                v.corner_y.ok_or_else(|| missing("corner_y"))? * pixel,
+                v.corner_x.ok_or_else(|| missing("corner_x"))? / res,
+                v.corner_y.ok_or_else(|| missing("corner_y"))? / res,
                 z,
             ],
             // Vectors are in pixels: one step of one pixel, in metres.
-            fs: fs.map(|c| c * pixel),
-            ss: ss.map(|c| c * pixel),
+            fs: fs.map(|c| c / res),
+            ss: ss.map(|c| c / res),
             bad: v.bad,
         });
     }

@@ -10,12 +10,14 @@
 //! assert_eq!(detector.shape(), (1, 100, 100));
 //! ```
 
+mod assemble;
 mod crystfel;
 mod detector;
 mod poni;
 
 use std::path::Path;
 
+pub use assemble::{AssembleError, Assembly};
 pub use detector::{Detector, DetectorError, Panel, Vec3};
 pub use poni::{rotate, Poni};
 
