@@ -5,14 +5,18 @@
 //! ```text
 //! cargo bench --bench operators
 //! ```
+//!
+//! Then a whole AGIPD 1M pulse through a multi-module geometry: azimuthal integration with
+//! corrections, and the assembled image.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use ndarray::Array2;
-use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Geometry, Radial};
 use shotflow_operators::calibration::{Calibration, CommonMode};
 use shotflow_operators::droplets::{droplets, Connectivity};
+use shotflow_operators::geometry::{Assembly, Detector, Panel};
 use shotflow_operators::photons::{count_photons, PhotonCounter};
 use shotflow_operators::roi::{roi_stats, Roi};
 
@@ -118,6 +122,137 @@ fn main() {
         report(
             "calibration (pedestal, gain, cm)",
             measure(&frames, |f| cal.apply(f.view())[[0, 0]] as f64),
+        );
+    }
+    agipd_pulse();
+}
+
+/// A detector shaped like AGIPD 1M: 16 modules of 8 tiles of 64×128 pixels of 200 µm, in four
+/// quadrants around the beam, 0.12 m from the sample.
+fn agipd_like() -> Detector {
+    // Quadrant corners in pixels (AGIPD's usual quad positions), modules 158 px apart in y,
+    // tiles 66 px apart in x.
+    let quadrants = [
+        (-525.0, 625.0),
+        (-550.0, -10.0),
+        (520.0, -160.0),
+        (542.5, 475.0),
+    ];
+    let mut panels = Vec::new();
+    for module in 0..16 {
+        let (qx, qy) = quadrants[module / 4];
+        for tile in 0..8 {
+            let x = qx + tile as f64 * 66.0;
+            let y = qy - (module % 4) as f64 * 158.0;
+            panels.push(Panel {
+                name: format!("p{module}a{tile}"),
+                module,
+                min_ss: tile * 64,
+                min_fs: 0,
+                ss_len: 64,
+                fs_len: 128,
+                corner: [x * 2e-4, y * 2e-4, 0.12],
+                fs: [0.0, -2e-4, 0.0],
+                ss: [2e-4, 0.0, 0.0],
+                bad: false,
+            });
+        }
+    }
+    Detector::new(panels).expect("a valid layout")
+}
+
+/// A whole AGIPD 1M pulse (16 × 512×128 u16): azimuthal integration with solid-angle and
+/// polarisation corrections through the precomputed map, against a plain pass over the bytes
+/// it reads (the frame and the map); assembly against a plain copy of the frame.
+fn agipd_pulse() {
+    let detector = agipd_like();
+    let pixels = detector.pixels();
+    let n = (64 << 20) / (pixels * 2);
+    let pulses: Vec<Vec<u16>> = (0..n)
+        .map(|f| {
+            (0..pixels)
+                .map(|k| {
+                    (100 + (k * 13 + f * 31) % 9 + if (k + f) % 997 == 0 { 60 } else { 0 }) as u16
+                })
+                .collect()
+        })
+        .collect();
+    let corrections = Corrections {
+        solid_angle: true,
+        polarization: Some(0.99),
+    };
+    let map = AzimuthalMap::for_detector(
+        &detector,
+        9.3,
+        Radial::QInvNm,
+        500,
+        None,
+        1,
+        corrections,
+        None,
+    )
+    .unwrap();
+    let index: Vec<u16> = (0..pixels).map(|k| (k % 500) as u16).collect();
+    let assembly = Assembly::new(&detector).unwrap();
+    let mut image = vec![0u16; assembly.shape().0 * assembly.shape().1];
+    let mut copy = vec![0u16; pixels];
+    let time = |f: &mut dyn FnMut(&[u16]) -> f64| -> f64 {
+        let mut done = 0usize;
+        let started = Instant::now();
+        while started.elapsed().as_secs_f64() < 1.0 {
+            for pulse in &pulses {
+                black_box(f(pulse));
+            }
+            done += pulses.len();
+        }
+        done as f64 / started.elapsed().as_secs_f64()
+    };
+    println!(
+        "
+AGIPD 1M pulse (16 × 512×128 u16, {} MiB), single thread",
+        pixels * 2 >> 20
+    );
+    println!("{:<44} {:>10} {:>12}", "", "pulses/s", "× reference");
+    for round in 0..3 {
+        let reference = time(&mut |p| {
+            // A plain pass over what the integration reads: the frame and a u16 map.
+            p.iter()
+                .zip(&index)
+                .map(|(&v, &i)| v as u64 + i as u64)
+                .sum::<u64>() as f64
+        });
+        let mut sums = vec![0.0; 500];
+        let integrate = time(&mut |p| {
+            sums.iter_mut().for_each(|s| *s = 0.0);
+            map.accumulate_slice(p, &mut sums);
+            map.normalize(&sums)[0]
+        });
+        let plain_copy = time(&mut |p| {
+            copy.copy_from_slice(p);
+            copy[0] as f64
+        });
+        let assemble = time(&mut |p| {
+            assembly.assemble_into(p, &mut image);
+            image[0] as f64
+        });
+        println!("round {round}");
+        println!(
+            "{:<44} {reference:>10.0} {:>12}",
+            "plain pass over frame + map (reference)", 1
+        );
+        println!(
+            "{:<44} {integrate:>10.0} {:>12.2}",
+            "azimuthal, solid angle + polarisation",
+            reference / integrate
+        );
+        println!(
+            "{:<44} {plain_copy:>10.0} {:>12}",
+            "plain copy of the frame (reference)", 1
+        );
+        println!(
+            "{:<44} {assemble:>10.0} {:>12.2}",
+            "assembled image",
+            plain_copy / assemble
         );
     }
 }

@@ -190,15 +190,42 @@ impl Assembly {
         );
         assert_eq!(image.len(), self.shape.0 * self.shape.1, "image size");
         for tile in &self.tiles {
-            for ss in 0..tile.ss_len {
-                let source = &data[tile.first + ss * tile.columns..][..tile.fs_len];
-                let start = tile.at + ss as isize * tile.ss_step;
-                if tile.fs_step == 1 {
-                    let start = start as usize;
-                    image[start..start + tile.fs_len].copy_from_slice(source);
-                } else {
-                    for (fs, value) in source.iter().enumerate() {
-                        image[(start + fs as isize * tile.fs_step) as usize] = *value;
+            if tile.fs_step.abs() == 1 {
+                // Fast scan along image rows: one row of data per image row.
+                for ss in 0..tile.ss_len {
+                    let source = &data[tile.first + ss * tile.columns..][..tile.fs_len];
+                    let start = tile.at + ss as isize * tile.ss_step;
+                    if tile.fs_step == 1 {
+                        let start = start as usize;
+                        image[start..start + tile.fs_len].copy_from_slice(source);
+                    } else {
+                        let end = start as usize + 1;
+                        let target = &mut image[end - tile.fs_len..end];
+                        for (t, value) in target.iter_mut().rev().zip(source) {
+                            *t = *value;
+                        }
+                    }
+                }
+            } else {
+                // Fast scan along image columns (a turned panel): write image rows one after
+                // another, reading the panel's columns; a panel fits in the L1/L2 cache, so
+                // the strided reads cost less than strided writes into the large image.
+                let panel =
+                    &data[tile.first..tile.first + (tile.ss_len - 1) * tile.columns + tile.fs_len];
+                for fs in 0..tile.fs_len {
+                    let start = tile.at + fs as isize * tile.fs_step;
+                    let column = panel[fs..].iter().step_by(tile.columns);
+                    if tile.ss_step == 1 {
+                        let start = start as usize;
+                        for (t, v) in image[start..start + tile.ss_len].iter_mut().zip(column) {
+                            *t = *v;
+                        }
+                    } else {
+                        let end = start as usize + 1;
+                        let target = &mut image[end - tile.ss_len..end];
+                        for (t, v) in target.iter_mut().rev().zip(column) {
+                            *t = *v;
+                        }
                     }
                 }
             }
