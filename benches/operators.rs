@@ -210,7 +210,7 @@ fn agipd_pulse() {
     println!(
         "
 AGIPD 1M pulse (16 × 512×128 u16, {} MiB), single thread",
-        pixels * 2 >> 20
+        (pixels * 2) >> 20
     );
     println!("{:<44} {:>10} {:>12}", "", "pulses/s", "× reference");
     for round in 0..3 {
