@@ -8,6 +8,7 @@
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
+use crate::geometry::{AssembleError, Assembly, Detector, Vec3};
 use crate::Pixel;
 
 /// Peak-finder parameters (peakfinder8's names).
@@ -100,16 +101,111 @@ impl PeakFinder {
         let radius = |i: usize, j: usize| {
             ((i as f64 - self.center.0).powi(2) + (j as f64 - self.center.1).powi(2)).sqrt()
         };
+        self.search((rows, cols), value, masked, radius, |_, _| true)
+    }
+
+    /// Finds the peaks of all modules of an event (`pixels` in data order) with the radius
+    /// of each pixel from the detector's geometry, as Cheetah and OM take it from their pixel
+    /// maps: rings follow the real geometry, peaks never span two panels, and each peak is
+    /// also placed in the lab and in the assembled image. `center` is not used; `min_res` and
+    /// `max_res` are radii in pixels of the panel's size. `mask` (data order, `true` =
+    /// excluded) adds to the geometry's own.
+    ///
+    /// ```
+    /// use shotflow_operators::geometry::{Detector, Panel};
+    /// use shotflow_operators::peaks::{PeakFinder, RadiusMap};
+    ///
+    /// // Two 32×32 modules of 100 µm pixels left and right of the beam.
+    /// let module = |m: usize, x: f64| Panel { name: format!("m{m}"), module: m, min_ss: 0, min_fs: 0,
+    ///     ss_len: 32, fs_len: 32, corner: [x, -1.6e-3, 0.1], fs: [1e-4, 0.0, 0.0], ss: [0.0, 1e-4, 0.0],
+    ///     bad: false };
+    /// let detector = Detector::new(vec![module(0, -3.3e-3), module(1, 1e-4)]).unwrap();
+    /// let map = RadiusMap::new(&detector).unwrap();
+    /// let mut pixels: Vec<f32> = (0..2048).map(|k| 10.0 + (k % 5) as f32).collect();
+    /// pixels[1024 + 20 * 32 + 5] += 400.0; // module 1, row 20, column 5
+    /// let finder = PeakFinder { adc_threshold: 50.0, min_snr: 6.0, min_pix_count: 1, max_pix_count: 20,
+    ///     local_bg_radius: 3, min_res: 0.0, max_res: 100.0, center: (0.0, 0.0), min_peaks: 1 };
+    /// let found = finder.find_located(&map, &pixels, None);
+    /// assert_eq!(found.len(), 1);
+    /// let lab = found[0].lab;
+    /// assert!((lab[0] - 6.5e-4).abs() < 1e-12 && (lab[1] - 0.45e-3).abs() < 1e-12);
+    /// assert_eq!(found[0].peak.row, 52.0); // data row: module 1 starts at row 32
+    /// // In the assembled image (origin at the left module's corner): row 20, column 39.
+    /// assert!((found[0].image.0 - 20.0).abs() < 1e-9 && (found[0].image.1 - 39.0).abs() < 1e-9);
+    /// ```
+    pub fn find_located<T: Pixel>(
+        &self,
+        map: &RadiusMap,
+        pixels: &[T],
+        mask: Option<&[bool]>,
+    ) -> Vec<LocatedPeak> {
+        let cols = map.columns;
+        assert_eq!(
+            pixels.len(),
+            map.radius.len(),
+            "pixel count differs from the detector's"
+        );
+        let value = |i: usize, j: usize| pixels[i * cols + j].to_f64();
+        let masked = |i: usize, j: usize| {
+            let k = i * cols + j;
+            map.excluded[k] || mask.is_some_and(|m| m[k])
+        };
+        let radius = |i: usize, j: usize| map.radius[i * cols + j];
+        let same = |a: (usize, usize), b: (usize, usize)| {
+            map.panel[a.0 * cols + a.1] == map.panel[b.0 * cols + b.1]
+        };
+        let found = self.search((map.radius.len() / cols, cols), value, masked, radius, same);
+        found
+            .peaks
+            .into_iter()
+            .map(|peak| {
+                let k = (peak.row.round() as usize) * cols + peak.col.round() as usize;
+                let panel = &map.detector.panels[map.panel[k] as usize];
+                let rows = map.detector.shape().1;
+                // Fractional data coordinates within the panel, pixel centres at +½.
+                let ss = peak.row - (panel.module * rows + panel.min_ss) as f64 + 0.5;
+                let fs = peak.col - panel.min_fs as f64 + 0.5;
+                let lab: Vec3 =
+                    std::array::from_fn(|c| panel.corner[c] + fs * panel.fs[c] + ss * panel.ss[c]);
+                let size = panel.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+                let (cy, cx) = map.centre;
+                LocatedPeak {
+                    peak,
+                    lab,
+                    image: (
+                        lab[1] / size + cy as f64 - 0.5,
+                        lab[0] / size + cx as f64 - 0.5,
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The peak search on a `shape` image: `radius` gives each pixel's ring, and two
+    /// neighbouring candidates join one peak only when `same` says they are on one panel.
+    fn search(
+        &self,
+        shape: (usize, usize),
+        value: impl Fn(usize, usize) -> f64,
+        masked: impl Fn(usize, usize) -> bool,
+        radius: impl Fn(usize, usize) -> f64,
+        same: impl Fn((usize, usize), (usize, usize)) -> bool,
+    ) -> Peaks {
+        let (rows, cols) = shape;
         // Ring statistics: iteratively drop pixels above mean + snr·sd (the peaks themselves).
-        let rings = radius(0, 0)
-            .max(radius(rows - 1, 0))
-            .max(radius(0, cols - 1))
-            .max(radius(rows - 1, cols - 1)) as usize
-            + 1;
+        let mut rings = 1;
+        for i in 0..rows {
+            for j in 0..cols {
+                let r = radius(i, j);
+                if r.is_finite() {
+                    rings = rings.max(r as usize + 1);
+                }
+            }
+        }
         let mut members: Vec<Vec<f64>> = vec![Vec::new(); rings];
         for i in 0..rows {
             for j in 0..cols {
-                if !masked(i, j) {
+                if !masked(i, j) && radius(i, j).is_finite() {
                     members[radius(i, j) as usize].push(value(i, j));
                 }
             }
@@ -129,6 +225,7 @@ impl PeakFinder {
         let candidate = |i: usize, j: usize| {
             let r = radius(i, j);
             !masked(i, j)
+                && r.is_finite()
                 && r >= self.min_res
                 && r <= self.max_res
                 && value(i, j) > thresholds[r as usize]
@@ -154,7 +251,7 @@ impl PeakFinder {
                                 continue;
                             }
                             let (x, y) = (x as usize, y as usize);
-                            if !seen[x * cols + y] && candidate(x, y) {
+                            if !seen[x * cols + y] && same((a, b), (x, y)) && candidate(x, y) {
                                 seen[x * cols + y] = true;
                                 stack.push((x, y));
                             }
@@ -212,5 +309,115 @@ impl PeakFinder {
             hit: peaks.len() >= self.min_peaks,
             peaks,
         }
+    }
+}
+
+/// A peak of a multi-module event, where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocatedPeak {
+    /// The peak, its row and column in the data array seen as `(modules × rows, columns)`.
+    pub peak: Peak,
+    /// Its position in the lab, metres.
+    pub lab: Vec3,
+    /// Its position (row, column) in the image [`Assembly`] makes.
+    pub image: (f64, f64),
+}
+
+/// What the peak finder needs of a detector's geometry: each pixel's radius from the beam
+/// (in pixels of its panel's size), its panel, the excluded pixels, and the assembled image's
+/// centre.
+#[derive(Clone, Debug)]
+pub struct RadiusMap {
+    detector: Detector,
+    columns: usize,
+    radius: Vec<f64>,
+    panel: Vec<u32>,
+    excluded: Vec<bool>,
+    centre: (i64, i64),
+}
+
+impl RadiusMap {
+    /// The map of `detector` (fails when its panels cannot be assembled on a pixel grid).
+    pub fn new(detector: &Detector) -> Result<RadiusMap, AssembleError> {
+        let centre = Assembly::new(detector)?.centre();
+        let (_, rows, columns) = detector.shape();
+        let mut radius = vec![f64::NAN; detector.pixels()];
+        let mut panel = vec![u32::MAX; detector.pixels()];
+        for (p, one) in detector.panels.iter().enumerate() {
+            let size = one.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+            for ss in 0..one.ss_len {
+                for fs in 0..one.fs_len {
+                    let k = (one.module * rows + one.min_ss + ss) * columns + one.min_fs + fs;
+                    let c = one.pixel_centre(ss, fs);
+                    radius[k] = c[0].hypot(c[1]) / size;
+                    panel[k] = p as u32;
+                }
+            }
+        }
+        Ok(RadiusMap {
+            excluded: detector.mask(),
+            detector: detector.clone(),
+            columns,
+            radius,
+            panel,
+            centre,
+        })
+    }
+}
+
+#[cfg(test)]
+mod geometry_tests {
+    use super::*;
+    use crate::geometry::Panel;
+
+    /// Two modules stacked in the data array but far apart in the lab: a bright pair on the
+    /// last row of one and the first row of the other are two peaks, each where the
+    /// assembled image shows it.
+    #[test]
+    fn peaks_never_span_two_panels_and_land_where_the_image_shows_them() {
+        let module = |m: usize, y: f64| Panel {
+            name: format!("m{m}"),
+            module: m,
+            min_ss: 0,
+            min_fs: 0,
+            ss_len: 16,
+            fs_len: 128,
+            corner: [-6.4e-3, y, 0.1],
+            fs: [1e-4, 0.0, 0.0],
+            ss: [0.0, 1e-4, 0.0],
+            bad: false,
+        };
+        let detector = Detector::new(vec![module(0, 1e-3), module(1, -3e-3)]).unwrap();
+        let map = RadiusMap::new(&detector).unwrap();
+        let mut pixels: Vec<f64> = (0..4096).map(|k| 10.0 + (k % 3) as f64).collect();
+        pixels[15 * 128 + 70] += 500.0; // module 0, last row
+        pixels[16 * 128 + 70] += 500.0; // module 1, first row: adjacent in the data only
+        let finder = PeakFinder {
+            adc_threshold: 50.0,
+            min_snr: 5.0,
+            min_pix_count: 1,
+            max_pix_count: 10,
+            local_bg_radius: 2,
+            min_res: 0.0,
+            max_res: 1e3,
+            center: (0.0, 0.0),
+            min_peaks: 2,
+        };
+        let found = finder.find_located(&map, &pixels, None);
+        assert_eq!(found.len(), 2, "{found:?}");
+        let image = Assembly::new(&detector)
+            .unwrap()
+            .assemble(&pixels, f64::NAN);
+        for peak in &found {
+            let (r, c) = (peak.image.0.round() as usize, peak.image.1.round() as usize);
+            assert!(
+                image[[r, c]] > 500.0,
+                "the image shows the peak at {:?}",
+                peak.image
+            );
+            assert!((peak.lab[2] - 0.1).abs() < 1e-15);
+        }
+        // Ring statistics from the geometry: a module far from the beam has rings of its own.
+        assert!(found.iter().all(|p| p.peak.pixels == 1));
     }
 }
