@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use shotflow_operators::azimuthal::{self, AzimuthalMap, Corrections, Radial};
+use shotflow_operators::azimuthal::{self, AzimuthalMap, Corrections, Radial, SplitMap};
 use shotflow_operators::geometry;
 
 fn references() -> tempfile::TempDir {
@@ -116,6 +116,7 @@ fn compare_with_pyfai(
     energy_kev: f64,
     unit: (Radial, &str, f64, f64, usize),
     corrections: Corrections,
+    split: bool,
     geometry_attrs: impl FnOnce(&hdf5::File),
 ) -> String {
     let (radial, unit_name, lo, hi, bins) = unit;
@@ -138,18 +139,36 @@ fn compare_with_pyfai(
         })
         .collect();
     let mask: Vec<bool> = (0..image.len()).map(|k| k % 97 == 0).collect();
-    let map = AzimuthalMap::for_detector(
-        detector,
-        energy_kev,
-        radial,
-        bins,
-        Some((lo, hi)),
-        1,
-        corrections,
-        Some(&mask),
-    )
-    .unwrap();
-    let profile = map.integrate_slice(&image);
+    let (profile, centers, counts) = if split {
+        let map = SplitMap::for_detector(
+            detector,
+            energy_kev,
+            radial,
+            bins,
+            Some((lo, hi)),
+            corrections,
+            Some(&mask),
+        )
+        .unwrap();
+        (map.integrate_slice(&image), map.centers(), vec![0u32; bins])
+    } else {
+        let map = AzimuthalMap::for_detector(
+            detector,
+            energy_kev,
+            radial,
+            bins,
+            Some((lo, hi)),
+            1,
+            corrections,
+            Some(&mask),
+        )
+        .unwrap();
+        (
+            map.integrate_slice(&image),
+            map.centers(),
+            map.counts().to_vec(),
+        )
+    };
     let path = dir.join(format!("{name}-azimuthal.h5"));
     {
         let file = hdf5::File::create(&path).unwrap();
@@ -165,14 +184,14 @@ fn compare_with_pyfai(
             .with_data(&mask)
             .create("mask")
             .unwrap();
-        for (key, values) in [("profile", profile), ("centers", map.centers())] {
+        for (key, values) in [("profile", profile), ("centers", centers)] {
             file.new_dataset_builder()
                 .with_data(&ndarray::Array1::from(values))
                 .create(key)
                 .unwrap();
         }
         file.new_dataset_builder()
-            .with_data(&ndarray::Array1::from(map.counts().to_vec()))
+            .with_data(&ndarray::Array1::from(counts))
             .create("counts")
             .unwrap();
         let text = |s: &str| s.parse::<hdf5::types::VarLenUnicode>().unwrap();
@@ -188,6 +207,7 @@ fn compare_with_pyfai(
             ("wavelength", wavelength * 1e-9),
             ("polarization", corrections.polarization.unwrap_or(0.0)),
             ("solid_angle", f64::from(u8::from(corrections.solid_angle))),
+            ("split", f64::from(u8::from(split))),
         ] {
             file.new_attr::<f64>()
                 .create(key)
@@ -222,10 +242,12 @@ fn azimuthal_profiles_of_a_tilted_panel_equal_pyfais_with_corrections() {
         solid_angle: true,
         polarization: Some(0.95),
     };
-    for unit in [
-        (Radial::QInvNm, "q_nm^-1", 4.0, 20.0, 150),
-        (Radial::TwoThetaDeg, "2th_deg", 4.0, 17.0, 120),
-        (Radial::RadiusMm, "r_mm", 6.0, 26.0, 100),
+    for (unit, split) in [
+        ((Radial::QInvNm, "q_nm^-1", 4.0, 20.0, 150), false),
+        ((Radial::TwoThetaDeg, "2th_deg", 4.0, 17.0, 120), false),
+        ((Radial::RadiusMm, "r_mm", 6.0, 26.0, 100), false),
+        ((Radial::QInvNm, "q_nm^-1", 4.0, 20.0, 150), true),
+        ((Radial::TwoThetaDeg, "2th_deg", 4.0, 17.0, 60), true),
     ] {
         let report = compare_with_pyfai(
             dir.path(),
@@ -234,6 +256,7 @@ fn azimuthal_profiles_of_a_tilted_panel_equal_pyfais_with_corrections() {
             energy,
             unit,
             corrections,
+            split,
             |f| {
                 f.new_attr::<hdf5::types::VarLenUnicode>()
                     .create("poni")
@@ -248,7 +271,7 @@ fn azimuthal_profiles_of_a_tilted_panel_equal_pyfais_with_corrections() {
                     .unwrap();
             },
         );
-        eprint!("tilted panel, {}: {report}", unit.1);
+        eprint!("tilted panel, {}, split {split}: {report}", unit.1);
     }
 }
 
@@ -265,18 +288,18 @@ fn azimuthal_profiles_of_agipd_1m_equal_pyfais_given_its_pixel_corners() {
         .flat_map(|c| c.iter().flat_map(|p| [p[2] - clen, p[1], p[0]]))
         .collect();
     let corners = ndarray::Array4::from_shape_vec((modules * rows, columns, 4, 3), flat).unwrap();
-    for (corrections, unit) in [
-        (
-            Corrections {
-                solid_angle: true,
-                polarization: Some(0.99),
-            },
-            (Radial::QInvNm, "q_nm^-1", 0.5, 9.0, 200),
-        ),
+    let on = Corrections {
+        solid_angle: true,
+        polarization: Some(0.99),
+    };
+    for (corrections, unit, split) in [
+        (on, (Radial::QInvNm, "q_nm^-1", 0.5, 9.0, 200), false),
         (
             Corrections::default(),
             (Radial::TwoThetaDeg, "2th_deg", 0.5, 6.0, 150),
+            false,
         ),
+        (on, (Radial::QInvNm, "q_nm^-1", 0.5, 9.0, 200), true),
     ] {
         let corners = corners.clone();
         let report = compare_with_pyfai(
@@ -286,6 +309,7 @@ fn azimuthal_profiles_of_agipd_1m_equal_pyfais_given_its_pixel_corners() {
             9.3,
             unit,
             corrections,
+            split,
             move |f| {
                 f.new_dataset_builder()
                     .with_data(&corners)
@@ -299,7 +323,7 @@ fn azimuthal_profiles_of_agipd_1m_equal_pyfais_given_its_pixel_corners() {
             },
         );
         eprint!(
-            "AGIPD 1M (16 modules), {} {corrections:?}: {report}",
+            "AGIPD 1M (16 modules), {} {corrections:?}, split {split}: {report}",
             unit.1
         );
     }
