@@ -118,13 +118,13 @@ impl SplitMap {
                 continue;
             }
             let share = 1.0 / (b - a);
-            for bin in first..=last {
+            for (bin, total) in norm.iter_mut().enumerate().take(last + 1).skip(first) {
                 let overlap = (b.min(bin as f64 + 1.0) - a.max(bin as f64)).max(0.0);
                 if overlap > 0.0 {
                     // The stored fraction, rounded, weighs the signal and the normalisation alike.
                     let fraction = (overlap * share) as f32;
                     entries.push((bin as u32, fraction));
-                    norm[bin] += fraction as f64 * weight;
+                    *total += fraction as f64 * weight;
                 }
             }
         }
