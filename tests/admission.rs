@@ -212,3 +212,58 @@ fn a_stale_rendezvous_from_an_earlier_launch_is_not_used() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     eprintln!("started past stale rendezvous files in {took:?}");
 }
+
+/// A stranger that keeps connecting to process 0's port (every few milliseconds, with garbage
+/// for a handshake) never holds it past its connect timeout: process 0 gives up on time,
+/// saying who it turned away. (Found when two launches shared a rendezvous directory and one
+/// process retried without end.)
+#[test]
+fn a_peer_that_keeps_connecting_does_not_hold_process_0_past_its_timeout() {
+    use std::io::Write;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args: Vec<String> = [
+        "--processes",
+        "2",
+        "--process",
+        "0",
+        "--port",
+        &port.to_string(),
+        "--connect-timeout",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started = Instant::now();
+    let zero = spawn(SHOTFLOW, &demo(1, &args));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut attempts = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = stream.write_all(b"not a shotflow handshake, not at all\n");
+                    attempts += 1;
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            attempts
+        })
+    };
+    let zero = wait_bounded(zero, LIMIT);
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = hammer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(zero.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not connect within 3s"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "held for {took:?}");
+    eprintln!("process 0 gave up after {took:?} despite {attempts} connections");
+}

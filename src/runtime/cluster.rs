@@ -82,13 +82,16 @@ pub(crate) fn connect(
             (listener, format!("{host}:{port}"))
         }
     };
+    // The secret process 0 writes for this launch: it keeps its own rather than read back a
+    // file that another launch sharing the directory may replace or remove.
+    let mut written: Option<String> = None;
     if let Peers::Rendezvous { dir, job, .. } = peers {
-        publish(dir, job, process, &me, token.is_none()).map_err(err)?;
+        written = publish(dir, job, process, &me, token.is_none()).map_err(err)?;
     }
     // The launch's secret and a peer's address, read again at every attempt: a file left by an
     // earlier launch is replaced by this launch's as soon as its process writes it.
     let credentials = || -> Result<Credentials, String> {
-        let token = match (token, peers) {
+        let token = match (token.or(written.as_deref()), peers) {
             (Some(t), _) => t.as_bytes().to_vec(),
             (None, Peers::Rendezvous { dir, .. }) => std::fs::read(dir.join("token"))
                 .map_err(|e| format!("no launch secret in {} yet: {e}", dir.display()))?,
@@ -166,7 +169,21 @@ pub(crate) fn connect(
         .set_nonblocking(true)
         .map_err(|e| err(e.to_string()))?;
     let mut turned_away: Option<String> = None;
+    let mut refused = 0u64;
     while sockets[process + 1..].iter().any(Option::is_none) {
+        // Checked on every pass: a peer that keeps connecting with the wrong secret must not
+        // hold this process past its deadline.
+        if Instant::now() > deadline {
+            let missing: Vec<usize> = (process + 1..processes)
+                .filter(|&p| sockets[p].is_none())
+                .collect();
+            return Err(err(format!(
+                "processes {missing:?} did not connect within {timeout:?}{}",
+                turned_away
+                    .map(|t| format!(" ({refused} connections turned away; last: {t})"))
+                    .unwrap_or_default()
+            )));
+        }
         match listener.accept() {
             Ok((mut stream, from)) => {
                 let checked =
@@ -179,25 +196,23 @@ pub(crate) fn connect(
                         tracing::warn!("process {process}: unexpected connection from process {peer} ({from}); ignored");
                     }
                     Err(e) => {
-                        tracing::warn!(
-                            "process {process}: turned away a connection from {from}: {e}"
-                        );
+                        // One warning, then quiet: a stray client retrying every few
+                        // milliseconds must not flood the log (the count goes in the error).
+                        if refused == 0 {
+                            tracing::warn!(
+                                "process {process}: turned away a connection from {from}: {e}"
+                            );
+                        } else {
+                            tracing::debug!(
+                                "process {process}: turned away a connection from {from}: {e}"
+                            );
+                        }
+                        refused += 1;
                         turned_away = Some(format!("turned away {from}: {e}"));
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() > deadline {
-                    let missing: Vec<usize> = (process + 1..processes)
-                        .filter(|&p| sockets[p].is_none())
-                        .collect();
-                    return Err(err(format!(
-                        "processes {missing:?} did not connect within {timeout:?}{}",
-                        turned_away
-                            .map(|t| format!(" (last {t})"))
-                            .unwrap_or_default()
-                    )));
-                }
                 sleep(Duration::from_millis(5));
             }
             Err(e) => return Err(err(format!("accept: {e}"))),
@@ -213,12 +228,24 @@ pub(crate) fn connect(
             .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
     }
-    if let (Peers::Rendezvous { dir, .. }, 0) = (peers, process) {
-        // Every other process has joined process 0, so the files are no longer needed.
+    if let (Peers::Rendezvous { dir, job, .. }, 0) = (peers, process) {
+        // Every other process has joined process 0, so this launch's files are no longer
+        // needed; another launch's, in a shared directory, stay.
         for peer in 0..processes {
-            let _ = std::fs::remove_file(dir.join(format!("{peer}.addr")));
+            let path = dir.join(format!("{peer}.addr"));
+            let ours = std::fs::read_to_string(&path)
+                .is_ok_and(|text| text.lines().next() == Some(job.as_str()));
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
-        let _ = std::fs::remove_file(dir.join("token"));
+        let path = dir.join("token");
+        if written
+            .as_ref()
+            .is_some_and(|t| std::fs::read(&path).is_ok_and(|on_disk| on_disk == t.as_bytes()))
+        {
+            let _ = std::fs::remove_file(path);
+        }
         if dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -255,7 +282,13 @@ fn hostname() -> Result<String, String> {
 
 /// Publishes this process's address in the rendezvous directory; process 0 first writes the
 /// launch's secret there (when none was given), readable by its owner only.
-fn publish(dir: &Path, job: &str, process: usize, me: &str, secret: bool) -> Result<(), String> {
+fn publish(
+    dir: &Path,
+    job: &str,
+    process: usize,
+    me: &str,
+    secret: bool,
+) -> Result<Option<String>, String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     let context = |e: std::io::Error| format!("rendezvous {}: {e}", dir.display());
     std::fs::DirBuilder::new()
@@ -272,9 +305,11 @@ fn publish(dir: &Path, job: &str, process: usize, me: &str, secret: bool) -> Res
             dir.display()
         ));
     }
+    let mut written = None;
     if process == 0 && secret {
         let token: [u8; 32] = rand::random();
         let text: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        written = Some(text.clone());
         let tmp = dir.join(format!(".token.{}", std::process::id()));
         std::fs::OpenOptions::new()
             .write(true)
@@ -286,8 +321,9 @@ fn publish(dir: &Path, job: &str, process: usize, me: &str, secret: bool) -> Res
             .and_then(|_| std::fs::rename(&tmp, dir.join("token")))
             .map_err(context)?;
     }
-    let tmp = dir.join(format!(".{process}.addr.tmp"));
+    let tmp = dir.join(format!(".{process}.addr.{}.tmp", std::process::id()));
     std::fs::write(&tmp, format!("{job}\n{me}\n"))
         .and_then(|_| std::fs::rename(&tmp, dir.join(format!("{process}.addr"))))
-        .map_err(context)
+        .map_err(context)?;
+    Ok(written)
 }

@@ -66,23 +66,55 @@ pub fn demo_reference(config: &DemoConfig) -> Curve {
     curve
 }
 
-/// Waits for a child at most `limit`, killing it (by its own PID) if it overstays.
+/// Waits for a child at most `limit`, killing it (by its own PID) if it overstays. Its output
+/// is read while it runs, so a chatty child never blocks on a full pipe.
 pub fn wait_bounded(child: Child, limit: Duration) -> Output {
+    use std::io::Read;
     let started = Instant::now();
     let mut child = child;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
         }
         if started.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "process overstayed {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "process overstayed {limit:?}; stderr: {}",
+            String::from_utf8_lossy(&stderr)
+        ),
     }
 }
 
