@@ -57,6 +57,31 @@ for name, geometry in detectors.items():
         f.attrs["clen"] = CLEN
     print(f"{name}: {positions.shape[:-1]} pixels from extra_geom {extra_geom.__version__}")
 
+# Two panels at different distances (coffset), as a CrystFEL file, and pyFAI's solid angle for
+# the same pixel corners: pyFAI takes each pixel relative to normal incidence at its own plane.
+res, clen = 1000.0, 0.1
+panels = [("a", 0, 5.0, 10.0, 0.0), ("b", 1, 5.0, 14.0, 0.01)]  # name, module, corner x, y, coffset
+lines = [f"res = {res}", f"clen = {clen}", ""]
+corners = np.zeros((8, 4, 4, 3))
+for name, module, x0, y0, coffset in panels:
+    lines += [f"{name}/dim1 = {module}", f"{name}/min_fs = 0", f"{name}/max_fs = 3",
+              f"{name}/min_ss = 0", f"{name}/max_ss = 3", f"{name}/fs = +1.0x", f"{name}/ss = +1.0y",
+              f"{name}/corner_x = {x0}", f"{name}/corner_y = {y0}", f"{name}/coffset = {coffset}", ""]
+    for ss in range(4):
+        for fs in range(4):
+            x, y = (x0 + fs) / res, (y0 + ss) / res
+            square = [(y, x), (y + 1 / res, x), (y + 1 / res, x + 1 / res), (y, x + 1 / res)]
+            for k, (cy, cx) in enumerate(square):
+                corners[module * 4 + ss, fs, k] = (coffset, cy, cx)
+with open(os.path.join(out, "stepped.geom"), "w") as f:
+    f.write("\n".join(lines))
+stepped = Detector(pixel1=1 / res, pixel2=1 / res, max_shape=(8, 4))
+stepped.set_pixel_corners(corners.astype(np.float32))
+ai = AzimuthalIntegrator(dist=clen, poni1=0, poni2=0, detector=stepped, wavelength=1e-10)
+with h5py.File(os.path.join(out, "stepped.h5"), "w") as f:
+    f["solid_angle"] = ai.solidAngleArray((8, 4), absolute=False)
+print("stepped panels: 2 × 4×4 pixels, 10 mm apart in z")
+
 # A tilted panel, calibrated as pyFAI writes it.
 shape = (180, 240)
 detector = Detector(pixel1=75e-6, pixel2=100e-6, max_shape=shape)

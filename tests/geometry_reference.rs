@@ -362,3 +362,24 @@ fn assembled_images_equal_extra_geoms() {
     }
     eprintln!("{compared} image pixels compared");
 }
+
+/// Panels at different distances: solid angles as pyFAI computes them for the same pixel
+/// corners (each pixel relative to normal incidence at its own panel's distance).
+#[test]
+fn solid_angles_of_panels_at_different_distances_equal_pyfais() {
+    let dir = references();
+    let detector = geometry::load(&dir.path().join("stepped.geom"), None).unwrap();
+    assert_eq!(detector.shape(), (2, 4, 4));
+    let want = read(&dir.path().join("stepped.h5"), "solid_angle");
+    let got = detector.solid_angles();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / b)
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "{} pixels on two panels 10 mm apart: solid angle within {worst:.1e} of pyFAI's",
+        got.len()
+    );
+    assert!(worst < 1e-6, "solid angles differ by {worst:e}");
+}

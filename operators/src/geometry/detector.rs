@@ -244,9 +244,10 @@ impl Detector {
         mask
     }
 
-    /// Per pixel: solid angle relative to a pixel at normal incidence at the same distance
-    /// along the normal (pyFAI's `solidAngleArray`, `absolute=False`): `cos³` of the angle
-    /// between the ray and the panel's normal, times the ratio of the squared distances.
+    /// Per pixel: solid angle relative to a pixel at normal incidence at its own panel's
+    /// distance along the normal (pyFAI's `solidAngleArray`, `absolute=False`, also for panels
+    /// at different distances): the cosine of the angle between the ray and the panel's
+    /// normal, times the squared ratio of the panel's distance to the pixel's.
     pub fn solid_angles(&self) -> Vec<f64> {
         let mut out = vec![f64::NAN; self.pixels()];
         for panel in &self.panels {
