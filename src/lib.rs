@@ -3,7 +3,7 @@
 //! A stream-processing dataflow engine for X-ray free-electron laser detector events, on
 //! [timely dataflow](timely).
 //!
-//! A shotflow program is an ordinary timely program: a [source](source) turns a run into a
+//! A shotflow program is an ordinary timely program: a [source] turns a run into a
 //! stream of [`Event`](event::Event) batches, plain closures map and filter them (timely's own
 //! `Map`, `Filter`, `Exchange`, ... operators work unchanged), and [sinks](sink) take the
 //! results. The [runtime] decides where the program runs (one thread, many threads, many

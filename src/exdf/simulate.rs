@@ -8,7 +8,7 @@
 //!   noise, photons on a ring scaling with the pulse energy), `image.pulseId`,
 //!   `image.cellId`, `image.trainId`, and `header.pulseCount`;
 //! * in aggregator `DA01`, the XGM `SA1_XTD2_XGM/DOOCS/MAIN` (control `pulseEnergy.photonFlux`)
-//!   and its `:output` channel (`data.intensityTD`, f4[1000], per-pulse energies in the first
+//!   and its `:output` channel (`data.intensityTD`, f4\[1000\], per-pulse energies in the first
 //!   `frames` entries); the delay motor `SPB_IRU_MOTORS/MDL/DELAY` (`actualPosition`, stepping
 //!   through a scan) and the pump-laser shutter `SPB_LAS_SYS/PPL/SHUTTER` (`isOpen`, every
 //!   other train).

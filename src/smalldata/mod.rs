@@ -24,7 +24,7 @@
 //! `<stem>.partial.h5` until it completes. A run stopped by a signal writes a partial master
 //! that covers exactly the committed batches, a prefix `0..k`; a crashed run leaves the last
 //! one it committed. [`SmallData::resume`] continues either to a result whose datasets are
-//! byte-identical to an uninterrupted run's. The files are described in [`layout`]'s terms in
+//! byte-identical to an uninterrupted run's. The files are described in the `layout` module's terms in
 //! the README.
 //!
 //! Rows may belong to an alignment group ([`Row::in_group`], psana's `align_group`): the
