@@ -493,3 +493,117 @@ fn an_index_with_last_before_first_is_an_error() {
         "{error}"
     );
 }
+
+/// The module sources of a multi-module detector, stacked per pulse into one
+/// `(modules, rows, columns)` field, equal extra-data's `stack_detector_data`, at 1, 2 and 3
+/// workers.
+#[test]
+fn stacked_modules_equal_extra_datas_stack_detector_data() {
+    use shotflow::event::Key;
+    use shotflow::exdf::explode::ExplodePulses;
+    use shotflow::reduce::FrameReduce;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("r0001");
+    let simulation = shotflow::exdf::simulate::Simulation {
+        trains: 6,
+        modules: 4,
+        frames: 3,
+        frame: [32, 16],
+        trains_per_file: 3,
+        photons: 40.0,
+        ..Default::default()
+    };
+    simulation.write(&run_dir).unwrap();
+    let run = Arc::new(ExdfRun::open(&run_dir).unwrap());
+    let selected = Arc::new(
+        run.select(&[Selector::parse("*/DET/*:xtdf:image.*").unwrap()])
+            .unwrap(),
+    );
+    let module = |m: usize, key: &str| {
+        let source = selected
+            .iter()
+            .map(|s| s.source.clone())
+            .find(|s| s.contains(&format!("/DET/{m}CH")))
+            .expect("a source per module");
+        Key::new(&format!("{source}/{key}"))
+    };
+    let modules: Vec<Key> = (0..4).map(|m| module(m, "image.data")).collect();
+    let pulse_ids = module(0, "image.pulseId");
+    let stacked = Key::new("detector/data");
+    let mut reference: Option<(Vec<u64>, Vec<u16>)> = None;
+    for workers in 1..=3 {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::clone(&events);
+        let (run, selected, modules) = (Arc::clone(&run), Arc::clone(&selected), modules.clone());
+        let plan = if workers == 1 {
+            Plan::Thread
+        } else {
+            Plan::Process { workers }
+        };
+        execute_plan(&plan, move |worker| {
+            let (run, selected, out, modules) = (
+                Arc::clone(&run),
+                Arc::clone(&selected),
+                Arc::clone(&out),
+                modules.clone(),
+            );
+            worker.dataflow(|scope| {
+                scope
+                    .exdf(run, selected, 2)
+                    .explode_pulses(pulse_ids)
+                    .stack_modules::<u16>(modules, (32, 16), stacked, 0, true)
+                    .ordered("Collect", move |_, events: &[Event]| {
+                        out.lock().unwrap().extend_from_slice(events)
+                    });
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let events = events.lock().unwrap();
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        let data: Vec<u16> = events
+            .iter()
+            .flat_map(|e| {
+                e.array::<u16>(stacked)
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids.len(), 6 * 3, "{workers} workers: every pulse");
+        match &reference {
+            None => reference = Some((ids, data)),
+            Some(r) => assert!(*r == (ids, data), "{workers} workers differ from 1"),
+        }
+    }
+    let (ids, data) = reference.unwrap();
+    let path = dir.path().join("stacked.h5");
+    {
+        let file = hdf5::File::create(&path).unwrap();
+        file.new_dataset_builder()
+            .with_data(&ndarray::Array1::from(ids.clone()))
+            .create("ids")
+            .unwrap();
+        let array = ndarray::Array4::from_shape_vec((ids.len(), 4, 32, 16), data).unwrap();
+        file.new_dataset_builder()
+            .with_data(&array)
+            .create("stacked")
+            .unwrap();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_stacked_modules.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&run_dir)
+        .arg(&path)
+        .arg("4")
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    eprint!("{report}");
+}
