@@ -508,10 +508,14 @@ fn a_killed_recorder_resumes_to_the_uninterrupted_recording() {
             })
             .unwrap_or(0)
     };
-    // A third of the way: past the first batches, well before the end.
-    let third = size(&whole) / 3;
+    // Past each worker's first whole batch (a batch is an eighth of the recording), well
+    // before the end: the resume then has committed batches to keep.
+    let batch = size(&whole) / 8;
+    let file = |w: usize| {
+        std::fs::metadata(cut.join(format!("worker-{w:04}.sfrec"))).map_or(0, |m| m.len())
+    };
     let started = Instant::now();
-    while size(&cut) < third {
+    while file(0) < batch * 3 / 2 || file(1) < batch * 3 / 2 {
         assert!(started.elapsed() < Duration::from_secs(60));
         assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
         std::thread::sleep(Duration::from_millis(2));
