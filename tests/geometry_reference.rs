@@ -11,22 +11,27 @@ use std::process::Command;
 use shotflow_operators::azimuthal::{self, AzimuthalMap, Corrections, Radial, SplitMap};
 use shotflow_operators::geometry;
 
-fn references() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_geometry.py");
-    let out = Command::new(common::python())
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    dir
+/// The reference files, written once for all the tests here (extra_geom and pyFAI take a
+/// few seconds for millions of pixels).
+fn references() -> &'static tempfile::TempDir {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_geometry.py");
+        let out = Command::new(common::python())
+            .arg(script)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        dir
+    })
 }
 
 fn read(path: &Path, name: &str) -> Vec<f64> {

@@ -167,7 +167,7 @@ impl PeakFinder {
                 let fs = peak.col - panel.min_fs as f64 + 0.5;
                 let lab: Vec3 =
                     std::array::from_fn(|c| panel.corner[c] + fs * panel.fs[c] + ss * panel.ss[c]);
-                let size = panel.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+                let size = panel.pixel_size();
                 let (cy, cx) = map.centre;
                 LocatedPeak {
                     peak,
@@ -344,7 +344,7 @@ impl RadiusMap {
         let mut radius = vec![f64::NAN; detector.pixels()];
         let mut panel = vec![u32::MAX; detector.pixels()];
         for (p, one) in detector.panels.iter().enumerate() {
-            let size = one.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+            let size = one.pixel_size();
             for ss in 0..one.ss_len {
                 for fs in 0..one.fs_len {
                     let k = (one.module * rows + one.min_ss + ss) * columns + one.min_fs + fs;

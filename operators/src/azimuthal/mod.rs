@@ -196,40 +196,19 @@ impl AzimuthalMap {
         mask: Option<&[bool]>,
     ) -> Result<AzimuthalMap, AzimuthalError> {
         let (modules, rows, columns) = detector.shape();
-        let shape = (modules * rows, columns);
-        if let Some(m) = mask {
-            if m.len() != detector.pixels() {
-                return Err(AzimuthalError::Mask {
-                    mask: (m.len(), 1),
-                    image: shape,
-                });
-            }
-        }
-        let wavelength = 1.239_841_984_332_002_6 / energy_kev;
-        let angles: Vec<(f64, f64, f64)> = detector
-            .pixel_positions()
-            .into_iter()
-            .map(|p| radial(p, unit, wavelength))
-            .collect();
-        let positions: Vec<(f64, f64)> = angles.iter().map(|&(r, _, chi)| (r, chi)).collect();
-        let weights = (corrections != Corrections::default()).then(|| {
-            let solid = corrections.solid_angle.then(|| detector.solid_angles());
-            angles
-                .iter()
-                .enumerate()
-                .map(|(k, &(_, two_theta, chi))| {
-                    let sa = solid.as_ref().map_or(1.0, |s| s[k]);
-                    let pol = corrections
-                        .polarization
-                        .map_or(1.0, |f| polarization(two_theta, chi, f));
-                    sa * pol
-                })
-                .collect()
-        });
-        let excluded = detector.mask();
-        let masked =
-            |k: usize| excluded[k] || mask.is_some_and(|m| m[k]) || positions[k].0.is_nan();
-        AzimuthalMap::build(shape, &positions, weights, bins, range, masked, sectors)
+        let pixels = DetectorPixels::new(detector, energy_kev, unit, corrections, mask)?;
+        let positions: Vec<(f64, f64)> =
+            pixels.angles.iter().map(|&(r, _, chi)| (r, chi)).collect();
+        let masked = |k: usize| pixels.excluded[k];
+        AzimuthalMap::build(
+            (modules * rows, columns),
+            &positions,
+            Some(pixels.weights.clone()),
+            bins,
+            range,
+            masked,
+            sectors,
+        )
     }
 
     /// The map of pixels at `positions` (radial, azimuth; row-major over `shape`), each
@@ -309,10 +288,7 @@ impl AzimuthalMap {
 
     /// Bin centres in the radial unit.
     pub fn centers(&self) -> Vec<f64> {
-        let width = (self.hi - self.lo) / self.bins as f64;
-        (0..self.bins)
-            .map(|b| self.lo + (b as f64 + 0.5) * width)
-            .collect()
+        bin_centers(self.lo, self.hi, self.bins)
     }
 
     /// Pixels per bin (sector-major).
@@ -392,6 +368,70 @@ impl AzimuthalMap {
         } else {
             scatter(pixels, &self.wide, u32::MAX, sums);
         }
+    }
+}
+
+/// The centres of `bins` equal bins over `lo..hi`.
+pub(crate) fn bin_centers(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
+    let width = (hi - lo) / bins as f64;
+    (0..bins).map(|b| lo + (b as f64 + 0.5) * width).collect()
+}
+
+/// What every map needs of a detector's pixels (data order): each one's radial value, 2θ and
+/// χ; whether it is left out (outside the panels, bad, masked); and its correction
+/// (solid angle × polarisation, 1 without corrections).
+pub(crate) struct DetectorPixels {
+    pub angles: Vec<(f64, f64, f64)>,
+    pub excluded: Vec<bool>,
+    pub weights: Vec<f64>,
+    pub wavelength_nm: f64,
+}
+
+impl DetectorPixels {
+    pub fn new(
+        detector: &Detector,
+        energy_kev: f64,
+        unit: Radial,
+        corrections: Corrections,
+        mask: Option<&[bool]>,
+    ) -> Result<DetectorPixels, AzimuthalError> {
+        if let Some(m) = mask {
+            if m.len() != detector.pixels() {
+                let (modules, rows, columns) = detector.shape();
+                return Err(AzimuthalError::Mask {
+                    mask: (m.len(), 1),
+                    image: (modules * rows, columns),
+                });
+            }
+        }
+        let wavelength_nm = 1.239_841_984_332_002_6 / energy_kev;
+        let angles: Vec<(f64, f64, f64)> = detector
+            .pixel_positions()
+            .into_iter()
+            .map(|p| radial(p, unit, wavelength_nm))
+            .collect();
+        let mut excluded = detector.mask();
+        for (k, out) in excluded.iter_mut().enumerate() {
+            *out |= mask.is_some_and(|m| m[k]) || angles[k].0.is_nan();
+        }
+        let solid = corrections.solid_angle.then(|| detector.solid_angles());
+        let weights = angles
+            .iter()
+            .enumerate()
+            .map(|(k, &(_, two_theta, chi))| {
+                let sa = solid.as_ref().map_or(1.0, |s| s[k]);
+                let pol = corrections
+                    .polarization
+                    .map_or(1.0, |f| polarization(two_theta, chi, f));
+                sa * pol
+            })
+            .collect();
+        Ok(DetectorPixels {
+            angles,
+            excluded,
+            weights,
+            wavelength_nm,
+        })
     }
 }
 

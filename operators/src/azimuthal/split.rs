@@ -4,7 +4,7 @@
 //! `integrate1d(..., method=("bbox", "histogram", ...))` shares it. Profiles of coarse bins
 //! then no longer show the comb that whole pixels falling into one bin or the next make.
 
-use super::{polarization, radial, AzimuthalError, Corrections, Radial};
+use super::{bin_centers, radial, AzimuthalError, Corrections, DetectorPixels, Radial};
 use crate::geometry::Detector;
 use crate::Pixel;
 
@@ -52,39 +52,23 @@ impl SplitMap {
         if bins == 0 {
             return Err(AzimuthalError::Bins("0 bins".into()));
         }
-        if let Some(m) = mask {
-            if m.len() != detector.pixels() {
-                let (modules, rows, columns) = detector.shape();
-                return Err(AzimuthalError::Mask {
-                    mask: (m.len(), 1),
-                    image: (modules * rows, columns),
-                });
-            }
-        }
-        let wavelength = 1.239_841_984_332_002_6 / energy_kev;
-        let excluded = detector.mask();
-        let solid = corrections.solid_angle.then(|| detector.solid_angles());
-        let centres = detector.pixel_positions();
+        let detector_pixels = DetectorPixels::new(detector, energy_kev, unit, corrections, mask)?;
         let corners = detector.pixel_corners();
         // Per pixel: centre, half-width, correction; NaN centre for pixels left out.
-        let pixels: Vec<(f64, f64, f64)> = centres
+        let pixels: Vec<(f64, f64, f64)> = detector_pixels
+            .angles
             .iter()
             .zip(&corners)
             .enumerate()
-            .map(|(k, (&c, corner))| {
-                let (value, two_theta, chi) = radial(c, unit, wavelength);
-                if excluded[k] || mask.is_some_and(|m| m[k]) || value.is_nan() {
+            .map(|(k, (&(value, _, _), corner))| {
+                if detector_pixels.excluded[k] {
                     return (f64::NAN, 0.0, 0.0);
                 }
                 let delta = corner
                     .iter()
-                    .map(|&p| (radial(p, unit, wavelength).0 - value).abs())
+                    .map(|&p| (radial(p, unit, detector_pixels.wavelength_nm).0 - value).abs())
                     .fold(0.0, f64::max);
-                let sa = solid.as_ref().map_or(1.0, |s| s[k]);
-                let pol = corrections
-                    .polarization
-                    .map_or(1.0, |f| polarization(two_theta, chi, f));
-                (value, delta, sa * pol)
+                (value, delta, detector_pixels.weights[k])
             })
             .collect();
         let (lo, hi) = range.unwrap_or_else(|| {
@@ -141,10 +125,7 @@ impl SplitMap {
 
     /// Bin centres in the radial unit.
     pub fn centers(&self) -> Vec<f64> {
-        let width = (self.hi - self.lo) / self.bins as f64;
-        (0..self.bins)
-            .map(|b| self.lo + (b as f64 + 0.5) * width)
-            .collect()
+        bin_centers(self.lo, self.hi, self.bins)
     }
 
     /// Σ fraction × correction per bin: the normalisation (pyFAI's `count` with corrections

@@ -78,7 +78,7 @@ impl Assembly {
         }
         let mut snapped = Vec::new();
         for panel in &detector.panels {
-            let size = panel.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+            let size = panel.pixel_size();
             let grid = |v: [f64; 3]| -> [i64; 2] {
                 [
                     (v[1] / size).round_ties_even() as i64,

@@ -221,7 +221,7 @@ fn bad_pixels(
         if let [Some(min_x), Some(max_x), Some(min_y), Some(max_y)] = bad.xy {
             // Lab coordinates in pixels of each panel's own size, as CrystFEL compares them.
             for panel in &detector.panels {
-                let res = 1.0 / panel.fs.iter().map(|c| c * c).sum::<f64>().sqrt();
+                let res = 1.0 / panel.pixel_size();
                 for ss in 0..panel.ss_len {
                     for fs in 0..panel.fs_len {
                         let p = panel.pixel_centre(ss, fs);

@@ -53,6 +53,12 @@ impl Panel {
         ]
     }
 
+    /// The length of one fast-scan step, m: the pixel size CrystFEL's `res` and extra_geom's
+    /// snapping count in.
+    pub fn pixel_size(&self) -> f64 {
+        dot(self.fs, self.fs).sqrt()
+    }
+
     /// The area of one pixel, m² (the pixel's vectors' cross product).
     pub fn pixel_area(&self) -> f64 {
         let c = cross(self.fs, self.ss);
