@@ -393,6 +393,35 @@ fn all_events(dir: &Path) -> Vec<Event> {
         .collect()
 }
 
+/// Bytes of the files in `dir`.
+fn size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.metadata().map_or(0, |m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// `shotflow record synthetic DIR --events 2000 --workers 2`, started and left running.
+fn recording_of_2000(dir: &Path, stderr: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new(SHOTFLOW)
+        .args([
+            "record",
+            "synthetic",
+            dir.to_str().unwrap(),
+            "--events",
+            "2000",
+            "--workers",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// `record` stopped by SIGINT marks the recording interrupted; `record --resume` (with another
 /// worker count) adds the batches its sources had not produced, and the recording then replays
 /// exactly as one recorded without interruption. A live stream cannot be resumed.
@@ -402,30 +431,7 @@ fn a_stopped_recording_resumes_to_the_uninterrupted_one() {
     let (whole, cut) = (root.path().join("whole"), root.path().join("cut"));
     assert!(record_cli(&whole, 2000, 2, &[]).status.success());
 
-    let args = [
-        "record",
-        "synthetic",
-        cut.to_str().unwrap(),
-        "--events",
-        "2000",
-        "--workers",
-        "2",
-    ];
-    let child = std::process::Command::new(SHOTFLOW)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let size = |dir: &Path| -> u64 {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.metadata().map_or(0, |m| m.len()))
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    let child = recording_of_2000(&cut, std::process::Stdio::piped());
     let started = Instant::now();
     while size(&cut) < 30 << 20 {
         assert!(started.elapsed() < Duration::from_secs(60));
@@ -484,30 +490,7 @@ fn a_killed_recorder_resumes_to_the_uninterrupted_recording() {
     let root = tempfile::tempdir().unwrap();
     let (whole, cut) = (root.path().join("whole"), root.path().join("cut"));
     assert!(record_cli(&whole, 2000, 2, &[]).status.success());
-    let args = [
-        "record",
-        "synthetic",
-        cut.to_str().unwrap(),
-        "--events",
-        "2000",
-        "--workers",
-        "2",
-    ];
-    let mut child = std::process::Command::new(SHOTFLOW)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let size = |dir: &Path| -> u64 {
-        std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.metadata().map_or(0, |m| m.len()))
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    let mut child = recording_of_2000(&cut, std::process::Stdio::null());
     // Past each worker's first whole batch (a batch is an eighth of the recording), well
     // before the end: the resume then has committed batches to keep.
     let batch = size(&whole) / 8;

@@ -125,28 +125,14 @@ impl Assembly {
                 let step = |v: [i64; 2]| (v[0] * width as i64 + v[1]) as isize;
                 // The image pixel of the panel's first element: its rectangle's corner, moved
                 // to the far side along each negative vector.
-                let first_y = s.corner[0] - origin[0]
-                    + if s.fs[0] < 0 {
-                        panel.fs_len as i64 - 1
-                    } else {
-                        0
-                    }
-                    + if s.ss[0] < 0 {
-                        panel.ss_len as i64 - 1
-                    } else {
-                        0
-                    };
-                let first_x = s.corner[1] - origin[1]
-                    + if s.fs[1] < 0 {
-                        panel.fs_len as i64 - 1
-                    } else {
-                        0
-                    }
-                    + if s.ss[1] < 0 {
-                        panel.ss_len as i64 - 1
-                    } else {
-                        0
-                    };
+                let far =
+                    |v: [i64; 2], k: usize, len: usize| if v[k] < 0 { len as i64 - 1 } else { 0 };
+                let first = |k: usize| {
+                    s.corner[k] - origin[k]
+                        + far(s.fs, k, panel.fs_len)
+                        + far(s.ss, k, panel.ss_len)
+                };
+                let (first_y, first_x) = (first(0), first(1));
                 Tile {
                     first: (panel.module * rows + panel.min_ss) * columns + panel.min_fs,
                     columns,
