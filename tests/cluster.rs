@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::demo::{Curve, DelayPoint};
-use common::{datasets, demo_reference, small_demo, small_demo_args, spawn, wait_bounded};
+use common::{
+    cluster_args, datasets, demo_reference, small_demo, small_demo_args, spawn, wait_bounded,
+};
 use shotflow::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
@@ -30,26 +32,6 @@ fn curve_of(stdout: &[u8]) -> (u64, (u64, Vec<DelayPoint>)) {
 /// A reference curve as `curve_of` reads one.
 fn printed(curve: &Curve) -> (u64, Vec<DelayPoint>) {
     (curve.kept, curve.sorted())
-}
-
-fn cluster_args(
-    processes: usize,
-    process: usize,
-    workers: usize,
-    dir: &std::path::Path,
-) -> Vec<String> {
-    vec![
-        "--processes".into(),
-        processes.to_string(),
-        "--process".into(),
-        process.to_string(),
-        "--workers".into(),
-        workers.to_string(),
-        "--rendezvous".into(),
-        dir.display().to_string(),
-        "--connect-timeout".into(),
-        "30".into(),
-    ]
 }
 
 #[test]
@@ -362,7 +344,7 @@ fn smalldata_from_two_processes_equals_one_process() {
     // and the values are the reference's: the kept shots' photons, in event order
     let config = small_demo();
     let photons: Vec<u64> = (0..config.source.events)
-        .map(|i| common::demo::reduce(&config.source, &config.source.event(i)))
+        .map(|i| common::demo::reduce(&config, &config.source.event(i)))
         .filter(|row| row.pulse_energy >= config.energy_cut)
         .map(|row| row.photons)
         .collect();

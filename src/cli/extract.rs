@@ -1,5 +1,6 @@
 //! `shotflow extract RUN_DIR --select ... --output FILE.h5`: train-resolved keys, and
-//! per-train sums and means of pulse-resolved arrays, one row per train, as smalldata.
+//! per-train sums and means of pulse-resolved arrays, one row per train, as smalldata; with
+//! `--geometry`, each train's azimuthal profile of the whole detector.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct ExtractArgs {
     #[arg(long, default_value_t = 4)]
     trains_per_batch: usize,
     #[command(flatten)]
+    geometry: crate::cli::profile::GeometryArgs,
+    #[command(flatten)]
     durability: crate::cli::Durability,
     #[command(flatten)]
     launch: Launch,
@@ -46,7 +49,7 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
             meta.modified().ok().hash(&mut files);
         }
     }
-    vec![
+    let mut fingerprint = vec![
         ("command".into(), "extract".into()),
         ("run".into(), args.run.display().to_string()),
         (
@@ -55,7 +58,9 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
         ),
         ("select".into(), args.select.join(" ")),
         ("trains_per_batch".into(), args.trains_per_batch.to_string()),
-    ]
+    ];
+    fingerprint.extend(args.geometry.fingerprint());
+    fingerprint
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
@@ -72,6 +77,18 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .map(|s| Selector::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let selected = Arc::new(run.select(&selectors)?);
+    let profile = args.geometry.profile(&selected)?;
+    if let Some(p) = &profile {
+        let centers = p.centers();
+        outln!(
+            "{}: {} radial bins, centres {} to {} ({:?})",
+            p.keys.0.name(),
+            centers.len(),
+            centers.first().copied().unwrap_or(f64::NAN),
+            centers.last().copied().unwrap_or(f64::NAN),
+            args.geometry.unit
+        );
+    }
     // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
     let reduce: Arc<Vec<Plan>> = Arc::new(
         selected
@@ -103,11 +120,12 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     settings.start = output.prepare(plan.process())?;
     let per = args.trains_per_batch;
     let outcome = execute_with(&plan, settings, move |worker| {
-        let (run, selected, reduce, output) = (
+        let (run, selected, reduce, output, profile) = (
             Arc::clone(&run),
             Arc::clone(&selected),
             Arc::clone(&reduce),
             output.clone(),
+            profile.clone(),
         );
         worker.dataflow(|scope| {
             scope
@@ -132,6 +150,9 @@ pub fn run(args: ExtractArgs) -> Result<()> {
                             }
                             _ => row.set(*field, value.clone()),
                         }
+                    }
+                    if let Some(profile) = &profile {
+                        profile.apply(&event, &mut row);
                     }
                     row
                 })

@@ -24,6 +24,7 @@ macro_rules! out {
 mod demo;
 mod extract;
 mod inspect;
+mod profile;
 mod record;
 mod serve;
 mod simulate;
@@ -128,6 +129,17 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
         _ => Err(format!("{text:?} is not a number of seconds")),
     }
+}
+
+/// Names a file and its content, for a fingerprint: a resumed run must read the same one.
+pub fn file_digest(path: Option<&std::path::Path>) -> String {
+    use std::hash::{Hash, Hasher};
+    let Some(path) = path else {
+        return "none".into();
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).ok().hash(&mut hasher);
+    format!("{} (digest {:016x})", path.display(), hasher.finish())
 }
 
 /// Prints loss counts (source, reason, events), one line each.

@@ -14,8 +14,15 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 64)]
     trains: u64,
     /// Detector modules.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, conflicts_with = "geometry")]
     modules: usize,
+    /// Detector geometry (CrystFEL `.geom` or pyFAI `.poni`): the run has its modules, of
+    /// its shape, and each pulse's photons land on a powder ring through it.
+    #[arg(long)]
+    geometry: Option<PathBuf>,
+    /// Frame shape ROWSxCOLS of a PONI geometry that gives none.
+    #[arg(long, requires = "geometry")]
+    frame: Option<String>,
     /// Frames per train.
     #[arg(long, default_value_t = 16)]
     frames: usize,
@@ -31,7 +38,18 @@ pub struct SimulateArgs {
 }
 
 pub fn run(args: SimulateArgs) -> Result<()> {
+    let shape = match &args.frame {
+        Some(text) => crate::cli::demo::parse_frame(text)?.map(|[r, c]| (r, c)),
+        None => None,
+    };
+    let geometry = match &args.geometry {
+        Some(path) => Some(std::sync::Arc::new(shotflow_operators::geometry::load(
+            path, shape,
+        )?)),
+        None => None,
+    };
     let simulation = Simulation {
+        geometry,
         run: args.run,
         trains: args.trains,
         modules: args.modules,

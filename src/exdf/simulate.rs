@@ -13,17 +13,23 @@
 //!   through a scan) and the pump-laser shutter `SPB_LAS_SYS/PPL/SHUTTER` (`isOpen`, every
 //!   other train).
 //!
+//! With a [`Simulation::geometry`], the modules and their shape are the detector's, and the
+//! photons of a pulse land where a powder ring crosses its panels, on every module at once.
+//!
 //! Detector and DA01 files are split into sequences of different lengths, so their boundaries
 //! do not line up, as at the facility. Everything is a function of the seed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use hdf5::types::VarLenAscii;
 use ndarray::{s, Array1, Array2, Array3};
-use rand_distr::{Distribution, Gamma};
+use rand_distr::{Distribution, Gamma, Poisson};
+use shotflow_operators::geometry::Detector;
 
 use super::ExdfError;
-use crate::source::synthetic::{event_rng, noise_table, render_frame};
+use crate::source::ring::Ring;
+use crate::source::synthetic::{event_rng, noise_frame, noise_table, render_frame, PHOTON_ADU};
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -34,11 +40,11 @@ pub struct Simulation {
     pub trains: u64,
     /// First train id.
     pub first_train: u64,
-    /// Detector modules.
+    /// Detector modules (the geometry's, when there is one).
     pub modules: usize,
     /// Frames per train.
     pub frames: usize,
-    /// Frame shape.
+    /// Frame shape of one module (the geometry's, when there is one).
     pub frame: [usize; 2],
     /// Trains per detector sequence file (DA01 files hold 1.5× as many).
     pub trains_per_file: u64,
@@ -48,6 +54,9 @@ pub struct Simulation {
     pub delay_steps: u64,
     /// Seed.
     pub seed: u64,
+    /// The detector whose modules are simulated: photons fall on a ring through its geometry.
+    /// Without it, each module has a ring of its own around its centre.
+    pub geometry: Option<Arc<Detector>>,
 }
 
 impl Default for Simulation {
@@ -63,6 +72,7 @@ impl Default for Simulation {
             photons: 300.0,
             delay_steps: 8,
             seed: 2026,
+            geometry: None,
         }
     }
 }
@@ -105,6 +115,17 @@ impl Simulation {
         t.is_multiple_of(2)
     }
 
+    /// Modules and the shape of one module's frame: the geometry's, or `modules` and `frame`.
+    pub fn layout(&self) -> (usize, [usize; 2]) {
+        match &self.geometry {
+            Some(detector) => {
+                let (modules, rows, columns) = detector.shape();
+                (modules, [rows, columns])
+            }
+            None => (self.modules, self.frame),
+        }
+    }
+
     /// Writes the run into `dir` (created if needed). Returns the files written.
     pub fn write(&self, dir: &Path) -> Result<Vec<std::path::PathBuf>, ExdfError> {
         std::fs::create_dir_all(dir).map_err(|e| ExdfError::Io {
@@ -113,11 +134,12 @@ impl Simulation {
         })?;
         let mut written = Vec::new();
         let per = self.trains_per_file.max(1);
-        for m in 0..self.modules {
+        let ring = self.geometry.as_deref().map(Ring::new);
+        for m in 0..self.layout().0 {
             for (seq, lo) in (0..self.trains).step_by(per as usize).enumerate() {
                 let hi = (lo + per).min(self.trains);
                 let path = dir.join(format!("RAW-R{:04}-AGIPD{m:02}-S{seq:05}.h5", self.run));
-                self.write_detector_file(&path, m, seq as u32, lo..hi)?;
+                self.write_detector_file(&path, m, seq as u32, lo..hi, ring.as_ref())?;
                 written.push(path);
             }
         }
@@ -246,6 +268,7 @@ impl Simulation {
         m: usize,
         seq: u32,
         trains: std::ops::Range<u64>,
+        ring: Option<&Ring>,
     ) -> Result<(), ExdfError> {
         let source = names::agipd(m);
         let groups = ["image", "header"];
@@ -260,7 +283,8 @@ impl Simulation {
         };
         let n = (trains.end - trains.start) as usize;
         let rows = n * self.frames;
-        let [h, w] = self.frame;
+        let frame = self.layout().1;
+        let [h, w] = frame;
         let base = format!("INSTRUMENT/{source}/image");
         let data = file
             .new_dataset::<u16>()
@@ -282,13 +306,24 @@ impl Simulation {
             let mut block = Array3::<u16>::zeros((self.frames, h, w));
             for (p, energy) in energies.iter().enumerate() {
                 let mut rng = event_rng(self.seed ^ ((m as u64 + 1) * 0x9e37), t * 4096 + p as u64);
-                let frame: Array2<u16> = render_frame(
-                    &mut rng,
-                    &noise,
-                    self.frame,
-                    self.photons * *energy as f64 * pump,
-                );
-                block.slice_mut(s![p, .., ..]).assign(&frame);
+                let photons = self.photons * *energy as f64 * pump;
+                let image: Array2<u16> = match ring {
+                    None => render_frame(&mut rng, &noise, frame, photons),
+                    Some(ring) => {
+                        let mut image = noise_frame(&mut rng, &noise, frame);
+                        // The pulse's photons, the same for every module's file.
+                        let mut pulse = event_rng(self.seed ^ 0x7269_6e67, t * 4096 + p as u64);
+                        let n = Poisson::new(photons).map_or(0, |d| d.sample(&mut pulse) as usize);
+                        let pixels = image.as_slice_mut().expect("a standard-layout frame");
+                        for (module, k) in ring.hits(&mut pulse, n) {
+                            if module == m {
+                                pixels[k] = pixels[k].saturating_add(PHOTON_ADU);
+                            }
+                        }
+                        image
+                    }
+                };
+                block.slice_mut(s![p, .., ..]).assign(&image);
                 pulse_ids.push(p as u64 * 4);
                 cell_ids.push(p as u16);
                 train_ids.push(self.first_train + t);

@@ -10,6 +10,8 @@
 //! unless an operator moves them.
 
 mod batched;
+#[cfg(feature = "hdf5")]
+pub(crate) mod ring;
 pub mod synthetic;
 
 pub use batched::{batched_source, owned_batches, source_loop, Produced, Schedule};

@@ -204,6 +204,20 @@ impl Generator {
     }
 }
 
+/// A dark frame: the pedestal and noise from the shared table.
+pub(crate) fn noise_frame(
+    rng: &mut Pcg64Mcg,
+    noise: &[i8],
+    [rows, cols]: [usize; 2],
+) -> Array2<u16> {
+    let mut frame = Array2::<u16>::zeros((rows, cols));
+    let start = rng.gen_range(0..NOISE_TABLE);
+    for (i, px) in frame.iter_mut().enumerate() {
+        *px = (PEDESTAL as i16 + noise[(start + i) & (NOISE_TABLE - 1)] as i16) as u16;
+    }
+    frame
+}
+
 /// A detector frame: pedestal, noise from the shared table, and a Poisson number of photons
 /// (mean `mean_photons`) on a ring around the centre.
 pub(crate) fn render_frame(
@@ -212,11 +226,7 @@ pub(crate) fn render_frame(
     [rows, cols]: [usize; 2],
     mean_photons: f64,
 ) -> Array2<u16> {
-    let mut frame = Array2::<u16>::zeros((rows, cols));
-    let start = rng.gen_range(0..NOISE_TABLE);
-    for (i, px) in frame.iter_mut().enumerate() {
-        *px = (PEDESTAL as i16 + noise[(start + i) & (NOISE_TABLE - 1)] as i16) as u16;
-    }
+    let mut frame = noise_frame(rng, noise, [rows, cols]);
     let n = if mean_photons > 0.0 {
         Poisson::new(mean_photons).unwrap().sample(rng) as usize
     } else {

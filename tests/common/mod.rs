@@ -58,7 +58,7 @@ pub fn small_demo_args() -> Vec<String> {
 pub fn demo_reference(config: &DemoConfig) -> Curve {
     let mut curve = Curve::default();
     for i in 0..config.source.events {
-        let row = demo::reduce(&config.source, &config.source.event(i));
+        let row = demo::reduce(config, &config.source.event(i));
         if row.pulse_energy >= config.energy_cut {
             curve.add(&row);
         }
@@ -129,11 +129,33 @@ pub fn spawn(program: &str, args: &[String]) -> Child {
         .expect("spawn")
 }
 
-/// A simulated run small enough for debug builds.
+/// The launch arguments of process `process` of a loopback cluster of `processes` processes of
+/// `workers` workers each, meeting in the rendezvous directory `dir`.
+pub fn cluster_args(
+    processes: usize,
+    process: usize,
+    workers: usize,
+    dir: &std::path::Path,
+) -> Vec<String> {
+    vec![
+        "--processes".into(),
+        processes.to_string(),
+        "--process".into(),
+        process.to_string(),
+        "--workers".into(),
+        workers.to_string(),
+        "--rendezvous".into(),
+        dir.display().to_string(),
+        "--connect-timeout".into(),
+        "30".into(),
+    ]
+}
+
+/// A simulated run small enough for debug builds: two modules of the demo's AGIPD layout.
 pub fn small_run() -> shotflow::exdf::simulate::Simulation {
     shotflow::exdf::simulate::Simulation {
         trains: 12,
-        modules: 1,
+        modules: 2,
         frames: 6,
         frame: [64, 32],
         trains_per_file: 6,
@@ -152,6 +174,8 @@ pub fn small_run_args() -> Vec<String> {
         "12",
         "--pulses",
         "6",
+        "--modules",
+        "2",
         "--frame",
         "64x32",
         "--photons",
@@ -167,15 +191,21 @@ pub fn small_run_args() -> Vec<String> {
 /// The demo's curve for a simulated run, by a plain loop: all trains read at once, each train
 /// split into pulses by hand (not by the `explode_pulses` operator), reduced, cut, folded.
 pub fn run_reference(simulation: &shotflow::exdf::simulate::Simulation, energy_cut: f64) -> Curve {
-    use demo::{reduce_pulse, run_selectors, RunKeys};
+    use demo::{reduce_pulse, simulated_detector, RunKeys};
     use shotflow::event::{Event, Value};
     use shotflow::exdf::explode::pulse_event_id;
     use shotflow::exdf::ExdfRun;
 
+    let detector = simulated_detector(simulation).unwrap();
+    let simulation = shotflow::exdf::simulate::Simulation {
+        geometry: Some(std::sync::Arc::clone(&detector)),
+        ..simulation.clone()
+    };
     let dir = tempfile::tempdir().unwrap();
     simulation.write(dir.path()).unwrap();
+    let keys = RunKeys::new(detector);
     let run = ExdfRun::open(dir.path()).unwrap();
-    let selected = run.select(&run_selectors()).unwrap();
+    let selected = run.select(&keys.selectors()).unwrap();
     let mut open = |index: usize, name: &str| {
         Ok(hdf5::File::open(&run.files[index].path)
             .unwrap()
@@ -183,17 +213,22 @@ pub fn run_reference(simulation: &shotflow::exdf::simulate::Simulation, energy_c
             .unwrap())
     };
     let trains = run.read(&run.trains, &selected, &mut open).unwrap();
-    let keys = RunKeys::default();
     let mut curve = Curve::default();
     for train in trains {
         let pulse_ids = train.array::<u64>(keys.pulse_id).unwrap().to_owned();
-        let frames = train.array::<u16>(keys.frame).unwrap().to_owned();
+        let modules: Vec<_> = keys
+            .frames
+            .iter()
+            .map(|key| train.array::<u16>(*key).unwrap().to_owned())
+            .collect();
         let energies = train.array::<f32>(keys.intensity).unwrap().to_owned();
         for (j, pulse) in pulse_ids.iter().enumerate() {
-            let frame = frames.index_axis(ndarray::Axis(0), j).to_owned();
             let mut event = Event::new(pulse_event_id(train.id, *pulse))
-                .with(keys.frame, Value::from(frame))
                 .with(keys.intensity, *energies.iter().nth(j).unwrap()); // [1, 1000]: one XGM row per train
+            for (key, frames) in keys.frames.iter().zip(&modules) {
+                let frame = frames.index_axis(ndarray::Axis(0), j).to_owned();
+                event.set(*key, Value::from(frame));
+            }
             for key in [keys.delay, keys.shutter] {
                 if let Some(v) = train.value(key) {
                     event.set(key, v.clone());

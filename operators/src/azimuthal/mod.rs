@@ -126,6 +126,8 @@ pub struct AzimuthalMap {
     counts: Vec<u32>,
     /// What each bin's sum is divided by: its pixels, or the sum of their corrections.
     norm: Vec<f64>,
+    /// Each pixel's correction (empty: 1 for every pixel), for the norms of parts.
+    weights: Vec<f64>,
 }
 
 impl AzimuthalMap {
@@ -203,7 +205,7 @@ impl AzimuthalMap {
         AzimuthalMap::build(
             (modules * rows, columns),
             &positions,
-            Some(pixels.weights.clone()),
+            Some(pixels.weights),
             bins,
             range,
             masked,
@@ -283,6 +285,7 @@ impl AzimuthalMap {
             wide,
             counts,
             norm,
+            weights: weights.unwrap_or_default(),
         })
     }
 
@@ -294,6 +297,54 @@ impl AzimuthalMap {
     /// Pixels per bin (sector-major).
     pub fn counts(&self) -> &[u32] {
         &self.counts
+    }
+
+    /// What each bin's sum is divided by (sector-major): its pixels' count, or the sum of
+    /// their corrections.
+    pub fn norm(&self) -> &[f64] {
+        &self.norm
+    }
+
+    /// The radial range the bins cover, `lo..hi` in the map's unit.
+    pub fn range(&self) -> (f64, f64) {
+        (self.lo, self.hi)
+    }
+
+    /// [`AzimuthalMap::norm`] of the pixels at `offset..offset + len` in data order alone: what
+    /// the bins of a part of the detector (one module) are divided by, so that an event missing
+    /// a module is normalised by the modules it has.
+    ///
+    /// ```
+    /// use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
+    /// use shotflow_operators::geometry::AgipdLayout;
+    ///
+    /// let detector = AgipdLayout { modules: 2, module_shape: (64, 16), ..AgipdLayout::default() }
+    ///     .detector().unwrap();
+    /// let corrections = Corrections { solid_angle: true, polarization: Some(0.99) };
+    /// let map = AzimuthalMap::for_detector(&detector, 9.3, Radial::QInvNm, 10, None, 1,
+    ///                                      corrections, None).unwrap();
+    /// let (a, b) = (map.norm_of_part(0, 1024), map.norm_of_part(1024, 1024));
+    /// for ((x, y), all) in a.iter().zip(&b).zip(map.norm()) {
+    ///     assert!((x + y - all).abs() <= 1e-12 * all);
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the part reaches beyond the map's pixels.
+    pub fn norm_of_part(&self, offset: usize, len: usize) -> Vec<f64> {
+        let mut norm = vec![0.0; self.norm.len()];
+        for k in offset..offset + len {
+            let bin = if self.wide.is_empty() {
+                (self.index[k] != u16::MAX).then_some(self.index[k] as usize)
+            } else {
+                (self.wide[k] != u32::MAX).then_some(self.wide[k] as usize)
+            };
+            if let Some(b) = bin {
+                norm[b] += self.weights.get(k).copied().unwrap_or(1.0);
+            }
+        }
+        norm
     }
 
     /// Mean intensity per bin (sector-major: `sectors × bins`), or Σ signal / Σ corrections
@@ -359,14 +410,48 @@ impl AzimuthalMap {
             self.shape.0 * self.shape.1,
             "pixel count differs from the map's"
         );
+        self.accumulate_part(0, pixels, sums);
+    }
+
+    /// Adds a contiguous part of an event's pixels into `sums`: `pixels` are those at
+    /// `offset..offset + pixels.len()` in data order. A multi-module event whose modules
+    /// arrive as separate arrays (one per EXDF source) is integrated without stacking them
+    /// first: module `m` of `(modules, rows, columns)` data starts at `m * rows * columns`.
+    ///
+    /// ```
+    /// use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
+    /// use shotflow_operators::geometry;
+    ///
+    /// let poni = "Distance: 0.1\nPoni1: 0.002\nPoni2: 0.002\nPixelSize1: 1e-4\n\
+    ///             PixelSize2: 1e-4\nWavelength: 1e-10\n";
+    /// let detector = geometry::parse(poni, "flat.poni", Some((40, 40))).unwrap();
+    /// let map = AzimuthalMap::for_detector(&detector, 12.4, Radial::RadiusMm, 8, None, 1,
+    ///                                      Corrections::default(), None).unwrap();
+    /// let image: Vec<u16> = (0..1600).map(|k| (k % 97) as u16).collect();
+    /// let mut sums = vec![0.0; 8];
+    /// map.accumulate_part(0, &image[..700], &mut sums);
+    /// map.accumulate_part(700, &image[700..], &mut sums);
+    /// assert_eq!(map.normalize(&sums), map.integrate_slice(&image));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the part reaches beyond the map's pixels, or the sums are not the map's bins.
+    pub fn accumulate_part<T: Pixel>(&self, offset: usize, pixels: &[T], sums: &mut [f64]) {
+        let range = offset..offset + pixels.len();
+        assert!(
+            range.end <= self.shape.0 * self.shape.1,
+            "pixels {range:?} lie beyond the map's {}",
+            self.shape.0 * self.shape.1
+        );
         assert_eq!(sums.len(), self.bins * self.sectors);
         if let (Some(raw), false) = (T::as_u16(pixels), self.index.is_empty()) {
             // Raw 16-bit frames: integer banks are exact and their adds have 1-cycle latency.
-            scatter_u16(raw, &self.index, sums);
+            scatter_u16(raw, &self.index[range], sums);
         } else if self.wide.is_empty() {
-            scatter(pixels, &self.index, u16::MAX, sums);
+            scatter(pixels, &self.index[range], u16::MAX, sums);
         } else {
-            scatter(pixels, &self.wide, u32::MAX, sums);
+            scatter(pixels, &self.wide[range], u32::MAX, sums);
         }
     }
 }

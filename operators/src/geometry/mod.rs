@@ -10,6 +10,7 @@
 //! assert_eq!(detector.shape(), (1, 100, 100));
 //! ```
 
+mod agipd;
 mod assemble;
 mod crystfel;
 mod detector;
@@ -17,6 +18,7 @@ mod poni;
 
 use std::path::Path;
 
+pub use agipd::AgipdLayout;
 pub use assemble::{AssembleError, Assembly};
 pub use detector::{Detector, DetectorError, Panel, Vec3};
 pub use poni::{rotate, Poni};

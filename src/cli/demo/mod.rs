@@ -29,6 +29,15 @@ pub struct DemoArgs {
     /// Pulses (frames) per train of the simulated run (--source run).
     #[arg(long, default_value_t = 32)]
     pulses: usize,
+    /// Detector modules of the simulated run (--source run): the first N of AGIPD 1M's
+    /// layout, 4 (one quadrant) by default, up to 16.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
+    modules: u16,
+    /// Detector geometry, CrystFEL `.geom` or pyFAI `.poni`: the simulated run has its modules
+    /// and its photons follow it (--source run), and the azimuthal profile integrates over it.
+    /// Default: AGIPD 1M's layout (--source run), a flat panel (--source synthetic).
+    #[arg(long)]
+    geometry: Option<std::path::PathBuf>,
     /// Number of shots (--source synthetic).
     #[arg(long, default_value_t = 5_000)]
     events: u64,
@@ -38,7 +47,8 @@ pub struct DemoArgs {
     /// Seed of the synthetic run.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
-    /// Detector frame shape ROWSxCOLS, or "none" for scalar-only shots.
+    /// Detector frame shape ROWSxCOLS (of one module), or "none" for scalar-only shots; a PONI
+    /// file's shape when it gives none.
     #[arg(long, default_value = "512x128")]
     frame: String,
     /// Mean photons per frame at 1 mJ.
@@ -78,9 +88,18 @@ impl DemoArgs {
             ),
             Input::Synthetic => format!("synthetic, {} events", self.events),
         };
+        let modules = match self.source {
+            Input::Run => self.modules.to_string(),
+            Input::Synthetic => "1".to_string(),
+        };
         [
             ("command", "demo".to_string()),
             ("source", source),
+            ("modules", modules),
+            (
+                "geometry",
+                crate::cli::file_digest(self.geometry.as_deref()),
+            ),
             ("batch_size", self.batch_size.to_string()),
             ("seed", self.seed.to_string()),
             ("frame", self.frame.clone()),
@@ -93,7 +112,7 @@ impl DemoArgs {
     }
 }
 
-fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
+pub(crate) fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
@@ -123,10 +142,26 @@ pub fn run(args: DemoArgs) -> Result<()> {
     ));
     agree.push(("resume".into(), args.durability.resume.to_string()));
     let plan = args.launch.clone().with_fingerprint(agree).plan()?;
-    let frame = parse_frame(&args.frame)?;
+    let mut frame = parse_frame(&args.frame)?;
+    let geometry = match &args.geometry {
+        Some(path) => {
+            let detector = shotflow_operators::geometry::load(path, frame.map(|[r, c]| (r, c)))?;
+            let (modules, rows, columns) = detector.shape();
+            if args.source == Input::Synthetic && modules > 1 {
+                bail!(
+                    "{}: {modules} modules; synthetic shots have one frame (use --source run)",
+                    path.display()
+                );
+            }
+            frame = Some([rows, columns]);
+            Some(std::sync::Arc::new(detector))
+        }
+        None => None,
+    };
     let run = (args.source == Input::Run).then(|| Simulation {
         trains: args.trains,
-        modules: 1,
+        modules: args.modules as usize,
+        geometry: geometry.clone(),
         frames: args.pulses.max(1),
         frame: frame.unwrap_or([512, 128]),
         trains_per_file: args.trains.div_ceil(2).max(1),
@@ -146,6 +181,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         },
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
+        geometry: geometry.filter(|_| args.source == Input::Synthetic),
         output: (!args.no_output).then(|| {
             args.durability
                 .apply(pipeline::demo_output(&args.output), args.fingerprint())
@@ -192,6 +228,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
                         r.master.display(),
                         r.rows
                     );
+                }
+                if let (Some(run), None) = (&config.run, &args.geometry) {
+                    // The detector the run was simulated on, for extra_geom or CrystFEL.
+                    let geom = args.output.with_extension("geom");
+                    let layout = pipeline::run_layout(run.modules, run.frame);
+                    match layout.crystfel().map(|text| std::fs::write(&geom, text)) {
+                        Ok(Ok(())) => outln!("  detector geometry: {}", geom.display()),
+                        Ok(Err(e)) => eprintln!("warning: no {}: {e}", geom.display()),
+                        Err(e) => eprintln!("warning: no {}: {e}", geom.display()),
+                    }
                 }
                 match plot::pump_probe(&report.curve.sorted(), &args.plot) {
                     Ok(()) => outln!("  plot: {}", args.plot.display()),

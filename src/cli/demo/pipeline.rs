@@ -8,13 +8,17 @@
 //!   delay, laser)      sum; frame dropped)                            delay, laser on and off)
 //! ```
 //!
-//! Frames never leave the worker that generated them; only the reduced rows move.
+//! Frames never leave the worker that generated them; only the reduced rows move. The
+//! azimuthal profile integrates over the whole detector, every module at once, through its
+//! geometry: a simulated run's AGIPD 1M modules (a quadrant by default) or the flat panel of
+//! the synthetic shots, or a geometry file the user gives.
 
 #![allow(dead_code)] // the binary uses part of it, the tests the rest
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ndarray::{ArrayView2, Ix2};
 use serde::{Deserialize, Serialize};
 use shotflow::event::{Event, EventId, HasEventId, Key};
 use shotflow::exdf::simulate::{names, Simulation};
@@ -25,8 +29,9 @@ use shotflow::sink::SinkExt;
 use shotflow::smalldata::{SmallData, SmallDataExt};
 use shotflow::source::synthetic::{PEDESTAL, PHOTON_ADU};
 use shotflow::source::{Synthetic, SyntheticSource};
-use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::binning::{ScanAxis, ScanBins};
+use shotflow_operators::geometry::{AgipdLayout, Detector, GeometryError, Poni};
 use shotflow_operators::photons::PhotonCounter;
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -45,6 +50,10 @@ pub struct DemoConfig {
     pub run: Option<Simulation>,
     /// Panic while reducing this event id: shows (and tests) how a failing worker ends a run.
     pub fail_at: Option<EventId>,
+    /// The detector of the synthetic shots (one module of the frame's shape); default: a flat
+    /// panel 12 cm from the sample, beam at its centre ([`flat_detector`]). A simulated run's
+    /// detector is its [`Simulation::geometry`] (default: [`run_detector`]).
+    pub geometry: Option<Arc<Detector>>,
 }
 
 impl Default for DemoConfig {
@@ -55,6 +64,7 @@ impl Default for DemoConfig {
             fail_at: None,
             output: None,
             run: None,
+            geometry: None,
         }
     }
 }
@@ -117,77 +127,170 @@ pub fn demo_roi(shape: [usize; 2]) -> Roi {
 /// q bins of the demo's azimuthal profile.
 pub const AZAV_BINS: usize = 64;
 
-/// The demo's detector geometry: 200 µm pixels (AGIPD), 12 cm from the sample, 9.3 keV, beam
-/// at the frame centre.
-pub fn demo_geometry(shape: [usize; 2]) -> Geometry {
-    Geometry {
+/// Photon energy of the demo when the geometry does not give one, keV.
+pub const ENERGY_KEV: f64 = 9.3;
+
+/// What the azimuthal profile corrects for, as a pyFAI user would: solid angle, and the
+/// horizontal polarisation of an XFEL beam.
+pub const CORRECTIONS: Corrections = Corrections {
+    solid_angle: true,
+    polarization: Some(0.99),
+};
+
+/// The synthetic shots' detector: one flat panel of `shape` 200 µm pixels (AGIPD's), 12 cm
+/// from the sample, beam at its centre.
+pub fn flat_detector(shape: [usize; 2]) -> Detector {
+    let pixel = 2e-4;
+    Poni {
         distance: 0.12,
-        poni1: 0.0,
-        poni2: 0.0,
-        pixel1: 2e-4,
-        pixel2: 2e-4,
-        energy_kev: 9.3,
+        poni1: shape[0] as f64 / 2.0 * pixel,
+        poni2: shape[1] as f64 / 2.0 * pixel,
+        rot1: 0.0,
+        rot2: 0.0,
+        rot3: 0.0,
+        pixel1: pixel,
+        pixel2: pixel,
+        shape: Some((shape[0], shape[1])),
+        wavelength: None,
     }
-    .with_center(shape[0] as f64 / 2.0, shape[1] as f64 / 2.0)
+    .detector(None)
+    .expect("a panel with pixels")
 }
 
-type Maps = Vec<([usize; 2], AzimuthalMap)>;
+/// A simulated run's default detector: the first `modules` modules of AGIPD 1M's layout
+/// (extra_geom's from_quad_positions), scaled to `frame` when it is not 512×128.
+pub fn run_detector(modules: usize, frame: [usize; 2]) -> Result<Detector, GeometryError> {
+    run_layout(modules, frame).detector()
+}
+
+/// The layout of [`run_detector`].
+pub fn run_layout(modules: usize, frame: [usize; 2]) -> AgipdLayout {
+    AgipdLayout {
+        modules,
+        module_shape: (frame[0], frame[1]),
+        photon_energy_ev: ENERGY_KEV * 1e3,
+        ..AgipdLayout::default()
+    }
+}
+
+/// A detector's azimuthal map, with what the frames' pedestal adds to each bin.
+struct Profile {
+    detector: Arc<Detector>,
+    map: AzimuthalMap,
+    pedestal: Vec<f64>,
+}
 
 thread_local! {
-    /// Pixel maps per frame shape: built once per worker, used for every frame.
-    static MAPS: std::cell::RefCell<Maps> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Maps per detector: built once per worker, used for every frame.
+    static PROFILES: std::cell::RefCell<Vec<Arc<Profile>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Flat panels per frame shape, for the synthetic shots.
+    static FLAT: std::cell::RefCell<Vec<([usize; 2], Arc<Detector>)>> = const { std::cell::RefCell::new(Vec::new()) };
     static COUNTER: PhotonCounter = PhotonCounter::new(PEDESTAL as f64, PHOTON_ADU as f64);
 }
 
-/// Photons, the central ROI sum (pixels from half a photon up) and the azimuthal profile
-/// (mean ADU above pedestal per q bin) of a 2-D u16 frame field; zeros and no profile without
-/// a frame.
-fn frame_stats(event: &Event, key: Key) -> (u64, f64, Vec<f32>) {
-    let Some(frame) = event.array::<u16>(key) else {
-        return (0, 0.0, Vec::new());
-    };
-    let frame = frame
-        .into_dimensionality::<ndarray::Ix2>()
-        .expect("detector frames are 2-D");
-    let shape = [frame.nrows(), frame.ncols()];
-    let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
-    let azav = MAPS.with(|maps| {
-        let mut maps = maps.borrow_mut();
-        if !maps.iter().any(|(s, _)| *s == shape) {
-            let geometry = demo_geometry(shape);
-            let map = AzimuthalMap::new(
-                (shape[0], shape[1]),
-                &geometry,
-                Radial::QInvNm,
-                AZAV_BINS,
-                None,
-                None,
-                1,
-            )
-            .expect("bins over the frame's q range");
-            maps.push((shape, map));
+fn profile(detector: &Arc<Detector>) -> Arc<Profile> {
+    PROFILES.with(|profiles| {
+        let mut profiles = profiles.borrow_mut();
+        if let Some(p) = profiles
+            .iter()
+            .find(|p| Arc::ptr_eq(&p.detector, detector) || p.detector == *detector)
+        {
+            return Arc::clone(p);
         }
-        let map = &maps
+        let energy = detector.photon_energy_ev.map_or(ENERGY_KEV, |ev| ev / 1e3);
+        let map = AzimuthalMap::for_detector(
+            detector,
+            energy,
+            Radial::QInvNm,
+            AZAV_BINS,
+            None,
+            1,
+            CORRECTIONS,
+            None,
+        )
+        .expect("bins over the detector's q range");
+        let pedestal = map
+            .counts()
             .iter()
-            .find(|(s, _)| *s == shape)
-            .expect("just added")
-            .1;
-        map.integrate(frame)
-            .iter()
-            .map(|v| (v - PEDESTAL as f64) as f32)
-            .collect()
-    });
-    (
-        COUNTER.with(|c| c.count(frame)),
-        roi_stats(frame, demo_roi(shape), Some(threshold)).sum,
-        azav,
-    )
+            .map(|&c| c as f64 * PEDESTAL as f64)
+            .collect();
+        let p = Arc::new(Profile {
+            detector: Arc::clone(detector),
+            map,
+            pedestal,
+        });
+        profiles.push(Arc::clone(&p));
+        p
+    })
+}
+
+/// Photons, the ROI sum (pixels from half a photon up, in the middle half of every module)
+/// and the azimuthal profile (ADU above pedestal per q bin, corrected) of a detector's 2-D u16
+/// module frames, `(module, frame)`; zeros and no profile without a frame.
+fn frame_stats(
+    frames: &[(usize, ArrayView2<'_, u16>)],
+    detector: &Arc<Detector>,
+) -> (u64, f64, Vec<f32>) {
+    if frames.is_empty() {
+        return (0, 0.0, Vec::new());
+    }
+    let profile = profile(detector);
+    let (_, rows, columns) = detector.shape();
+    let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
+    let mut sums = vec![0.0; AZAV_BINS];
+    let (mut photons, mut roi_sum) = (0, 0.0);
+    for (module, frame) in frames {
+        let shape = [frame.nrows(), frame.ncols()];
+        assert_eq!(
+            shape,
+            [rows, columns],
+            "module frames of the detector's shape"
+        );
+        photons += COUNTER.with(|c| c.count(*frame));
+        roi_sum += roi_stats(*frame, demo_roi(shape), Some(threshold)).sum;
+        let pixels = frame.as_slice().expect("frames in standard layout");
+        profile
+            .map
+            .accumulate_part(module * rows * columns, pixels, &mut sums);
+    }
+    // Subtracting the pedestal from the sums, not from every pixel, keeps the raw u16 kernel.
+    sums.iter_mut()
+        .zip(&profile.pedestal)
+        .for_each(|(s, p)| *s -= p);
+    let azav = profile
+        .map
+        .normalize(&sums)
+        .iter()
+        .map(|v| *v as f32)
+        .collect();
+    (photons, roi_sum, azav)
 }
 
 /// Reduces one synthetic event to a row (the demo's per-event map, usable on its own).
-pub fn reduce(config: &Synthetic, event: &Event) -> ShotRow {
-    let keys = config.keys();
-    let (photons, roi_sum, azav) = frame_stats(event, keys.frame);
+pub fn reduce(config: &DemoConfig, event: &Event) -> ShotRow {
+    let keys = config.source.keys();
+    let frame = event.array::<u16>(keys.frame).map(|f| {
+        f.into_dimensionality::<Ix2>()
+            .expect("detector frames are 2-D")
+    });
+    let (photons, roi_sum, azav) = match frame {
+        Some(frame) => {
+            let detector = config.geometry.clone().unwrap_or_else(|| {
+                let shape = [frame.nrows(), frame.ncols()];
+                FLAT.with(|flat| {
+                    let mut flat = flat.borrow_mut();
+                    if let Some((_, d)) = flat.iter().find(|(s, _)| *s == shape) {
+                        return Arc::clone(d);
+                    }
+                    let d = Arc::new(flat_detector(shape));
+                    flat.push((shape, Arc::clone(&d)));
+                    d
+                })
+            });
+            frame_stats(&[(0, frame)], &detector)
+        }
+        None => (0, 0.0, Vec::new()),
+    };
     ShotRow {
         id: event.id,
         pulse_energy: event.get_f64(keys.pulse_energy).unwrap_or(f64::NAN),
@@ -199,12 +302,12 @@ pub fn reduce(config: &Synthetic, event: &Event) -> ShotRow {
     }
 }
 
-/// The fields of a simulated run that the demo reads.
-#[derive(Clone, Copy, Debug)]
+/// The fields of a simulated run that the demo reads, and the detector its modules make.
+#[derive(Clone, Debug)]
 pub struct RunKeys {
-    /// Detector frames (module 0), `[frames, rows, cols]` per train.
-    pub frame: Key,
-    /// Pulse ids of the frames.
+    /// Detector frames, one field per module, `[frames, rows, cols]` per train.
+    pub frames: Vec<Key>,
+    /// Pulse ids of the frames (module 0's).
     pub pulse_id: Key,
     /// XGM per-pulse energies, µJ, `[1000]` per train.
     pub intensity: Key,
@@ -212,33 +315,47 @@ pub struct RunKeys {
     pub delay: Key,
     /// Pump-laser shutter, 0 or 1.
     pub shutter: Key,
+    /// The detector.
+    pub detector: Arc<Detector>,
 }
 
-impl Default for RunKeys {
-    fn default() -> Self {
+impl RunKeys {
+    /// The fields of a run of `detector`'s modules.
+    pub fn new(detector: Arc<Detector>) -> RunKeys {
         let module = names::agipd(0);
         RunKeys {
-            frame: Key::new(&format!("{module}/image.data")),
+            frames: (0..detector.shape().0)
+                .map(|m| Key::new(&format!("{}/image.data", names::agipd(m))))
+                .collect(),
             pulse_id: Key::new(&format!("{module}/image.pulseId")),
             intensity: Key::new(&format!("{}/data.intensityTD", names::XGM_OUTPUT)),
             delay: Key::new(&format!("{}/actualPosition.value", names::DELAY)),
             shutter: Key::new(&format!("{}/isOpen.value", names::SHUTTER)),
+            detector,
         }
+    }
+
+    /// What the demo selects from a simulated run.
+    pub fn selectors(&self) -> Vec<Selector> {
+        (0..self.frames.len())
+            .map(|m| format!("{}:image.data", names::agipd(m)))
+            .chain([
+                format!("{}:image.pulseId", names::agipd(0)),
+                format!("{}:data.intensityTD", names::XGM_OUTPUT),
+                format!("{}:actualPosition.value", names::DELAY),
+                format!("{}:isOpen.value", names::SHUTTER),
+            ])
+            .map(|s| Selector::parse(&s).expect("valid selector"))
+            .collect()
     }
 }
 
-/// What the demo selects from a simulated run.
-pub fn run_selectors() -> Vec<Selector> {
-    [
-        format!("{}:image.data", names::agipd(0)),
-        format!("{}:image.pulseId", names::agipd(0)),
-        format!("{}:data.intensityTD", names::XGM_OUTPUT),
-        format!("{}:actualPosition.value", names::DELAY),
-        format!("{}:isOpen.value", names::SHUTTER),
-    ]
-    .iter()
-    .map(|s| Selector::parse(s).expect("valid selector"))
-    .collect()
+/// The detector of a simulated run: its geometry, or the default [`run_detector`].
+pub fn simulated_detector(simulation: &Simulation) -> Result<Arc<Detector>, GeometryError> {
+    match &simulation.geometry {
+        Some(d) => Ok(Arc::clone(d)),
+        None => run_detector(simulation.modules, simulation.frame).map(Arc::new),
+    }
 }
 
 /// Keeps the XGM energies of the recorded pulses only, so that exploding the train gives each
@@ -256,7 +373,21 @@ pub fn pulse_energies_per_frame(mut train: Event, keys: &RunKeys) -> Event {
 
 /// Reduces one pulse event of a simulated run to a row.
 pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
-    let (photons, roi_sum, azav) = frame_stats(event, keys.frame);
+    let frames: Vec<(usize, ArrayView2<'_, u16>)> = keys
+        .frames
+        .iter()
+        .enumerate()
+        .filter_map(|(m, key)| {
+            let frame = event.array::<u16>(*key)?;
+            Some((
+                m,
+                frame
+                    .into_dimensionality::<Ix2>()
+                    .expect("detector frames are 2-D"),
+            ))
+        })
+        .collect();
+    let (photons, roi_sum, azav) = frame_stats(&frames, &keys.detector);
     ShotRow {
         id: event.id,
         pulse_energy: event
@@ -382,41 +513,52 @@ pub fn run(
     // on hosts without a shared filesystem read identical data.
     let simulated = match &config.run {
         Some(simulation) => {
+            // The photons follow the detector the profile integrates over.
+            let detector = simulated_detector(simulation)
+                .map_err(|e| RunError::Launch(format!("the demo's detector: {e}")))?;
+            let simulation = Simulation {
+                geometry: Some(Arc::clone(&detector)),
+                ..simulation.clone()
+            };
             let dir = std::env::temp_dir().join(format!("shotflow-demo-{}", std::process::id()));
             simulation
                 .write(&dir)
                 .map_err(|e| RunError::Launch(format!("simulating the demo run: {e}")))?;
+            let keys = RunKeys::new(detector);
             let run = ExdfRun::open(&dir).map_err(|e| RunError::Launch(e.to_string()))?;
             let selected = run
-                .select(&run_selectors())
+                .select(&keys.selectors())
                 .map_err(|e| RunError::Launch(e.to_string()))?;
-            Some((dir, Arc::new(run), Arc::new(selected)))
+            Some((dir, Arc::new(run), Arc::new(selected), keys))
         }
         None => None,
     };
     let input = simulated
         .as_ref()
-        .map(|(_, run, selected)| (Arc::clone(run), Arc::clone(selected)));
+        .map(|(_, run, selected, keys)| (Arc::clone(run), Arc::clone(selected), keys.clone()));
+    let shared = config.clone();
     let results = execute_with(plan, settings, move |worker| {
+        let config = &shared;
         let curve = Arc::new(Mutex::new(Curve::default()));
         let produced = Arc::new(Mutex::new(0u64));
-        let (source, cut, fail_at) = (config.source.clone(), config.energy_cut, config.fail_at);
+        let (cut, fail_at) = (config.energy_cut, config.fail_at);
+        let demo = config.clone();
         let output = config.output.clone();
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
         let input = input.clone();
         worker.dataflow(|scope| {
             let rows = match input {
-                Some((run, selected)) => {
-                    let keys = RunKeys::default();
+                Some((run, selected, keys)) => {
+                    let per_train = keys.clone();
                     scope
                         .exdf(run, selected, 2)
-                        .map(move |train| pulse_energies_per_frame(train, &keys))
+                        .map(move |train| pulse_energies_per_frame(train, &per_train))
                         .explode_pulses(keys.pulse_id)
                         .map(move |pulse| reduce_pulse(&pulse, &keys))
                 }
                 None => scope
-                    .synthetic(&source)
-                    .map(move |event| reduce(&source, &event)),
+                    .synthetic(&config.source)
+                    .map(move |event| reduce(&demo, &event)),
             }
             .map(move |row| {
                 if fail_at == Some(row.id) {
@@ -444,7 +586,7 @@ pub fn run(
         let events = *produced.lock().unwrap();
         Ok::<_, shotflow::runtime::Aborted>((worker.index(), curve, events))
     });
-    if let Some((dir, _, _)) = &simulated {
+    if let Some((dir, _, _, _)) = &simulated {
         let _ = std::fs::remove_dir_all(dir);
     }
     let results = results?;
@@ -457,10 +599,14 @@ pub fn run(
             elapsed: started.elapsed(),
             plan: plan.describe(),
             input: match &config.run {
-                Some(s) => format!(
-                    "simulated EuXFEL run read from disk ({} trains × {} pulses, AGIPD module 0)",
-                    s.trains, s.frames
-                ),
+                Some(s) => {
+                    let (modules, [rows, columns]) = s.layout();
+                    format!(
+                        "simulated EuXFEL run read from disk ({} trains × {} pulses, {modules} \
+                         detector modules of {rows}×{columns})",
+                        s.trains, s.frames
+                    )
+                }
                 None => "synthetic pump-probe shots".to_string(),
             },
         }))

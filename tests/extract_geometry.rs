@@ -1,0 +1,246 @@
+//! `--geometry FILE` from the command line, against references we did not write: a run of all
+//! 16 AGIPD 1M modules whose photons follow an extra_geom-written CrystFEL file, extracted
+//! with its per-train azimuthal profile at 1, 2 and 3 workers and on 2 processes, equals
+//! extra-data's stacked modules integrated by pyFAI over extra_geom's pixel corners
+//! (tests/check_extract_azimuthal.py). The demo takes the same file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{cluster_args, datasets, python, spawn, wait_bounded};
+use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
+use shotflow_operators::geometry;
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const MODULES: &str = "SPB_DET_AGIPD1M-1/DET/*CH0:xtdf:image.data";
+const BINS: usize = 200;
+
+fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// An AGIPD 1M geometry written by extra_geom, and a 3-train run of 2 pulses simulated on it.
+fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let geom = dir.join("agipd.geom");
+    let write = "import sys, extra_geom\n\
+        g = extra_geom.AGIPD_1MGeometry.from_quad_positions(\
+        quad_pos=[(-520, 630), (-545, -5), (525, -155), (545, 480)])\n\
+        g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n";
+    ok(
+        Command::new(python())
+            .args(["-c", write])
+            .arg(&geom)
+            .output()
+            .unwrap(),
+        "extra_geom",
+    );
+    let run = dir.join("r0001");
+    ok(
+        Command::new(SHOTFLOW)
+            .arg("simulate")
+            .arg(&run)
+            .arg("--geometry")
+            .arg(&geom)
+            .args(["--trains", "3", "--frames", "2", "--trains-per-file", "2"])
+            .output()
+            .unwrap(),
+        "simulate",
+    );
+    (geom, run)
+}
+
+fn extract_args(run: &Path, geom: &Path, output: &Path) -> Vec<String> {
+    [
+        "extract",
+        &run.display().to_string(),
+        "--select",
+        MODULES,
+        "--geometry",
+        &geom.display().to_string(),
+        "--bins",
+        &BINS.to_string(),
+        "--polarization",
+        "0.99",
+        "--output",
+        &output.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (geom, run) = agipd_run(dir.path());
+    let mut outputs = Vec::new();
+    for workers in [1, 2, 3] {
+        let output = dir.path().join(format!("w{workers}.h5"));
+        let mut args = extract_args(&run, &geom, &output);
+        args.extend(["--workers".to_string(), workers.to_string()]);
+        ok(
+            Command::new(SHOTFLOW).args(&args).output().unwrap(),
+            "extract",
+        );
+        outputs.push((format!("{workers} workers"), output));
+    }
+    let rendezvous = tempfile::tempdir().unwrap();
+    let output = dir.path().join("p2.h5");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args = extract_args(&run, &geom, &output);
+            args.extend(cluster_args(2, p, 1, rendezvous.path()));
+            spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    for child in children {
+        ok(
+            wait_bounded(child, std::time::Duration::from_secs(120)),
+            "2 processes",
+        );
+    }
+    outputs.push(("2 processes".into(), output));
+    let reference = datasets(&outputs[0].1);
+    let profile = &reference["SPB_DET_AGIPD1M-1/azav"];
+    assert_eq!(profile.0, vec![3, BINS], "3 trains × {BINS} bins");
+    for (name, path) in &outputs[1..] {
+        assert!(
+            datasets(path) == reference,
+            "{name}: the datasets differ from 1 worker's"
+        );
+    }
+
+    // The bins' range, as extract computes it, for pyFAI's radial_range.
+    let detector = geometry::load(&geom, None).unwrap();
+    let corrections = Corrections {
+        solid_angle: true,
+        polarization: Some(0.99),
+    };
+    let map = AzimuthalMap::for_detector(
+        &detector,
+        9.3,
+        Radial::QInvNm,
+        BINS,
+        None,
+        1,
+        corrections,
+        None,
+    )
+    .unwrap();
+    let (lo, hi) = map.range();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_extract_azimuthal.py");
+    let report = ok(
+        Command::new(python())
+            .arg(script)
+            .arg(&run)
+            .arg(&geom)
+            .arg(&outputs[0].1)
+            .args([
+                format!("{lo:?}"),
+                format!("{hi:?}"),
+                BINS.to_string(),
+                "9.3".into(),
+                "0.99".into(),
+            ])
+            .output()
+            .unwrap(),
+        "pyFAI reference",
+    );
+    eprint!("{report}");
+    assert!(report.trim_end().ends_with("ok"), "{report}");
+    eprintln!(
+        "{} outputs (1, 2, 3 workers, 2 processes) identical, {} datasets each",
+        outputs.len(),
+        reference.len()
+    );
+}
+
+/// The demo simulates and integrates the detector a geometry file describes; a module of the
+/// run missing from the selection, or a malformed file, is a clear error.
+#[test]
+fn the_demo_takes_a_geometry_file_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (geom, run) = agipd_run(dir.path());
+    let output = dir.path().join("demo.h5");
+    let stdout = ok(
+        Command::new(SHOTFLOW)
+            .args(["demo", "--trains", "2", "--pulses", "2", "--geometry"])
+            .arg(&geom)
+            .arg("--output")
+            .arg(&output)
+            .arg("--plot")
+            .arg(dir.path().join("demo.png"))
+            .output()
+            .unwrap(),
+        "demo --geometry",
+    );
+    assert!(
+        stdout.contains("16 detector modules of 512×128"),
+        "{stdout}"
+    );
+    // The ring the photons were put on is where the profile peaks, away from the ends.
+    let file = hdf5::File::open(&output).unwrap();
+    let azav = file.dataset("azav").unwrap().read_2d::<f32>().unwrap();
+    assert_eq!(azav.ncols(), 64);
+    let mean: Vec<f64> = (0..64)
+        .map(|b| azav.column(b).iter().map(|v| *v as f64).sum::<f64>() / azav.nrows() as f64)
+        .collect();
+    let peak = (0..64)
+        .max_by(|a, b| mean[*a].total_cmp(&mean[*b]))
+        .unwrap();
+    assert!(
+        (10..54).contains(&peak),
+        "profile peaks at bin {peak}: {mean:?}"
+    );
+    eprintln!(
+        "demo --geometry: {} shots × 64 bins, peak at bin {peak}",
+        azav.nrows()
+    );
+
+    // Modules 4..16 not selected.
+    let mut args = extract_args(&run, &geom, &dir.path().join("x.h5"));
+    let at = args.iter().position(|a| a == MODULES).unwrap();
+    args[at] = "SPB_DET_AGIPD1M-1/DET/[0-3]CH0:xtdf:image.data".into();
+    let out = Command::new(SHOTFLOW).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "no selected image.data source for modules [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"
+        ),
+        "{stderr}"
+    );
+
+    // A malformed line.
+    let text = std::fs::read_to_string(&geom).unwrap();
+    let line = text.lines().position(|l| l.starts_with("p3a2/fs")).unwrap() + 1;
+    let broken = dir.path().join("broken.geom");
+    std::fs::write(
+        &broken,
+        text.replace(text.lines().nth(line - 1).unwrap(), "p3a2/fs = +0.x -1.q"),
+    )
+    .unwrap();
+    let out = Command::new(SHOTFLOW)
+        .args(extract_args(&run, &broken, &dir.path().join("y.h5")))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("broken.geom:{line}:")) && stderr.contains("p3a2/fs"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !dir.path().join("y.h5").exists(),
+        "no output for a bad geometry"
+    );
+}
