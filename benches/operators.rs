@@ -16,7 +16,7 @@ use ndarray::Array2;
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Geometry, Radial};
 use shotflow_operators::calibration::{Calibration, CommonMode};
 use shotflow_operators::droplets::{droplets, Connectivity};
-use shotflow_operators::geometry::{Assembly, Detector, Panel};
+use shotflow_operators::geometry::{AgipdLayout, Assembly};
 use shotflow_operators::photons::{count_photons, PhotonCounter};
 use shotflow_operators::roi::{roi_stats, Roi};
 
@@ -48,6 +48,10 @@ fn measure(frames: &[Array2<u16>], mut f: impl FnMut(&Array2<u16>) -> f64) -> (f
 }
 
 fn main() {
+    // `cargo bench --bench operators -- agipd`: the whole-pulse section alone.
+    if std::env::args().any(|a| a == "agipd") {
+        return agipd_pulse();
+    }
     for shape in [(512, 128), (1024, 1024)] {
         let frames = frames(shape);
         println!(
@@ -127,47 +131,17 @@ fn main() {
     agipd_pulse();
 }
 
-/// A detector shaped like AGIPD 1M: 16 modules of 8 tiles of 64×128 pixels of 200 µm, in four
-/// quadrants around the beam, 0.12 m from the sample.
-fn agipd_like() -> Detector {
-    // Quadrant corners in pixels (AGIPD's usual quad positions), modules 158 px apart in y,
-    // tiles 66 px apart in x.
-    let quadrants = [
-        (-525.0, 625.0),
-        (-550.0, -10.0),
-        (520.0, -160.0),
-        (542.5, 475.0),
-    ];
-    let mut panels = Vec::new();
-    for module in 0..16 {
-        let (qx, qy) = quadrants[module / 4];
-        for tile in 0..8 {
-            let x = qx + tile as f64 * 66.0;
-            let y = qy - (module % 4) as f64 * 158.0;
-            panels.push(Panel {
-                name: format!("p{module}a{tile}"),
-                module,
-                min_ss: tile * 64,
-                min_fs: 0,
-                ss_len: 64,
-                fs_len: 128,
-                corner: [x * 2e-4, y * 2e-4, 0.12],
-                fs: [0.0, -2e-4, 0.0],
-                ss: [2e-4, 0.0, 0.0],
-                bad: false,
-            });
-        }
-    }
-    Detector::new(panels).expect("a valid layout")
-}
-
 /// A whole AGIPD 1M pulse (16 × 512×128 u16): azimuthal integration with solid-angle and
 /// polarisation corrections through the precomputed map, against a plain pass over the bytes
 /// it reads (the frame and the map); assembly against a plain copy of the frame.
 fn agipd_pulse() {
-    let detector = agipd_like();
+    // AGIPD 1M as extra_geom lays it out: quadrants 3 and 4 turned the other way.
+    let detector = AgipdLayout::default().detector().unwrap();
     let pixels = detector.pixels();
-    let n = (64 << 20) / (pixels * 2);
+    let n = std::env::var("PULSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((64 << 20) / (pixels * 2));
     let pulses: Vec<Vec<u16>> = (0..n)
         .map(|f| {
             (0..pixels)
