@@ -53,6 +53,7 @@ pub mod exdf;
 pub mod recording;
 #[cfg(feature = "hdf5")]
 pub mod smalldata;
+pub mod xtc2;
 
 /// The names a shotflow program usually needs.
 pub mod prelude {

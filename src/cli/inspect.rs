@@ -9,7 +9,8 @@ use shotflow::smalldata::column_cache::Fill;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A run directory, or a smalldata master (or part) file.
+    /// A run directory (EuXFEL), an XTC2 file or run directory (LCLS-II), or a smalldata
+    /// master (or part) file.
     file: PathBuf,
 }
 
@@ -128,6 +129,9 @@ fn run_directory(dir: &std::path::Path) -> Result<()> {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
+    if crate::cli::xtc2::is_xtc2(&args.file) {
+        return crate::cli::xtc2::inspect(&args.file);
+    }
     if args.file.is_dir() {
         return run_directory(&args.file);
     }

@@ -28,6 +28,7 @@ mod profile;
 mod record;
 mod serve;
 mod simulate;
+mod xtc2;
 
 use std::process::ExitCode;
 

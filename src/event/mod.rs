@@ -16,7 +16,7 @@ pub use key::Key;
 pub use random::event_rng;
 #[cfg_attr(not(feature = "hdf5"), allow(unused_imports))]
 pub(crate) use value::each_array;
-pub use value::{Array, DType, Element, Value};
+pub use value::{Array, DType, Element, Missing, Value};
 
 use ndarray::ArrayViewD;
 use serde::{Deserialize, Serialize};

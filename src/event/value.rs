@@ -460,6 +460,31 @@ element!(i64, I64, x => x as f64);
 element!(f32, F32, x => x as f64);
 element!(f64, F64, x => x);
 
+/// The value that marks a missing element, one rule for every format: NaN for floats; -99999
+/// where the integer type holds it; else the type's minimum (signed) or maximum (unsigned);
+/// false for bool. The smalldata output fills missing rows with it, and the XTC2 reader the
+/// segments an event lacks.
+///
+/// ```
+/// use shotflow::event::Missing;
+/// assert_eq!(<u16 as Missing>::MISSING, u16::MAX);
+/// assert_eq!(<i32 as Missing>::MISSING, -99_999);
+/// assert!(<f32 as Missing>::MISSING.is_nan());
+/// ```
+pub trait Missing: Element {
+    /// The missing value.
+    const MISSING: Self;
+}
+
+macro_rules! missing {
+    ($($t:ty => $v:expr),* $(,)?) => {$(impl Missing for $t { const MISSING: Self = $v; })*};
+}
+missing!(
+    bool => false, u8 => u8::MAX, u16 => u16::MAX, u32 => u32::MAX, u64 => u64::MAX,
+    i8 => i8::MIN, i16 => i16::MIN, i32 => -99_999, i64 => -99_999,
+    f32 => f32::NAN, f64 => f64::NAN,
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

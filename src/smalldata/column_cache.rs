@@ -1,15 +1,14 @@
 //! Typed per-key write caches, and the fill value that marks a missing row.
 //!
-//! One rule gives the fill value of every dtype, and the same value is used for rows cached
-//! in memory, for the part files' HDF5 fill property (rows created by a resize, e.g. a key
-//! first seen late) and for the master's virtual-dataset fill (a part file that never saw the
-//! key): NaN for floats; -99999 where the integer type holds it; else the type's minimum
-//! (signed) or maximum (unsigned); false for bool. psana wraps -99999 into narrow integers
-//! and clamps it in the VDS, so one missing event reads as two different numbers there.
+//! One rule gives the fill value of every dtype ([`Missing`]), and the same value is used for
+//! rows cached in memory, for the part files' HDF5 fill property (rows created by a resize,
+//! e.g. a key first seen late) and for the master's virtual-dataset fill (a part file that
+//! never saw the key). psana wraps -99999 into narrow integers and clamps it in the VDS, so
+//! one missing event reads as two different numbers there.
 
 use hdf5::H5Type;
 
-use crate::event::{DType, Element, EventId, Key, Value};
+use crate::event::{DType, Element, EventId, Key, Missing, Value};
 
 /// The "missing" value of an element type.
 pub trait Fill: Element + H5Type {
@@ -26,14 +25,14 @@ pub trait Fill: Element + H5Type {
 }
 
 macro_rules! fill {
-    ($($t:ty, $variant:ident => $v:expr),* $(,)?) => {$(impl Fill for $t {
-        const FILL: Self = $v;
+    ($($t:ty, $variant:ident),* $(,)?) => {$(impl Fill for $t {
+        const FILL: Self = <$t as Missing>::MISSING;
         fn from_i64(v: i64) -> Self { v as $t }
         fn cache(values: Vec<Self>) -> Data { Data::$variant(values) }
     })*};
 }
 impl Fill for bool {
-    const FILL: Self = false;
+    const FILL: Self = <bool as Missing>::MISSING;
     fn from_i64(v: i64) -> Self {
         v != 0
     }
@@ -42,9 +41,7 @@ impl Fill for bool {
     }
 }
 fill!(
-    u8, U8 => u8::MAX, u16, U16 => u16::MAX, u32, U32 => u32::MAX, u64, U64 => u64::MAX,
-    i8, I8 => i8::MIN, i16, I16 => i16::MIN, i32, I32 => -99_999, i64, I64 => -99_999,
-    f32, F32 => f32::NAN, f64, F64 => f64::NAN,
+    u8, U8, u16, U16, u32, U32, u64, U64, i8, I8, i16, I16, i32, I32, i64, I64, f32, F32, f64, F64,
 );
 
 /// Cached rows of one key, flattened row-major.

@@ -1,0 +1,520 @@
+//! An XTC2 run: its streams (each big-data chunks and an optional smd file), read once at open
+//! into an index of the run's events in timestamp order, each with where its datagrams are.
+//!
+//! The index holds what every event needs and what is cheap: timestamps, the streams that
+//! contributed, (chunk, offset, size) of each contribution in the big files, and the step and
+//! slow (EPICS) values in force. Big data are read later, per batch, by the worker that owns it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::decode::{blocks, configure_names, Block};
+use super::format::{Dgram, Transition, DGRAM_HEADER};
+use super::names::NamesTable;
+use super::Xtc2Error;
+use crate::event::Value;
+
+/// One stream: a DAQ process's big-data chunks and, beside them, its smd file.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// The stream number in the file names (`-s<NNN>`), or 0 for a single file.
+    pub number: u32,
+    /// Big-data chunk files, by chunk number.
+    pub chunks: Vec<PathBuf>,
+    /// `smalldata/<name>.smd.xtc2`, when there is one.
+    pub smd: Option<PathBuf>,
+    /// The Names of each Configure the stream has, in order.
+    pub configures: Vec<Arc<NamesTable>>,
+}
+
+/// Where one stream's datagram of an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The stream (index into [`Xtc2Run::streams`]).
+    pub stream: u16,
+    /// Its chunk.
+    pub chunk: u16,
+    /// The Configure whose Names decode it.
+    pub configure: u16,
+    /// Byte offset in the chunk file.
+    pub offset: u64,
+    /// Bytes of the datagram.
+    pub size: u64,
+}
+
+/// One event (an L1Accept from one or more streams).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// `sec << 32 | nsec`.
+    pub timestamp: u64,
+    /// The streams' datagrams, in stream order.
+    pub parts: Vec<Part>,
+    /// The step and slow values in force ([`Xtc2Run::contexts`]).
+    pub context: u32,
+}
+
+/// The values that events carry from the transitions before them: the run, the current
+/// step's scan values, and the latest slow (EPICS) values.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// LCLS run number (from `runinfo`), if a BeginRun said.
+    pub run: Option<u32>,
+    /// Experiment name (from `runinfo`).
+    pub experiment: Option<String>,
+    /// Step number within the run (from 0), if steps were begun.
+    pub step: Option<u32>,
+    /// Field values from the BeginStep and the SlowUpdates: `(det, segment, alg, field) → value`.
+    pub values: BTreeMap<(String, u32, String, String), Value>,
+}
+
+/// A transition as the run saw it.
+#[derive(Clone, Debug)]
+pub struct TransitionEntry {
+    /// `sec << 32 | nsec`.
+    pub timestamp: u64,
+    /// Which.
+    pub transition: Transition,
+    /// Streams that had it.
+    pub streams: Vec<u16>,
+}
+
+/// An opened run.
+#[derive(Clone, Debug)]
+pub struct Xtc2Run {
+    /// What was opened (a file or a directory).
+    pub path: PathBuf,
+    /// The streams, in psana's order (sorted file names).
+    pub streams: Vec<Stream>,
+    /// The events, in timestamp order.
+    pub events: Vec<Entry>,
+    /// Every transition, in order.
+    pub transitions: Vec<TransitionEntry>,
+    /// The contexts events refer to.
+    pub contexts: Vec<Arc<Context>>,
+    /// Warnings (a truncated last datagram, say), each naming its file.
+    pub warnings: Vec<String>,
+}
+
+/// A datagram of one stream, as the scan of its smd (or big) file found it.
+#[derive(Clone, Debug)]
+struct Record {
+    timestamp: u64,
+    transition: Transition,
+    part: Part,
+    /// A transition's decoded blocks (transitions are in the smd file whole).
+    blocks: Vec<Block>,
+}
+
+impl Xtc2Run {
+    /// Opens a run: a `.xtc2` file, or a directory holding `<exp>-r<run>-s<stream>-c<chunk>.xtc2`
+    /// files (and optionally `smalldata/*.smd.xtc2`). Every stream is scanned once to build the
+    /// event index; a truncated last datagram ends its stream with a warning.
+    pub fn open(path: &Path) -> Result<Xtc2Run, Xtc2Error> {
+        let mut streams = discover(path)?;
+        let mut records = Vec::new();
+        let mut warnings = Vec::new();
+        for (index, stream) in streams.iter_mut().enumerate() {
+            records.push(scan(index as u16, stream, &mut warnings)?);
+        }
+        let (events, transitions, contexts) = merge(records);
+        Ok(Xtc2Run {
+            path: path.to_path_buf(),
+            streams,
+            events,
+            transitions,
+            contexts,
+            warnings,
+        })
+    }
+
+    /// Reads the datagram of `part` from its big-data chunk.
+    pub fn read(&self, part: &Part, file: &File) -> Result<Vec<u8>, Xtc2Error> {
+        use std::os::unix::fs::FileExt;
+        let path = &self.streams[part.stream as usize].chunks[part.chunk as usize];
+        let len = file.metadata().map_err(|e| Xtc2Error::io(path, e))?.len();
+        if part.offset + part.size > len || part.size < DGRAM_HEADER as u64 {
+            return Err(Xtc2Error::corrupt(
+                path,
+                part.offset,
+                None,
+                format!(
+                    "a datagram of {} bytes at byte {} of a {len}-byte file",
+                    part.size, part.offset
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; part.size as usize];
+        file.read_exact_at(&mut buf, part.offset)
+            .map_err(|e| Xtc2Error::io(path, e))?;
+        Ok(buf)
+    }
+}
+
+/// The streams of `path`, in psana's order.
+fn discover(path: &Path) -> Result<Vec<Stream>, Xtc2Error> {
+    if path.is_file() {
+        return Ok(vec![Stream {
+            number: 0,
+            chunks: vec![path.to_path_buf()],
+            smd: None,
+            configures: Vec::new(),
+        }]);
+    }
+    let list = |dir: &Path| -> Result<Vec<PathBuf>, Xtc2Error> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Xtc2Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    // `<exp>-r<run>-s<stream>-c<chunk>.xtc2`: stream and chunk numbers from the name.
+    let parse = |p: &Path, suffix: &str| -> Option<(String, u32, u32)> {
+        let name = p.file_name()?.to_str()?.strip_suffix(suffix)?;
+        let (head, chunk) = name.rsplit_once("-c")?;
+        let (base, stream) = head.rsplit_once("-s")?;
+        Some((base.to_string(), stream.parse().ok()?, chunk.parse().ok()?))
+    };
+    let mut by_stream: BTreeMap<(String, u32), Vec<(u32, PathBuf)>> = BTreeMap::new();
+    for p in list(path)? {
+        if let Some((base, stream, chunk)) = parse(&p, ".xtc2") {
+            by_stream
+                .entry((base, stream))
+                .or_default()
+                .push((chunk, p));
+        }
+    }
+    if by_stream.is_empty() {
+        return Err(Xtc2Error::Run {
+            path: path.display().to_string(),
+            message: "no <exp>-r<run>-s<stream>-c<chunk>.xtc2 files".into(),
+        });
+    }
+    let smd_dir = path.join("smalldata");
+    let mut streams = Vec::new();
+    for ((base, number), mut chunks) in by_stream {
+        chunks.sort();
+        for (k, (chunk, file)) in chunks.iter().enumerate() {
+            if *chunk as usize != k {
+                return Err(Xtc2Error::Run {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "stream {number}: chunk {k} is missing ({} is chunk {chunk})",
+                        file.display()
+                    ),
+                });
+            }
+        }
+        let smd = smd_dir.join(format!("{base}-s{number:03}-c000.smd.xtc2"));
+        streams.push(Stream {
+            number,
+            chunks: chunks.into_iter().map(|(_, p)| p).collect(),
+            smd: smd.is_file().then_some(smd),
+            configures: Vec::new(),
+        });
+    }
+    Ok(streams)
+}
+
+/// Reads a file's datagrams one after another; a truncated last one ends it with a warning.
+struct Datagrams {
+    path: PathBuf,
+    reader: BufReader<File>,
+    len: u64,
+    offset: u64,
+}
+
+impl Datagrams {
+    fn open(path: &Path) -> Result<Datagrams, Xtc2Error> {
+        let file = File::open(path).map_err(|e| Xtc2Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Xtc2Error::io(path, e))?.len();
+        Ok(Datagrams {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            len,
+            offset: 0,
+        })
+    }
+
+    /// The next datagram's header and offset, and its bytes when `want(header)` (else they
+    /// are skipped). `Ok(None)` at the end, with a warning when the file ends inside a
+    /// datagram.
+    fn next(
+        &mut self,
+        want: &dyn Fn(&Dgram) -> bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<(Dgram, u64, Vec<u8>)>, Xtc2Error> {
+        if self.offset + DGRAM_HEADER as u64 > self.len {
+            if self.offset < self.len {
+                warnings.push(format!(
+                    "{}: {} bytes after the last datagram, less than a header: ignored",
+                    self.path.display(),
+                    self.len - self.offset
+                ));
+            }
+            return Ok(None);
+        }
+        let mut head = [0u8; DGRAM_HEADER];
+        self.reader
+            .read_exact(&mut head)
+            .map_err(|e| Xtc2Error::io(&self.path, e))?;
+        let dgram = Dgram::parse(&head).expect("24 bytes");
+        let at = self.offset;
+        if dgram.size() < DGRAM_HEADER as u64 {
+            return Err(Xtc2Error::corrupt(
+                &self.path,
+                at,
+                Some(dgram.timestamp),
+                format!(
+                    "root Xtc extent {} is less than its header",
+                    dgram.xtc.extent
+                ),
+            ));
+        }
+        if at + dgram.size() > self.len {
+            warnings.push(format!(
+                "{}: the last datagram (byte {at}, timestamp {:#x}) needs {} bytes and {} remain: \
+                 the stream ends before it",
+                self.path.display(),
+                dgram.timestamp,
+                dgram.size(),
+                self.len - at
+            ));
+            self.offset = self.len;
+            return Ok(None);
+        }
+        let rest = dgram.size() - DGRAM_HEADER as u64;
+        let mut buf = Vec::new();
+        if want(&dgram) {
+            buf.reserve_exact(dgram.size() as usize);
+            buf.extend_from_slice(&head);
+            buf.resize(dgram.size() as usize, 0);
+            self.reader
+                .read_exact(&mut buf[DGRAM_HEADER..])
+                .map_err(|e| Xtc2Error::io(&self.path, e))?;
+        } else {
+            self.reader
+                .seek(SeekFrom::Current(rest as i64))
+                .map_err(|e| Xtc2Error::io(&self.path, e))?;
+        }
+        self.offset += dgram.size();
+        Ok(Some((dgram, at, buf)))
+    }
+}
+
+/// One stream's datagrams, from its smd file (events' big data by offset) or its chunks.
+fn scan(
+    index: u16,
+    stream: &mut Stream,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Record>, Xtc2Error> {
+    let mut records = Vec::new();
+    let corrupt =
+        |path: &Path, at: u64, ts: u64, e: String| Xtc2Error::corrupt(path, at, Some(ts), e);
+    let files: Vec<(PathBuf, Option<u16>)> = match &stream.smd {
+        Some(smd) => vec![(smd.clone(), None)],
+        None => stream
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(c, p)| (p.clone(), Some(c as u16)))
+            .collect(),
+    };
+    let mut chunk = 0u16;
+    for (path, big_chunk) in files {
+        let mut file = Datagrams::open(&path)?;
+        // Big-file L1Accepts are read later, by the worker that owns them; everything else is
+        // decoded now.
+        let big = big_chunk.is_some();
+        let want = move |d: &Dgram| !(big && d.transition() == Transition::L1Accept);
+        while let Some((dgram, at, buf)) = file.next(&want, warnings)? {
+            let transition = dgram.transition();
+            let ts = dgram.timestamp;
+            if transition == Transition::Configure {
+                let table = configure_names(&buf).map_err(|e| corrupt(&path, at, ts, e))?;
+                stream.configures.push(Arc::new(table));
+            }
+            let configure = stream.configures.len().checked_sub(1).ok_or_else(|| {
+                corrupt(&path, at, ts, format!("{transition} before any Configure"))
+            })? as u16;
+            let table = Arc::clone(&stream.configures[configure as usize]);
+            let part = |offset, size, chunk| Part {
+                stream: index,
+                chunk,
+                configure,
+                offset,
+                size,
+            };
+            let record = match (transition, big_chunk) {
+                (Transition::L1Accept, Some(c)) => Record {
+                    timestamp: ts,
+                    transition,
+                    part: part(at, dgram.size(), c),
+                    blocks: Vec::new(),
+                },
+                (Transition::L1Accept, None) => {
+                    // smd: the offset and size of the big datagram in the current chunk.
+                    let smd = blocks(&buf, &table, &|n| n.det_name == "smdinfo")
+                        .map_err(|e| corrupt(&path, at, ts, e))?;
+                    let pointer = smd.first().and_then(|b| match b.values.as_slice() {
+                        [Value::U64(o), Value::U64(s)] => Some((*o, *s)),
+                        _ => None,
+                    });
+                    let (offset, size) = pointer.ok_or_else(|| {
+                        corrupt(
+                            &path,
+                            at,
+                            ts,
+                            "an smd L1Accept without its smdinfo offset and size".into(),
+                        )
+                    })?;
+                    Record {
+                        timestamp: ts,
+                        transition,
+                        part: part(offset, size, chunk),
+                        blocks: Vec::new(),
+                    }
+                }
+                _ => {
+                    let decoded = blocks(&buf, &table, &|n| n.det_name != "smdinfo")
+                        .map_err(|e| corrupt(&path, at, ts, e))?;
+                    if transition == Transition::Enable && big_chunk.is_none() {
+                        // chunkinfo: the big data continue in chunk `chunkid`.
+                        if let Some(id) = chunk_id(&decoded) {
+                            if id as usize >= stream.chunks.len() {
+                                return Err(corrupt(
+                                    &path,
+                                    at,
+                                    ts,
+                                    format!("chunkinfo names chunk {id}, and the stream has {} chunk files", stream.chunks.len()),
+                                ));
+                            }
+                            chunk = id as u16;
+                        }
+                    }
+                    Record {
+                        timestamp: ts,
+                        transition,
+                        part: part(at, dgram.size(), big_chunk.unwrap_or(chunk)),
+                        blocks: decoded,
+                    }
+                }
+            };
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+fn chunk_id(blocks: &[Block]) -> Option<u32> {
+    let b = blocks.iter().find(|b| b.names.det_name == "chunkinfo")?;
+    let k = b.names.fields.iter().position(|f| f.name == "chunkid")?;
+    match b.values.get(k)? {
+        Value::U32(id) => Some(*id),
+        _ => None,
+    }
+}
+
+/// Builds the run's events and transitions from every stream's records, by timestamp: the
+/// smallest first (the lowest stream on a tie), every stream's head with that timestamp
+/// together.
+fn merge(streams: Vec<Vec<Record>>) -> (Vec<Entry>, Vec<TransitionEntry>, Vec<Arc<Context>>) {
+    let mut heads = vec![0usize; streams.len()];
+    let mut events = Vec::new();
+    let mut transitions = Vec::new();
+    let mut context = Context::default();
+    let mut contexts = vec![Arc::new(context.clone())];
+    loop {
+        let next = streams
+            .iter()
+            .zip(&heads)
+            .filter_map(|(s, &h)| s.get(h).map(|r| r.timestamp))
+            .min();
+        let Some(t) = next else { break };
+        let here: Vec<&Record> = streams
+            .iter()
+            .zip(heads.iter_mut())
+            .filter_map(|(s, h)| {
+                let r = s.get(*h).filter(|r| r.timestamp == t)?;
+                *h += 1;
+                Some(r)
+            })
+            .collect();
+        let transition = here[0].transition;
+        if transition == Transition::L1Accept {
+            events.push(Entry {
+                timestamp: t,
+                parts: here.iter().map(|r| r.part).collect(),
+                context: contexts.len() as u32 - 1,
+            });
+            continue;
+        }
+        transitions.push(TransitionEntry {
+            timestamp: t,
+            transition,
+            streams: here.iter().map(|r| r.part.stream).collect(),
+        });
+        let mut changed = false;
+        match transition {
+            Transition::Configure => {
+                context = Context::default();
+                changed = true;
+            }
+            Transition::BeginRun => {
+                context.values.clear();
+                context.step = None;
+                for b in here.iter().flat_map(|r| &r.blocks) {
+                    if b.names.alg == "runinfo" {
+                        for (f, v) in b.names.fields.iter().zip(&b.values) {
+                            match (f.name.as_str(), v) {
+                                ("runnum", v) => context.run = v.as_f64().map(|r| r as u32),
+                                ("expt", Value::Array(a)) => {
+                                    if let crate::event::Array::U8(bytes) = a.as_ref() {
+                                        context.experiment =
+                                            String::from_utf8(bytes.iter().copied().collect()).ok();
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                changed = true;
+            }
+            Transition::BeginStep | Transition::SlowUpdate => {
+                if transition == Transition::BeginStep {
+                    context.step = Some(context.step.map_or(0, |s| s + 1));
+                }
+                for b in here.iter().flat_map(|r| &r.blocks) {
+                    if b.names.alg == "runinfo" {
+                        continue;
+                    }
+                    for (f, v) in b.names.fields.iter().zip(&b.values) {
+                        if f.dtype == super::format::DataType::EnumDict {
+                            continue;
+                        }
+                        context.values.insert(
+                            (
+                                b.names.det_name.clone(),
+                                b.names.segment,
+                                b.names.alg.clone(),
+                                f.name.clone(),
+                            ),
+                            v.clone(),
+                        );
+                    }
+                }
+                changed = true;
+            }
+            _ => {}
+        }
+        if changed {
+            contexts.push(Arc::new(context.clone()));
+        }
+    }
+    (events, transitions, contexts)
+}

@@ -1,0 +1,335 @@
+//! XTC2 runs written by the facility's own tools (psana 4.3.4's `xtcwriter` + `smdwriter`, and
+//! its `DgramEdit`) read by shotflow at 1, 2 and 3 workers, compared event by event with what
+//! psana reads (tests/check_xtc2.py): timestamps, contributing streams, every field's dtype,
+//! shape and values per segment, `Detector(det).raw.raw(evt)`, and the step and EPICS values
+//! each event sees.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::python;
+use serde_json::Value as Json;
+use shotflow::event::{Array, Event, Key, Value};
+use shotflow::runtime::{execute_plan, Plan};
+use shotflow::sink::SinkExt;
+use shotflow::xtc2::{EventBuilder, Xtc2Run, Xtc2Selector, Xtc2Source};
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/xtc2")
+}
+
+fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// psana's `site-packages/bin`, where the wheel puts xtcwriter and smdwriter.
+fn psana_bin() -> PathBuf {
+    let out = run_ok(
+        Command::new(python()).args([
+            "-c",
+            "import os,psana;print(os.path.normpath(os.path.join(os.path.dirname(psana.__file__),'..','bin')))",
+        ]),
+        "locating psana's tools",
+    );
+    PathBuf::from(out.trim())
+}
+
+/// A 2-stream run by xtcwriter + smdwriter: 2 steps of 6 events, EPICS in SlowUpdates.
+fn xtcwriter_run(dir: &Path) -> PathBuf {
+    let run = dir.join("xtcwriter");
+    run_ok(
+        Command::new("bash")
+            .arg(shared().join("gen_xtcwriter.sh"))
+            .arg(&run)
+            .args(["6", "2"])
+            .env("PY", python())
+            .env("PS_PARALLEL", "none"),
+        "gen_xtcwriter.sh",
+    );
+    run
+}
+
+/// A 2-stream run by DgramEdit: Jungfrau-sized frames, a mixed-rate second stream, one
+/// damaged event; smd files by smdwriter.
+fn dgramedit_run(dir: &Path) -> PathBuf {
+    let run = dir.join("dgramedit");
+    run_ok(
+        Command::new(python())
+            .arg(shared().join("make_synthetic_xtc2.py"))
+            .arg(&run)
+            .arg("9")
+            .env("PS_PARALLEL", "none"),
+        "make_synthetic_xtc2.py",
+    );
+    for s in ["000", "001"] {
+        let name = format!("xpptut15-r0014-s{s}-c000");
+        run_ok(
+            Command::new(psana_bin().join("smdwriter"))
+                .arg("-f")
+                .arg(run.join(format!("{name}.xtc2")))
+                .arg("-o")
+                .arg(run.join(format!("smalldata/{name}.smd.xtc2"))),
+            "smdwriter",
+        );
+    }
+    run
+}
+
+/// What psana reads of `path`.
+fn psana(path: &Path, dir: &Path) -> Json {
+    let out = dir.join(format!(
+        "{}.json",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_xtc2.py");
+    eprint!(
+        "{}",
+        run_ok(
+            Command::new(python()).arg(script).arg(path).arg(&out),
+            "check_xtc2.py"
+        )
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// Every event of `run` through the dataflow on `plan`, in order.
+fn read(run: &Arc<Xtc2Run>, plan: &Plan) -> Vec<Event> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&events);
+    let run = Arc::clone(run);
+    execute_plan(plan, move |worker| {
+        let (run, out) = (Arc::clone(&run), Arc::clone(&out));
+        worker.dataflow(|scope| {
+            scope
+                .xtc2(run, Arc::new(vec![Xtc2Selector::all()]), 4)
+                .ordered("Collect", move |_, events: &[Event]| {
+                    out.lock().unwrap().extend_from_slice(events)
+                });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let events = events.lock().unwrap().clone();
+    events
+}
+
+/// A value's elements as f64 (strings: their bytes), its shape, and its numpy dtype string.
+fn flat(v: &Value) -> (Vec<f64>, Vec<usize>, String) {
+    let dtype = v.dtype().numpy_name().to_string();
+    match v {
+        Value::Array(a) => {
+            let values = match a.as_ref() {
+                Array::U8(x) => x.iter().map(|v| *v as f64).collect(),
+                other => other.to_f64_vec(),
+            };
+            (values, a.shape().to_vec(), dtype)
+        }
+        scalar => (vec![scalar.as_f64().unwrap()], vec![], dtype),
+    }
+}
+
+/// psana's encoded value as (values, shape, dtype or None for Python scalars); a string as
+/// its bytes.
+fn theirs(j: &Json) -> (Vec<f64>, Vec<usize>, Option<String>) {
+    let dtype = j["dtype"].as_str().unwrap();
+    if dtype == "str" {
+        let bytes: Vec<f64> = j["values"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .map(|b| b as f64)
+            .collect();
+        let n = bytes.len();
+        return (bytes, vec![n], Some("uint8".into()));
+    }
+    let values = j["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let shape = j["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let numpy = match dtype {
+        "|u1" => Some("uint8"),
+        "<u2" => Some("uint16"),
+        "<u4" => Some("uint32"),
+        "<u8" => Some("uint64"),
+        "|i1" => Some("int8"),
+        "<i2" => Some("int16"),
+        "<i4" => Some("int32"),
+        "<i8" => Some("int64"),
+        "<f4" => Some("float32"),
+        "<f8" => Some("float64"),
+        "enum" => Some("int32"),
+        _ => None, // Python int or float: the value alone is compared
+    };
+    (values, shape, numpy.map(String::from))
+}
+
+/// Compares one run's events with psana's; returns (events, values) compared.
+fn compare(run: &Xtc2Run, ours: &[Event], reference: &Json, what: &str) -> (usize, usize) {
+    let runs = reference["runs"].as_array().unwrap();
+    let theirs_events: Vec<&Json> = runs
+        .iter()
+        .flat_map(|r| r["events"].as_array().unwrap())
+        .collect();
+    assert_eq!(ours.len(), theirs_events.len(), "{what}: events");
+    let builder = EventBuilder::new(Arc::new(run.clone()), Arc::new(vec![Xtc2Selector::all()]));
+    let mut compared = 0;
+    let mut raised = std::collections::BTreeSet::new();
+    for (k, (event, t)) in ours.iter().zip(&theirs_events).enumerate() {
+        let at = format!("{what}, event {k} ({:#x})", event.id);
+        assert_eq!(
+            event.id,
+            t["timestamp"].as_u64().unwrap(),
+            "{at}: timestamp"
+        );
+        // Streams that contributed.
+        let streams: Vec<bool> = t["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_bool().unwrap())
+            .collect();
+        let entry = &run.events[k];
+        let ours_streams: Vec<bool> = (0..streams.len())
+            .map(|s| entry.parts.iter().any(|p| p.stream as usize == s))
+            .collect();
+        assert_eq!(ours_streams, streams, "{at}: streams");
+        // Every field of every segment.
+        for (name, segments) in t["fields"].as_object().unwrap() {
+            let key = Key::new(name);
+            let value = event
+                .value(key)
+                .unwrap_or_else(|| panic!("{at}: no {name}"));
+            let (values, shape, dtype) = flat(value);
+            let parts: Vec<&str> = name.splitn(3, '/').collect();
+            let all = builder.segments(parts[0], parts[1]);
+            for (segment, j) in segments.as_object().unwrap() {
+                let (want, want_shape, want_dtype) = theirs(j);
+                let (got, got_shape) = if all.len() > 1 {
+                    let s: u32 = segment.parse().unwrap();
+                    let i = all.iter().position(|x| *x == s).unwrap();
+                    let per: usize = shape[1..].iter().product();
+                    (values[i * per..(i + 1) * per].to_vec(), shape[1..].to_vec())
+                } else {
+                    (values.clone(), shape.clone())
+                };
+                assert_eq!(
+                    got_shape, want_shape,
+                    "{at}: {name} segment {segment}: shape"
+                );
+                if let Some(d) = want_dtype {
+                    assert_eq!(dtype, d, "{at}: {name}: dtype");
+                }
+                assert_eq!(got, want, "{at}: {name} segment {segment}: values");
+                compared += 1;
+            }
+        }
+        // psana's raw.raw: the detector's combined raw array.
+        for (det, j) in t["raw"].as_object().unwrap() {
+            if let Some(error) = j.get("error") {
+                // psana raises where it cannot combine the segments (a TypeError when some
+                // are missing); the fields above were compared segment by segment.
+                raised.insert(format!("{det}: {error}"));
+                continue;
+            }
+            let (want, want_shape, _) = theirs(j);
+            let found = event.fields().iter().any(|(k, v)| {
+                let (got, shape, _) = flat(v);
+                k.name().starts_with(&format!("{det}/raw/")) && shape == want_shape && got == want
+            });
+            assert!(
+                found,
+                "{at}: no field equals psana's {det} raw.raw {want_shape:?}"
+            );
+            compared += 1;
+        }
+        // Step and EPICS values as psana attaches them.
+        for (name, j) in t["env"].as_object().unwrap() {
+            let ours = event
+                .fields()
+                .iter()
+                .find(|(k, _)| k.name().ends_with(&format!("/{name}")));
+            match (j.is_null(), ours) {
+                (true, None) => {}
+                (false, Some((_, v))) => {
+                    let (want, _, _) = theirs(j);
+                    assert_eq!(flat(v).0, want, "{at}: {name}");
+                }
+                (true, Some(_)) => panic!("{at}: {name} before psana has it"),
+                (false, None) => panic!("{at}: no {name}, psana has {j}"),
+            }
+            compared += 1;
+        }
+    }
+    if !raised.is_empty() {
+        eprintln!("{what}: psana's raw.raw raised {raised:?} (segments missing from this file)");
+    }
+    (ours.len(), compared)
+}
+
+fn check(path: &Path, dir: &Path, what: &str) {
+    let reference = psana(path, dir);
+    let run = Arc::new(Xtc2Run::open(path).unwrap());
+    let mut first: Option<Vec<Event>> = None;
+    for workers in [1, 2, 3] {
+        let events = read(&run, &Plan::Process { workers });
+        let (n, values) = compare(
+            &run,
+            &events,
+            &reference,
+            &format!("{what}, {workers} workers"),
+        );
+        eprintln!("{what}, {workers} workers: {n} events, {values} values equal psana's");
+        match &first {
+            None => first = Some(events),
+            Some(f) => assert!(*f == events, "{what}: {workers} workers differ from 1"),
+        }
+    }
+}
+
+#[test]
+fn xtcwriter_runs_read_as_psana_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = xtcwriter_run(dir.path());
+    check(&run, dir.path(), "xtcwriter run (2 streams, smd)");
+    // One stream file on its own (psana's files= mode): no smd, no event building.
+    let single = run.join("xpptut15-r0014-s001-c000.xtc2");
+    check(&single, dir.path(), "xtcwriter single file");
+}
+
+#[test]
+fn dgramedit_runs_read_as_psana_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dgramedit_run(dir.path());
+    check(
+        &run,
+        dir.path(),
+        "DgramEdit run (Jungfrau-sized, mixed rate, damage)",
+    );
+    // The damaged event keeps its bits (MissingData, bit 5), the others have none.
+    let run = Arc::new(Xtc2Run::open(&run).unwrap());
+    let events = read(&run, &Plan::Thread);
+    let damage: Vec<u16> = events
+        .iter()
+        .map(|e| e.get::<u16>(Key::new("damage")).unwrap())
+        .collect();
+    assert_eq!(damage[3], 1 << 5, "{damage:?}");
+    assert_eq!(damage.iter().filter(|d| **d != 0).count(), 1, "{damage:?}");
+}
