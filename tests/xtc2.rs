@@ -333,3 +333,76 @@ fn dgramedit_runs_read_as_psana_reads_them() {
     assert_eq!(damage[3], 1 << 5, "{damage:?}");
     assert_eq!(damage.iter().filter(|d| **d != 0).count(), 1, "{damage:?}");
 }
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+
+/// `shotflow extract` of a run at 1 worker and on 2 processes: identical files whose every
+/// row h5py reads as psana's event (tests/check_xtc2_smalldata.py).
+fn extract_equals_psana(run: &Path, dir: &Path, what: &str) {
+    let reference = dir.join(format!(
+        "{}.json",
+        run.file_name().unwrap().to_string_lossy()
+    ));
+    let one = dir.join(format!("{what}-1.h5"));
+    run_ok(
+        Command::new(SHOTFLOW)
+            .arg("extract")
+            .arg(run)
+            .args(["--select", "*", "--events-per-batch", "3", "--output"])
+            .arg(&one),
+        "extract, 1 worker",
+    );
+    let two = dir.join(format!("{what}-2.h5"));
+    let rendezvous = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args: Vec<String> = vec![
+                "extract".into(),
+                run.display().to_string(),
+                "--select".into(),
+                "*".into(),
+                "--events-per-batch".into(),
+                "3".into(),
+                "--output".into(),
+                two.display().to_string(),
+            ];
+            args.extend(common::cluster_args(2, p, 1, rendezvous.path()));
+            common::spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    for child in children {
+        let out = common::wait_bounded(child, std::time::Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "{what}, 2 processes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let datasets = common::datasets(&one);
+    assert!(
+        datasets == common::datasets(&two),
+        "{what}: 2 processes differ from 1"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_xtc2_smalldata.py");
+    let report = run_ok(
+        Command::new(python()).arg(script).arg(&one).arg(&reference),
+        "check_xtc2_smalldata.py",
+    );
+    eprint!("{what}: {report}");
+    eprintln!(
+        "{what}: 1 worker and 2 processes identical ({} datasets)",
+        datasets.len()
+    );
+}
+
+#[test]
+fn extracted_xtc2_runs_equal_psana_on_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (run, what) in [
+        (xtcwriter_run(dir.path()), "xtcwriter"),
+        (dgramedit_run(dir.path()), "dgramedit"),
+    ] {
+        psana(&run, dir.path());
+        extract_equals_psana(&run, dir.path(), what);
+    }
+}

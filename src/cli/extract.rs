@@ -18,23 +18,30 @@ type Plan = (Key, Option<(Key, Key)>);
 
 #[derive(Args)]
 pub struct ExtractArgs {
-    /// Run directory.
-    run: PathBuf,
-    /// `SOURCE_GLOB[:KEY_GLOB]`, as extra-data's select (repeatable).
+    /// Run directory (EuXFEL), or an XTC2 file or run directory (LCLS-II).
+    pub(crate) run: PathBuf,
+    /// EuXFEL: `SOURCE_GLOB[:KEY_GLOB]`, as extra-data's select. XTC2: `DET[:ALG[:FIELD]]`,
+    /// globs in each part. Repeatable.
     #[arg(long, required = true)]
-    select: Vec<String>,
+    pub(crate) select: Vec<String>,
     /// Smalldata output file.
     #[arg(long)]
-    output: PathBuf,
-    /// Trains per batch.
+    pub(crate) output: PathBuf,
+    /// Trains per batch (EuXFEL).
     #[arg(long, default_value_t = 4)]
     trains_per_batch: usize,
+    /// Events per batch (XTC2).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) events_per_batch: usize,
+    /// XTC2: only the events of this LCLS run (from runinfo); default: every run, in order.
+    #[arg(long = "run", value_name = "N")]
+    pub(crate) run_number: Option<u32>,
     #[command(flatten)]
     geometry: crate::cli::profile::GeometryArgs,
     #[command(flatten)]
-    durability: crate::cli::Durability,
+    pub(crate) durability: crate::cli::Durability,
     #[command(flatten)]
-    launch: Launch,
+    pub(crate) launch: Launch,
 }
 
 /// What determines the extracted data: the run's files (name, size, modification time), the
@@ -64,6 +71,12 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
+    if crate::cli::xtc2::is_xtc2(&args.run) {
+        if args.geometry.geometry.is_some() {
+            anyhow::bail!("--geometry: XTC2 detectors through a geometry are not read yet");
+        }
+        return crate::cli::xtc2::extract(args);
+    }
     let run = Arc::new(ExdfRun::open(&args.run)?);
     if run.suspect_trains > 0 {
         eprintln!(

@@ -1,12 +1,19 @@
-//! `shotflow inspect` of an XTC2 file or run directory: streams and chunks, transitions,
-//! detectors with their algorithms and fields, events, timestamps and damage.
+//! XTC2 on the command line: `inspect` of a file or run directory (streams and chunks,
+//! transitions, detectors with their algorithms and fields, events, timestamps, damage) and
+//! `extract` of its events into smalldata.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use shotflow::xtc2::{EventBuilder, Xtc2Run, Xtc2Selector};
+use shotflow::event::Key;
+use shotflow::runtime::execute_with;
+use shotflow::smalldata::{SmallData, SmallDataExt};
+use shotflow::xtc2::{EventBuilder, Xtc2Run, Xtc2Selector, Xtc2Source};
+use timely::dataflow::operators::vec::Map;
+
+use super::extract::ExtractArgs;
 
 /// Whether `path` is an XTC2 file or a directory of them.
 pub fn is_xtc2(path: &Path) -> bool {
@@ -93,5 +100,111 @@ pub fn inspect(path: &Path) -> Result<()> {
         outln!("  {name:<48} {what}");
     }
     outln!("damaged events: {damaged}; events with a detector lacking segments: {partial}");
+    Ok(())
+}
+
+/// What determines the extracted data: the run's files (name, size, modification time), the
+/// selection, the run number and the batching.
+fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
+    use std::hash::{Hash, Hasher};
+    let mut files = std::collections::hash_map::DefaultHasher::new();
+    let paths = run
+        .streams
+        .iter()
+        .flat_map(|s| s.chunks.iter().chain(s.smd.iter()));
+    let mut count = 0;
+    for path in paths {
+        count += 1;
+        path.hash(&mut files);
+        if let Ok(meta) = std::fs::metadata(path) {
+            meta.len().hash(&mut files);
+            meta.modified().ok().hash(&mut files);
+        }
+    }
+    vec![
+        ("command".into(), "extract".into()),
+        ("run".into(), args.run.display().to_string()),
+        (
+            "run files".into(),
+            format!("{count} files, digest {:016x}", files.finish()),
+        ),
+        ("select".into(), args.select.join(" ")),
+        ("run number".into(), format!("{:?}", args.run_number)),
+        ("events_per_batch".into(), args.events_per_batch.to_string()),
+    ]
+}
+
+/// `shotflow extract` of an XTC2 run: one row per event (L1Accept), `<det>/<alg>/<field>`
+/// datasets, the timestamp as the event id.
+pub fn extract(args: ExtractArgs) -> Result<()> {
+    let mut run = Xtc2Run::open(&args.run)?;
+    for w in &run.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(n) = args.run_number {
+        run = run.only_run(n)?;
+    }
+    let run = Arc::new(run);
+    let selectors = args
+        .select
+        .iter()
+        .map(|s| Xtc2Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Strings change length from event to event; the smalldata output has no string datasets.
+    // (The DAQ's own bookkeeping blocks never reach events.)
+    let bookkeeping = ["runinfo", "epicsinfo", "chunkinfo", "smdinfo"];
+    let strings: Vec<Key> = run
+        .string_fields()
+        .iter()
+        .filter(|name| {
+            let p: Vec<&str> = name.splitn(3, '/').collect();
+            !bookkeeping.contains(&p[0]) && selectors.iter().any(|s| s.matches(p[0], p[1], p[2]))
+        })
+        .map(|name| Key::new(name))
+        .collect();
+    if !strings.is_empty() {
+        let names: Vec<&str> = strings.iter().map(|k| k.name()).collect();
+        eprintln!(
+            "shotflow: string fields are not written to smalldata: {}",
+            names.join(", ")
+        );
+    }
+    let selectors = Arc::new(selectors);
+    let output = args
+        .durability
+        .apply(SmallData::new(&args.output), fingerprint(&args, &run));
+    let result = output.result();
+    let mut agree = fingerprint(&args, &run);
+    agree.push(("output".into(), args.output.display().to_string()));
+    agree.push(("resume".into(), args.durability.resume.to_string()));
+    let plan = args.launch.clone().with_fingerprint(agree).plan()?;
+    let mut settings = args.launch.settings();
+    settings.start = output.prepare(plan.process())?;
+    let per = args.events_per_batch;
+    let strings = Arc::new(strings);
+    let outcome = execute_with(&plan, settings, move |worker| {
+        let (run, selectors, output, strings) = (
+            Arc::clone(&run),
+            Arc::clone(&selectors),
+            output.clone(),
+            Arc::clone(&strings),
+        );
+        worker.dataflow(|scope| {
+            scope
+                .xtc2(run, selectors, per)
+                .map(move |mut event| {
+                    for key in strings.iter() {
+                        event.remove(*key);
+                    }
+                    event
+                })
+                .smalldata(output);
+        });
+        Ok::<_, std::convert::Infallible>(())
+    });
+    crate::cli::finish(outcome.map(drop), &result)?;
+    if let Some(result) = result.lock().unwrap().as_ref() {
+        outln!("{}: {} events", result.master.display(), result.rows);
+    }
     Ok(())
 }

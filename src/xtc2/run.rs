@@ -130,6 +130,48 @@ impl Xtc2Run {
         })
     }
 
+    /// The LCLS run numbers the run's BeginRuns declare, in order.
+    pub fn run_numbers(&self) -> Vec<u32> {
+        let mut numbers: Vec<u32> = Vec::new();
+        for n in self.contexts.iter().filter_map(|c| c.run) {
+            if !numbers.contains(&n) {
+                numbers.push(n);
+            }
+        }
+        numbers
+    }
+
+    /// The events of LCLS run `number` only (a file may hold several runs); an error naming
+    /// the runs there are when it has none of that number.
+    pub fn only_run(mut self, number: u32) -> Result<Xtc2Run, Xtc2Error> {
+        let contexts = &self.contexts;
+        self.events
+            .retain(|e| contexts[e.context as usize].run == Some(number));
+        if self.events.is_empty() {
+            return Err(Xtc2Error::Run {
+                path: self.path.display().to_string(),
+                message: format!("no events of run {number} (runs: {:?})", self.run_numbers()),
+            });
+        }
+        Ok(self)
+    }
+
+    /// `<det>/<alg>/<field>` of every string (CHARSTR) field the run declares.
+    pub fn string_fields(&self) -> std::collections::BTreeSet<String> {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.configures)
+            .flat_map(|t| t.iter().map(|(_, n)| Arc::clone(n)).collect::<Vec<_>>())
+            .flat_map(|n| {
+                n.fields
+                    .iter()
+                    .filter(|f| f.dtype == super::format::DataType::CharStr)
+                    .map(|f| format!("{}/{}/{}", n.det_name, n.alg, f.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Reads the datagram of `part` from its big-data chunk.
     pub fn read(&self, part: &Part, file: &File) -> Result<Vec<u8>, Xtc2Error> {
         use std::os::unix::fs::FileExt;

@@ -265,6 +265,12 @@ pub fn datasets(
             if let Ok(d) = group.dataset(&name) {
                 let bytes = match d.dtype().unwrap().size() {
                     1 => d.read_raw::<u8>().unwrap(),
+                    2 => d
+                        .read_raw::<u16>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect(),
                     4 => d
                         .read_raw::<u32>()
                         .unwrap()
