@@ -406,3 +406,201 @@ fn extracted_xtc2_runs_equal_psana_on_two_processes() {
         extract_equals_psana(&run, dir.path(), what);
     }
 }
+
+/// Offsets of every datagram of a file, with their headers.
+fn datagrams(bytes: &[u8]) -> Vec<(usize, shotflow::xtc2::Dgram)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(d) = shotflow::xtc2::Dgram::parse(&bytes[at..]) {
+        if at + d.size() as usize > bytes.len() {
+            break;
+        }
+        out.push((at, d));
+        at += d.size() as usize;
+    }
+    out
+}
+
+/// Every way a file can be bad gives an error naming the file, the datagram's offset and
+/// timestamp (or a counted stop at a truncated tail), never a panic or an allocation sized by
+/// an unchecked header.
+#[test]
+fn bad_xtc2_input_is_named_never_a_panic() {
+    use shotflow::xtc2::{Transition, Xtc, XtcKind};
+    let dir = tempfile::tempdir().unwrap();
+    let run = xtcwriter_run(dir.path());
+    let original = std::fs::read(run.join("xpptut15-r0014-s000-c000.xtc2")).unwrap();
+    let dgrams = datagrams(&original);
+    let events = |path: &Path| Xtc2Run::open(path).map(|r| r.events.len());
+    let good = dir.path().join("good.xtc2");
+    std::fs::write(&good, &original).unwrap();
+    let all = events(&good).unwrap();
+    let l1: Vec<usize> = dgrams
+        .iter()
+        .filter(|(_, d)| d.transition() == Transition::L1Accept)
+        .map(|(at, _)| *at)
+        .collect();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let build_error = |path: &Path| -> String {
+        let run = Arc::new(Xtc2Run::open(path).unwrap());
+        let mut builder = EventBuilder::new(Arc::clone(&run), Arc::new(vec![Xtc2Selector::all()]));
+        run.events
+            .iter()
+            .find_map(|e| builder.build(e).err())
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let mut cases = 0;
+
+    // A truncated last datagram ends the stream with a warning; the events before it stay.
+    let (last_l1, _) = dgrams
+        .iter()
+        .rev()
+        .find(|(_, d)| d.transition() == Transition::L1Accept)
+        .unwrap();
+    let cut = write("truncated.xtc2", &original[..last_l1 + 30]);
+    let opened = Xtc2Run::open(&cut).unwrap();
+    assert_eq!(opened.events.len(), all - 1);
+    assert!(
+        opened
+            .warnings
+            .iter()
+            .any(|w| w.contains("truncated.xtc2") && w.contains(&format!("byte {last_l1}"))),
+        "{:?}",
+        opened.warnings
+    );
+    cases += 1;
+
+    // A root extent of zero, and one smaller than a header.
+    for (extent, name) in [(0u32, "zero.xtc2"), (5, "small.xtc2")] {
+        let mut bytes = original.clone();
+        let at = l1[2];
+        bytes[at + 20..at + 24].copy_from_slice(&extent.to_le_bytes());
+        let e = Xtc2Run::open(&write(name, &bytes)).unwrap_err().to_string();
+        assert!(
+            e.contains(name)
+                && e.contains(&format!("byte {at}"))
+                && e.contains("timestamp 0x")
+                && e.contains("less than its header"),
+            "{e}"
+        );
+        cases += 1;
+    }
+
+    // The first ShapesData of an event: a NamesId the Configure never declared.
+    let at = l1[1];
+    let child = Xtc::at(&original, at + 24).unwrap();
+    assert_eq!(child.kind(), XtcKind::ShapesData);
+    let mut bytes = original.clone();
+    bytes[at + 24..at + 28].copy_from_slice(&0xABCDEu32.to_le_bytes());
+    let e = build_error(&write("namesid.xtc2", &bytes));
+    assert!(
+        e.contains("namesid.xtc2") && e.contains(&format!("byte {at}")) && e.contains("0xabcde"),
+        "{e}"
+    );
+    cases += 1;
+
+    // An unknown type id is skipped: the event builds, without that block.
+    let mut bytes = original.clone();
+    bytes[at + 30..at + 32].copy_from_slice(&0x0FFu16.to_le_bytes());
+    let path = write("unknown_type.xtc2", &bytes);
+    assert_eq!(build_error(&path), "", "an unknown type is skipped");
+    cases += 1;
+
+    // A hostile shape: 4 × 10⁹ elements claimed; an error, nothing allocated from it.
+    let mut hostile = None;
+    let mut p = at + 24 + 12;
+    let end = at + 24 + child.extent as usize;
+    while p < end {
+        let x = Xtc::at(&original, p).unwrap();
+        if x.kind() == XtcKind::Shapes && x.extent > 12 {
+            hostile = Some(p + 12);
+        }
+        p += x.extent as usize;
+    }
+    if let Some(dims) = hostile {
+        let mut bytes = original.clone();
+        bytes[dims..dims + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = build_error(&write("shape.xtc2", &bytes));
+        assert!(
+            e.contains("shape.xtc2") && e.contains("needs more than"),
+            "{e}"
+        );
+        cases += 1;
+    }
+
+    // An unknown data type in a Names block of the Configure.
+    let (configure, _) = dgrams[0];
+    let names = Xtc::at(&original, configure + 24).unwrap();
+    assert_eq!(names.kind(), XtcKind::Names);
+    let mut bytes = original.clone();
+    let code = configure + 24 + 1048 + 516;
+    bytes[code..code + 4].copy_from_slice(&77u32.to_le_bytes());
+    let e = Xtc2Run::open(&write("dtype.xtc2", &bytes))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dtype.xtc2") && e.contains("unknown data type 77"),
+        "{e}"
+    );
+    cases += 1;
+
+    // An smd offset past the end of the big file.
+    let smd_run = dir.path().join("smd_past_end");
+    std::fs::create_dir_all(smd_run.join("smalldata")).unwrap();
+    std::fs::copy(&good, smd_run.join("xpptut15-r0014-s000-c000.xtc2")).unwrap();
+    let smd = std::fs::read(run.join("smalldata/xpptut15-r0014-s000-c000.smd.xtc2")).unwrap();
+    let (first, _) = datagrams(&smd)
+        .into_iter()
+        .find(|(_, d)| d.transition() == Transition::L1Accept)
+        .unwrap();
+    let mut bytes = smd.clone();
+    // The 76-byte smd L1Accept: intOffset is at byte 60.
+    bytes[first + 60..first + 68].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(
+        smd_run.join("smalldata/xpptut15-r0014-s000-c000.smd.xtc2"),
+        &bytes,
+    )
+    .unwrap();
+    let e = build_error(&smd_run);
+    assert!(
+        e.contains("xpptut15-r0014-s000-c000.xtc2") && e.contains(&format!("byte {}", 1u64 << 40)),
+        "{e}"
+    );
+    cases += 1;
+
+    // A missing chunk.
+    let chunks = dir.path().join("chunks");
+    std::fs::create_dir_all(&chunks).unwrap();
+    std::fs::copy(&good, chunks.join("x-r0001-s000-c000.xtc2")).unwrap();
+    std::fs::copy(&good, chunks.join("x-r0001-s000-c002.xtc2")).unwrap();
+    let e = Xtc2Run::open(&chunks).unwrap_err().to_string();
+    assert!(e.contains("chunk 1 is missing"), "{e}");
+    cases += 1;
+
+    // Random single-byte damage anywhere: an error or events, never a panic.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for k in 0..300 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut bytes = original.clone();
+        let at = (state % bytes.len() as u64) as usize;
+        bytes[at] ^= (state >> 32) as u8 | 1;
+        let path = write(&format!("flip{k}.xtc2"), &bytes);
+        if let Ok(run) = Xtc2Run::open(&path) {
+            let run = Arc::new(run);
+            let mut builder =
+                EventBuilder::new(Arc::clone(&run), Arc::new(vec![Xtc2Selector::all()]));
+            for e in &run.events {
+                let _ = builder.build(e);
+            }
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+    eprintln!("{cases} bad-input cases named, 300 random byte flips without a panic");
+}
