@@ -139,6 +139,27 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// Its id.
+    pub fn id(self) -> u8 {
+        use Transition::*;
+        match self {
+            ClearReadout => 0,
+            Reset => 1,
+            Configure => 2,
+            Unconfigure => 3,
+            BeginRun => 4,
+            EndRun => 5,
+            BeginStep => 6,
+            EndStep => 7,
+            Enable => 8,
+            Disable => 9,
+            SlowUpdate => 10,
+            EndOfBatch => 11,
+            L1Accept => 12,
+            Unknown(id) => id,
+        }
+    }
+
     /// The transition of an id.
     pub fn from_id(id: u8) -> Transition {
         use Transition::*;
@@ -173,23 +194,24 @@ impl std::fmt::Display for Transition {
 /// Element types of Names fields (`Name::DataType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
+#[repr(u32)]
 pub enum DataType {
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
+    U8 = 0,
+    U16 = 1,
+    U32 = 2,
+    U64 = 3,
+    I8 = 4,
+    I16 = 5,
+    I32 = 6,
+    I64 = 7,
+    F32 = 8,
+    F64 = 9,
     /// A NUL-terminated string: a rank-1 char array.
-    CharStr,
+    CharStr = 10,
     /// An enum value (int32), named `field:EnumType`.
-    EnumVal,
+    EnumVal = 11,
     /// An enum label's code (int32), named `Label:EnumType`: part of the schema, not a field.
-    EnumDict,
+    EnumDict = 12,
 }
 
 impl DataType {

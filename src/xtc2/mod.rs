@@ -14,7 +14,9 @@ mod format;
 mod names;
 mod run;
 mod select;
+mod simulate;
 mod source;
+pub mod write;
 
 pub use decode::Block;
 pub use event::EventBuilder;
@@ -22,6 +24,7 @@ pub use format::{DataType, Dgram, Transition, Xtc, XtcKind};
 pub use names::{Field, Names, NamesTable};
 pub use run::{Context, Entry, Part, Stream, TransitionEntry, Xtc2Run};
 pub use select::Xtc2Selector;
+pub use simulate::Xtc2Simulation;
 pub use source::Xtc2Source;
 
 use std::path::Path;
