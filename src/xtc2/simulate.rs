@@ -324,7 +324,6 @@ impl Xtc2Simulation {
             emit(dgram(next(), Transition::EndStep, &[], 0))?;
         }
         emit(dgram(next(), Transition::EndRun, &[], 0))?;
-        drop(emit);
         out.flush().map_err(|e| Xtc2Error::io(big, e))?;
         small.flush().map_err(|e| Xtc2Error::io(smd, e))?;
         Ok(())
