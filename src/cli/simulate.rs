@@ -28,6 +28,10 @@ pub struct SimulateArgs {
     /// Events per step of the delay scan (xtc2).
     #[arg(long, default_value_t = 40)]
     events_per_step: u64,
+    /// Start a new big-data chunk file at the first step after this many events (xtc2), as
+    /// the DAQ does when a file grows large.
+    #[arg(long)]
+    chunk_events: Option<u64>,
     /// Number of trains.
     #[arg(long, default_value_t = 64)]
     trains: u64,
@@ -66,6 +70,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         let simulation = shotflow::xtc2::Xtc2Simulation {
             events: args.events,
             events_per_step: args.events_per_step.max(1),
+            chunk_events: args.chunk_events,
             run: args.run,
             seed: args.seed,
             frame: frame.unwrap_or([512, 1024]),

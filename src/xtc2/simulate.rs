@@ -52,6 +52,9 @@ pub struct Xtc2Simulation {
     pub segment: [usize; 2],
     /// Mean photons per Jungfrau frame at 1 mJ.
     pub photons: f64,
+    /// Start a new big-data chunk at the first step that begins after this many events per
+    /// chunk, as the DAQ does when a file grows too large (`None`: one chunk).
+    pub chunk_events: Option<u64>,
     /// Seed.
     pub seed: u64,
 }
@@ -67,6 +70,7 @@ impl Default for Xtc2Simulation {
             frame: [512, 1024],
             segment: [352, 384],
             photons: 400.0,
+            chunk_events: None,
             seed: 2026,
         }
     }
@@ -127,6 +131,16 @@ fn schema(stream: usize) -> Vec<(u32, NamesDef)> {
             &[("expt", CharStr, 1), ("runnum", U32, 0)],
         ),
     )];
+    out.push((
+        node | 0xfc,
+        def(
+            "chunkinfo",
+            "chunkinfo",
+            "chunkinfo",
+            0,
+            &[("chunkid", U32, 0), ("filename", CharStr, 1)],
+        ),
+    ));
     if stream == 0 {
         out.extend([
             (
@@ -198,37 +212,22 @@ impl Xtc2Simulation {
         12.5 + 0.01 * k as f64
     }
 
-    /// Writes the run into `dir` (created if needed): `<exp>-r<run>-s00N-c000.xtc2` and
-    /// `smalldata/<same>.smd.xtc2` for streams 0 and 1. Returns the files written.
+    /// Writes the run into `dir` (created if needed): `<exp>-r<run>-s00N-c00K.xtc2` and
+    /// `smalldata/<exp>-r<run>-s00N-c000.smd.xtc2` for streams 0 and 1. Returns the files
+    /// written.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, Xtc2Error> {
         std::fs::create_dir_all(dir.join("smalldata")).map_err(|e| Xtc2Error::io(dir, e))?;
         let mut written = Vec::new();
         for stream in 0..2 {
-            let name = format!("{}-r{:04}-s{stream:03}-c000", self.experiment, self.run);
-            let big = dir.join(format!("{name}.xtc2"));
-            let smd = dir.join("smalldata").join(format!("{name}.smd.xtc2"));
-            self.write_stream(stream, &big, &smd)?;
-            written.extend([big, smd]);
+            let base = format!("{}-r{:04}-s{stream:03}", self.experiment, self.run);
+            let mut files = Files::create(dir, &base)?;
+            self.write_stream(stream, &mut files)?;
+            written.extend(files.finish()?);
         }
         Ok(written)
     }
 
-    fn write_stream(&self, stream: usize, big: &Path, smd: &Path) -> Result<(), Xtc2Error> {
-        let open = |p: &Path| {
-            std::fs::File::create(p)
-                .map(|f| std::io::BufWriter::with_capacity(4 << 20, f))
-                .map_err(|e| Xtc2Error::io(p, e))
-        };
-        let (mut out, mut small) = (open(big)?, open(smd)?);
-        let mut offset = 0u64;
-        let mut emit = |bytes: Vec<u8>| -> Result<(), Xtc2Error> {
-            out.write_all(&bytes).map_err(|e| Xtc2Error::io(big, e))?;
-            small
-                .write_all(&smd_datagram(&bytes, offset))
-                .map_err(|e| Xtc2Error::io(smd, e))?;
-            offset += bytes.len() as u64;
-            Ok(())
-        };
+    fn write_stream(&self, stream: usize, files: &mut Files) -> Result<(), Xtc2Error> {
         let schema = schema(stream);
         let block = |name: &str, values: &[Value]| -> Vec<u8> {
             let (id, d) = schema
@@ -253,7 +252,7 @@ impl Xtc2Simulation {
                 ],
             ));
         }
-        emit(dgram(next(), Transition::Configure, &configure, 0))?;
+        files.emit(&dgram(next(), Transition::Configure, &configure, 0))?;
         let runinfo = if stream == 0 {
             vec![block(
                 "runinfo",
@@ -262,7 +261,7 @@ impl Xtc2Simulation {
         } else {
             Vec::new()
         };
-        emit(dgram(next(), Transition::BeginRun, &runinfo, 0))?;
+        files.emit(&dgram(next(), Transition::BeginRun, &runinfo, 0))?;
         let noise = noise_table(self.seed);
         let steps = self.events.div_ceil(self.events_per_step.max(1));
         let mut slow = 0u64;
@@ -272,9 +271,21 @@ impl Xtc2Simulation {
             } else {
                 Vec::new()
             };
-            emit(dgram(next(), Transition::BeginStep, &scan, 0))?;
-            emit(dgram(next(), Transition::Enable, &[], 0))?;
+            files.emit(&dgram(next(), Transition::BeginStep, &scan, 0))?;
             let first = step * self.events_per_step;
+            let chunk = self.chunk_events.map_or(0, |n| (first / n.max(1)) as u32);
+            if chunk > files.chunk {
+                // The DAQ's chunk switch: this Enable, the old chunk's last datagram, names
+                // the next chunk; the big data go on in it (without a Configure).
+                let info = block(
+                    "chunkinfo",
+                    &[Value::U32(chunk), text(&files.chunk_name(chunk))],
+                );
+                files.emit(&dgram(next(), Transition::Enable, &[info], 0))?;
+                files.next_chunk(chunk)?;
+            } else {
+                files.emit(&dgram(next(), Transition::Enable, &[], 0))?;
+            }
             for i in first..(first + self.events_per_step).min(self.events) {
                 if i > 0 && i.is_multiple_of(self.slow_every.max(1)) {
                     let epics = if stream == 0 {
@@ -282,7 +293,7 @@ impl Xtc2Simulation {
                     } else {
                         Vec::new()
                     };
-                    emit(dgram(next(), Transition::SlowUpdate, &epics, 0))?;
+                    files.emit(&dgram(next(), Transition::SlowUpdate, &epics, 0))?;
                     slow += 1;
                 }
                 let ts = next();
@@ -313,19 +324,88 @@ impl Xtc2Simulation {
                         .map(|s| {
                             let mut rng = event_rng(self.seed ^ (0x6570 + s as u64), i);
                             let frame = noise_frame(&mut rng, &noise, self.segment);
-                            let (id, d) = &schema[1 + s as usize];
+                            let (id, d) = schema
+                                .iter()
+                                .find(|(_, d)| d.det_name == "epix10ka" && d.segment == s)
+                                .expect("declared");
                             shapes_data(*id, d, &[Value::from(frame.into_dyn())], 0)
                         })
                         .collect()
                 };
-                emit(dgram(ts, Transition::L1Accept, &blocks, 0))?;
+                files.emit(&dgram(ts, Transition::L1Accept, &blocks, 0))?;
             }
-            emit(dgram(next(), Transition::Disable, &[], 0))?;
-            emit(dgram(next(), Transition::EndStep, &[], 0))?;
+            files.emit(&dgram(next(), Transition::Disable, &[], 0))?;
+            files.emit(&dgram(next(), Transition::EndStep, &[], 0))?;
         }
-        emit(dgram(next(), Transition::EndRun, &[], 0))?;
-        out.flush().map_err(|e| Xtc2Error::io(big, e))?;
-        small.flush().map_err(|e| Xtc2Error::io(smd, e))?;
+        files.emit(&dgram(next(), Transition::EndRun, &[], 0))?;
         Ok(())
+    }
+}
+
+/// One stream's files as they are written: the current big-data chunk and the smd file, whose
+/// offsets count from the start of the current chunk.
+struct Files {
+    dir: PathBuf,
+    base: String,
+    chunk: u32,
+    out: (PathBuf, std::io::BufWriter<std::fs::File>),
+    smd: (PathBuf, std::io::BufWriter<std::fs::File>),
+    offset: u64,
+    written: Vec<PathBuf>,
+}
+
+impl Files {
+    fn open(path: PathBuf) -> Result<(PathBuf, std::io::BufWriter<std::fs::File>), Xtc2Error> {
+        let file = std::fs::File::create(&path).map_err(|e| Xtc2Error::io(&path, e))?;
+        Ok((path, std::io::BufWriter::with_capacity(4 << 20, file)))
+    }
+
+    fn create(dir: &Path, base: &str) -> Result<Files, Xtc2Error> {
+        Ok(Files {
+            dir: dir.to_path_buf(),
+            base: base.to_string(),
+            chunk: 0,
+            out: Files::open(dir.join(format!("{base}-c000.xtc2")))?,
+            smd: Files::open(dir.join("smalldata").join(format!("{base}-c000.smd.xtc2")))?,
+            offset: 0,
+            written: Vec::new(),
+        })
+    }
+
+    fn chunk_name(&self, chunk: u32) -> String {
+        format!("{}-c{chunk:03}.xtc2", self.base)
+    }
+
+    /// Writes a big datagram, and its smd datagram.
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), Xtc2Error> {
+        self.out
+            .1
+            .write_all(bytes)
+            .map_err(|e| Xtc2Error::io(&self.out.0, e))?;
+        self.smd
+            .1
+            .write_all(&smd_datagram(bytes, self.offset))
+            .map_err(|e| Xtc2Error::io(&self.smd.0, e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the current chunk and goes on in chunk `chunk`.
+    fn next_chunk(&mut self, chunk: u32) -> Result<(), Xtc2Error> {
+        let next = Files::open(self.dir.join(self.chunk_name(chunk)))?;
+        let (path, mut old) = std::mem::replace(&mut self.out, next);
+        old.flush().map_err(|e| Xtc2Error::io(&path, e))?;
+        self.written.push(path);
+        self.chunk = chunk;
+        self.offset = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<PathBuf>, Xtc2Error> {
+        for (path, file) in [&mut self.out, &mut self.smd] {
+            file.flush().map_err(|e| Xtc2Error::io(path, e))?;
+        }
+        self.written.extend([self.out.0, self.smd.0]);
+        Ok(self.written)
     }
 }
