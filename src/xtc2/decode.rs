@@ -194,8 +194,14 @@ fn shapes_data(buf: &[u8], at: usize, xtc: &Xtc, names: &Names) -> Result<Vec<Va
 /// A field's value from its bytes.
 fn value(dtype: DataType, dims: &[usize], raw: &[u8]) -> Result<Value, String> {
     fn typed<T: Element>(dims: &[usize], raw: &[u8], from: fn(&[u8]) -> T) -> Value {
-        let size = std::mem::size_of::<T>();
-        let items: Vec<T> = raw.chunks_exact(size).map(from).collect();
+        let items: Vec<T> = if cfg!(target_endian = "little") {
+            // The file's little-endian bytes are the elements' memory: one copy, any alignment.
+            T::from_raw(bytemuck::pod_collect_to_vec::<u8, T::Raw>(raw))
+        } else {
+            raw.chunks_exact(std::mem::size_of::<T>())
+                .map(from)
+                .collect()
+        };
         if dims.is_empty() {
             return items[0].into_value();
         }

@@ -3,7 +3,6 @@
 //! in segment order, with the step and slow values in force added.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
@@ -46,7 +45,7 @@ pub struct EventBuilder {
     selectors: Arc<Vec<Xtc2Selector>>,
     /// Every detector's segments per algorithm, over all streams and Configures.
     segments: Arc<BTreeMap<(String, String), Vec<u32>>>,
-    files: HashMap<(u16, u16), File>,
+    maps: HashMap<(u16, u16), memmap2::Mmap>,
     keys: HashMap<FieldId, Key>,
     damage_key: Key,
 }
@@ -72,7 +71,7 @@ impl EventBuilder {
             run,
             selectors,
             segments: Arc::new(segments),
-            files: HashMap::new(),
+            maps: HashMap::new(),
             keys: HashMap::new(),
             damage_key: Key::new("damage"),
         }
@@ -97,17 +96,17 @@ impl EventBuilder {
         for part in &entry.parts {
             let stream = &run.streams[part.stream as usize];
             let path = &stream.chunks[part.chunk as usize];
-            let file = match self.files.entry((part.stream, part.chunk)) {
+            let map = match self.maps.entry((part.stream, part.chunk)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(File::open(path).map_err(|err| Xtc2Error::io(path, err))?)
+                    e.insert(run.map(part.stream, part.chunk)?)
                 }
             };
-            let buf = run.read(part, file)?;
+            let buf = run.datagram(part, map)?;
             let corrupt = |message: String| {
                 Xtc2Error::corrupt(path, part.offset, Some(entry.timestamp), message)
             };
-            let dgram = header(&buf).map_err(corrupt)?;
+            let dgram = header(buf).map_err(corrupt)?;
             if dgram.timestamp != entry.timestamp {
                 return Err(corrupt(format!(
                     "the smd file points at a datagram of timestamp {:#x}",
@@ -117,7 +116,7 @@ impl EventBuilder {
             damage |= dgram.xtc.damage & 0x0FFF;
             let table = &stream.configures[part.configure as usize];
             let selectors = Arc::clone(&self.selectors);
-            let decoded = blocks(&buf, table, &|n| {
+            let decoded = blocks(buf, table, &|n| {
                 selectors
                     .iter()
                     .any(|s| s.matches_block(&n.det_name, &n.alg))
@@ -145,7 +144,7 @@ impl EventBuilder {
             if all.len() > 1 && by_segment.len() < all.len() && !partial.contains(&id.0) {
                 partial.push(id.0.clone());
             }
-            self.put(&mut event, id, &all, &by_segment);
+            self.put(&mut event, id, &all, by_segment);
         }
         // Step and slow values in force, unless the event has its own.
         let context = Arc::clone(&run.contexts[entry.context as usize]);
@@ -161,7 +160,7 @@ impl EventBuilder {
         for (id, by_segment) in carried {
             if !self.keys.get(&id).is_some_and(|k| event.contains(*k)) {
                 let all = self.segments(&id.0, &id.1).to_vec();
-                self.put(&mut event, id, &all, &by_segment);
+                self.put(&mut event, id, &all, by_segment);
             }
         }
         event.set(self.damage_key, damage);
@@ -175,14 +174,20 @@ impl EventBuilder {
     /// Sets a field from its segments' values: as it is for a detector of one segment, else
     /// stacked in segment order (fill values for missing segments); segments whose shapes or
     /// types differ are set apart, as `<det>/<alg>/<field>/segment<k>`.
-    fn put(&mut self, event: &mut Event, id: FieldId, all: &[u32], values: &BTreeMap<u32, Value>) {
+    fn put(
+        &mut self,
+        event: &mut Event,
+        id: FieldId,
+        all: &[u32],
+        mut values: BTreeMap<u32, Value>,
+    ) {
         let key = *self
             .keys
             .entry(id.clone())
             .or_insert_with(|| Key::new(&format!("{}/{}/{}", id.0, id.1, id.2)));
         if all.len() <= 1 {
-            if let Some(v) = values.values().next() {
-                event.set(key, v.clone());
+            if let Some((_, v)) = values.pop_first() {
+                event.set(key, v);
             }
             return;
         }
@@ -198,7 +203,7 @@ impl EventBuilder {
         } else {
             for (segment, v) in values {
                 let apart = Key::new(&format!("{}/{}/{}/segment{segment}", id.0, id.1, id.2));
-                event.set(apart, v.clone());
+                event.set(apart, v);
             }
         }
     }

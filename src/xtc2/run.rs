@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,10 +113,29 @@ impl Xtc2Run {
     /// event index; a truncated last datagram ends its stream with a warning.
     pub fn open(path: &Path) -> Result<Xtc2Run, Xtc2Error> {
         let mut streams = discover(path)?;
+        // Streams are independent until they are merged: scan them side by side.
+        let scanned: Vec<Result<(Vec<Record>, Vec<String>), Xtc2Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = streams
+                .iter_mut()
+                .enumerate()
+                .map(|(index, stream)| {
+                    s.spawn(move || {
+                        let mut warnings = Vec::new();
+                        scan(index as u16, stream, &mut warnings).map(|r| (r, warnings))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a stream's scan does not panic"))
+                .collect()
+        });
         let mut records = Vec::new();
         let mut warnings = Vec::new();
-        for (index, stream) in streams.iter_mut().enumerate() {
-            records.push(scan(index as u16, stream, &mut warnings)?);
+        for result in scanned {
+            let (r, w) = result?;
+            records.push(r);
+            warnings.extend(w);
         }
         let (events, transitions, contexts) = merge(records);
         Ok(Xtc2Run {
@@ -172,12 +190,22 @@ impl Xtc2Run {
             .collect()
     }
 
-    /// Reads the datagram of `part` from its big-data chunk.
-    pub fn read(&self, part: &Part, file: &File) -> Result<Vec<u8>, Xtc2Error> {
-        use std::os::unix::fs::FileExt;
+    /// Maps a big-data chunk file for reading (a worker maps each chunk it reads once).
+    pub fn map(&self, stream: u16, chunk: u16) -> Result<memmap2::Mmap, Xtc2Error> {
+        let path = &self.streams[stream as usize].chunks[chunk as usize];
+        map(path)
+    }
+
+    /// The datagram of `part` in its mapped chunk `map`, checked against the file's length.
+    pub fn datagram<'a>(&self, part: &Part, map: &'a [u8]) -> Result<&'a [u8], Xtc2Error> {
         let path = &self.streams[part.stream as usize].chunks[part.chunk as usize];
-        let len = file.metadata().map_err(|e| Xtc2Error::io(path, e))?.len();
-        if part.offset + part.size > len || part.size < DGRAM_HEADER as u64 {
+        let len = map.len() as u64;
+        if part
+            .offset
+            .checked_add(part.size)
+            .is_none_or(|end| end > len)
+            || part.size < DGRAM_HEADER as u64
+        {
             return Err(Xtc2Error::corrupt(
                 path,
                 part.offset,
@@ -188,11 +216,17 @@ impl Xtc2Run {
                 ),
             ));
         }
-        let mut buf = vec![0u8; part.size as usize];
-        file.read_exact_at(&mut buf, part.offset)
-            .map_err(|e| Xtc2Error::io(path, e))?;
-        Ok(buf)
+        Ok(&map[part.offset as usize..(part.offset + part.size) as usize])
     }
+}
+
+/// A read-only map of a whole file.
+fn map(path: &Path) -> Result<memmap2::Mmap, Xtc2Error> {
+    let file = File::open(path).map_err(|e| Xtc2Error::io(path, e))?;
+    // SAFETY: run files are written once (the DAQ appends to files still in progress and never
+    // truncates them); a file cut short under the map would fault, as a read of it would fail.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Xtc2Error::io(path, e))?;
+    Ok(map)
 }
 
 /// The streams of `path`, in psana's order.
@@ -262,50 +296,45 @@ fn discover(path: &Path) -> Result<Vec<Stream>, Xtc2Error> {
     Ok(streams)
 }
 
-/// Reads a file's datagrams one after another; a truncated last one ends it with a warning.
+/// A file's datagrams one after another, from its map; a truncated last one ends it with a
+/// warning.
 struct Datagrams {
     path: PathBuf,
-    reader: BufReader<File>,
-    len: u64,
+    map: memmap2::Mmap,
     offset: u64,
 }
 
 impl Datagrams {
     fn open(path: &Path) -> Result<Datagrams, Xtc2Error> {
-        let file = File::open(path).map_err(|e| Xtc2Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Xtc2Error::io(path, e))?.len();
+        let map = map(path)?;
+        // Read once, front to back.
+        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(Datagrams {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 20, file),
-            len,
+            map,
             offset: 0,
         })
     }
 
-    /// The next datagram's header and offset, and its bytes when `want(header)` (else they
-    /// are skipped). `Ok(None)` at the end, with a warning when the file ends inside a
-    /// datagram.
+    /// The next datagram's header, offset and bytes. `Ok(None)` at the end, with a warning
+    /// when the file ends inside a datagram.
     fn next(
         &mut self,
-        want: &dyn Fn(&Dgram) -> bool,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<(Dgram, u64, Vec<u8>)>, Xtc2Error> {
-        if self.offset + DGRAM_HEADER as u64 > self.len {
-            if self.offset < self.len {
+    ) -> Result<Option<(Dgram, u64, &[u8])>, Xtc2Error> {
+        let len = self.map.len() as u64;
+        let at = self.offset;
+        if at + DGRAM_HEADER as u64 > len {
+            if at < len {
                 warnings.push(format!(
                     "{}: {} bytes after the last datagram, less than a header: ignored",
                     self.path.display(),
-                    self.len - self.offset
+                    len - at
                 ));
             }
             return Ok(None);
         }
-        let mut head = [0u8; DGRAM_HEADER];
-        self.reader
-            .read_exact(&mut head)
-            .map_err(|e| Xtc2Error::io(&self.path, e))?;
-        let dgram = Dgram::parse(&head).expect("24 bytes");
-        let at = self.offset;
+        let dgram = Dgram::parse(&self.map[at as usize..]).expect("24 bytes");
         if dgram.size() < DGRAM_HEADER as u64 {
             return Err(Xtc2Error::corrupt(
                 &self.path,
@@ -317,34 +346,24 @@ impl Datagrams {
                 ),
             ));
         }
-        if at + dgram.size() > self.len {
+        if at + dgram.size() > len {
             warnings.push(format!(
                 "{}: the last datagram (byte {at}, timestamp {:#x}) needs {} bytes and {} remain: \
                  the stream ends before it",
                 self.path.display(),
                 dgram.timestamp,
                 dgram.size(),
-                self.len - at
+                len - at
             ));
-            self.offset = self.len;
+            self.offset = len;
             return Ok(None);
         }
-        let rest = dgram.size() - DGRAM_HEADER as u64;
-        let mut buf = Vec::new();
-        if want(&dgram) {
-            buf.reserve_exact(dgram.size() as usize);
-            buf.extend_from_slice(&head);
-            buf.resize(dgram.size() as usize, 0);
-            self.reader
-                .read_exact(&mut buf[DGRAM_HEADER..])
-                .map_err(|e| Xtc2Error::io(&self.path, e))?;
-        } else {
-            self.reader
-                .seek(SeekFrom::Current(rest as i64))
-                .map_err(|e| Xtc2Error::io(&self.path, e))?;
-        }
         self.offset += dgram.size();
-        Ok(Some((dgram, at, buf)))
+        Ok(Some((
+            dgram,
+            at,
+            &self.map[at as usize..(at + dgram.size()) as usize],
+        )))
     }
 }
 
@@ -369,15 +388,13 @@ fn scan(
     let mut chunk = 0u16;
     for (path, big_chunk) in files {
         let mut file = Datagrams::open(&path)?;
-        // Big-file L1Accepts are read later, by the worker that owns them; everything else is
-        // decoded now.
-        let big = big_chunk.is_some();
-        let want = move |d: &Dgram| !(big && d.transition() == Transition::L1Accept);
-        while let Some((dgram, at, buf)) = file.next(&want, warnings)? {
+        // Big-file L1Accepts are decoded later, by the worker that owns them; everything else
+        // now.
+        while let Some((dgram, at, buf)) = file.next(warnings)? {
             let transition = dgram.transition();
             let ts = dgram.timestamp;
             if transition == Transition::Configure {
-                let table = configure_names(&buf).map_err(|e| corrupt(&path, at, ts, e))?;
+                let table = configure_names(buf).map_err(|e| corrupt(&path, at, ts, e))?;
                 stream.configures.push(Arc::new(table));
             }
             let configure = stream.configures.len().checked_sub(1).ok_or_else(|| {
@@ -400,12 +417,16 @@ fn scan(
                 },
                 (Transition::L1Accept, None) => {
                     // smd: the offset and size of the big datagram in the current chunk.
-                    let smd = blocks(&buf, &table, &|n| n.det_name == "smdinfo")
-                        .map_err(|e| corrupt(&path, at, ts, e))?;
-                    let pointer = smd.first().and_then(|b| match b.values.as_slice() {
-                        [Value::U64(o), Value::U64(s)] => Some((*o, *s)),
-                        _ => None,
-                    });
+                    let pointer = match smd_pointer(buf, &table) {
+                        Some(p) => Some(p),
+                        None => blocks(buf, &table, &|n| n.det_name == "smdinfo")
+                            .map_err(|e| corrupt(&path, at, ts, e))?
+                            .first()
+                            .and_then(|b| match b.values.as_slice() {
+                                [Value::U64(o), Value::U64(s)] => Some((*o, *s)),
+                                _ => None,
+                            }),
+                    };
                     let (offset, size) = pointer.ok_or_else(|| {
                         corrupt(
                             &path,
@@ -422,7 +443,7 @@ fn scan(
                     }
                 }
                 _ => {
-                    let decoded = blocks(&buf, &table, &|n| n.det_name != "smdinfo")
+                    let decoded = blocks(buf, &table, &|n| n.det_name != "smdinfo")
                         .map_err(|e| corrupt(&path, at, ts, e))?;
                     if transition == Transition::Enable && big_chunk.is_none() {
                         // chunkinfo: the big data continue in chunk `chunkid`.
@@ -452,6 +473,29 @@ fn scan(
     Ok(records)
 }
 
+/// The (offset, size) of an smd L1Accept as `smdwriter` and the DAQ lay it out (a root Parent
+/// holding one ShapesData of the smdinfo schema: an empty Shapes, then 16 bytes of Data), read
+/// at fixed places; `None` for any other layout, which the general decoder then reads.
+fn smd_pointer(buf: &[u8], table: &NamesTable) -> Option<(u64, u64)> {
+    use super::format::{u64_at, Xtc, XtcKind};
+    let sd = Xtc::at(buf, 24)?;
+    let names = table.get(sd.names_id())?;
+    if buf.len() != 76 || sd.kind() != XtcKind::ShapesData || names.det_name != "smdinfo" {
+        return None;
+    }
+    let (shapes, data) = (Xtc::at(buf, 36)?, Xtc::at(buf, 48)?);
+    let fields: Vec<&str> = names.fields.iter().map(|f| f.name.as_str()).collect();
+    if shapes.kind() != XtcKind::Shapes
+        || shapes.extent != 12
+        || data.kind() != XtcKind::Data
+        || data.extent != 28
+        || fields != ["intOffset", "intDgramSize"]
+    {
+        return None;
+    }
+    Some((u64_at(buf, 60)?, u64_at(buf, 68)?))
+}
+
 fn chunk_id(blocks: &[Block]) -> Option<u32> {
     let b = blocks.iter().find(|b| b.names.det_name == "chunkinfo")?;
     let k = b.names.fields.iter().position(|f| f.name == "chunkid")?;
@@ -466,6 +510,7 @@ fn chunk_id(blocks: &[Block]) -> Option<u32> {
 /// together.
 fn merge(streams: Vec<Vec<Record>>) -> (Vec<Entry>, Vec<TransitionEntry>, Vec<Arc<Context>>) {
     let mut heads = vec![0usize; streams.len()];
+    let mut here: Vec<(usize, usize)> = Vec::with_capacity(streams.len());
     let mut events = Vec::new();
     let mut transitions = Vec::new();
     let mut context = Context::default();
@@ -477,20 +522,21 @@ fn merge(streams: Vec<Vec<Record>>) -> (Vec<Entry>, Vec<TransitionEntry>, Vec<Ar
             .filter_map(|(s, &h)| s.get(h).map(|r| r.timestamp))
             .min();
         let Some(t) = next else { break };
-        let here: Vec<&Record> = streams
-            .iter()
-            .zip(heads.iter_mut())
-            .filter_map(|(s, h)| {
-                let r = s.get(*h).filter(|r| r.timestamp == t)?;
+        // The streams whose head has this timestamp (a reused buffer: this loop runs once
+        // per event of the run).
+        here.clear();
+        for (k, (s, h)) in streams.iter().zip(heads.iter_mut()).enumerate() {
+            if s.get(*h).is_some_and(|r| r.timestamp == t) {
+                here.push((k, *h));
                 *h += 1;
-                Some(r)
-            })
-            .collect();
-        let transition = here[0].transition;
+            }
+        }
+        let record = |&(k, h): &(usize, usize)| &streams[k][h];
+        let transition = record(&here[0]).transition;
         if transition == Transition::L1Accept {
             events.push(Entry {
                 timestamp: t,
-                parts: here.iter().map(|r| r.part).collect(),
+                parts: here.iter().map(|x| record(x).part).collect(),
                 context: contexts.len() as u32 - 1,
             });
             continue;
@@ -498,8 +544,9 @@ fn merge(streams: Vec<Vec<Record>>) -> (Vec<Entry>, Vec<TransitionEntry>, Vec<Ar
         transitions.push(TransitionEntry {
             timestamp: t,
             transition,
-            streams: here.iter().map(|r| r.part.stream).collect(),
+            streams: here.iter().map(|x| record(x).part.stream).collect(),
         });
+        let here: Vec<&Record> = here.iter().map(record).collect();
         let mut changed = false;
         match transition {
             Transition::Configure => {
