@@ -97,6 +97,12 @@ pub struct Xtc2Run {
     pub warnings: Vec<String>,
 }
 
+/// One stream's scan: its records and warnings.
+type Scanned = (Vec<Record>, Vec<String>);
+
+/// A datagram's header, offset and bytes.
+type Located<'a> = (Dgram, u64, &'a [u8]);
+
 /// A datagram of one stream, as the scan of its smd (or big) file found it.
 #[derive(Clone, Debug)]
 struct Record {
@@ -114,7 +120,7 @@ impl Xtc2Run {
     pub fn open(path: &Path) -> Result<Xtc2Run, Xtc2Error> {
         let mut streams = discover(path)?;
         // Streams are independent until they are merged: scan them side by side.
-        let scanned: Vec<Result<(Vec<Record>, Vec<String>), Xtc2Error>> = std::thread::scope(|s| {
+        let scanned: Vec<Result<Scanned, Xtc2Error>> = std::thread::scope(|s| {
             let handles: Vec<_> = streams
                 .iter_mut()
                 .enumerate()
@@ -318,10 +324,7 @@ impl Datagrams {
 
     /// The next datagram's header, offset and bytes. `Ok(None)` at the end, with a warning
     /// when the file ends inside a datagram.
-    fn next(
-        &mut self,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<(Dgram, u64, &[u8])>, Xtc2Error> {
+    fn next(&mut self, warnings: &mut Vec<String>) -> Result<Option<Located<'_>>, Xtc2Error> {
         let len = self.map.len() as u64;
         let at = self.offset;
         if at + DGRAM_HEADER as u64 > len {
