@@ -404,3 +404,41 @@ fn event_keyed_random_numbers_do_not_depend_on_the_worker_count() {
         );
     }
 }
+
+/// `demo --source xtc2`: the demo on a simulated LCLS-II run, at 1, 2 and 3 workers, equals a
+/// plain loop over the run's events (read by the event builder, reduced, cut, folded).
+#[test]
+fn demo_from_a_simulated_xtc2_run_matches_sequential_reference() {
+    use shotflow::xtc2::{EventBuilder, Xtc2Run, Xtc2Simulation};
+    let simulation = Xtc2Simulation {
+        events: 90,
+        events_per_step: 15,
+        frame: [64, 32],
+        segment: [8, 8],
+        photons: 40.0,
+        ..Default::default()
+    };
+    let config = DemoConfig {
+        xtc2: Some(simulation.clone()),
+        ..DemoConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    simulation.write(dir.path()).unwrap();
+    let run = Arc::new(Xtc2Run::open(dir.path()).unwrap());
+    let mut builder = EventBuilder::new(Arc::clone(&run), Arc::new(demo::xtc2_selectors()));
+    let mut want = demo::Curve::default();
+    for entry in &run.events {
+        let row = demo::reduce_xtc2(&builder.build(entry).unwrap().event);
+        if row.pulse_energy >= config.energy_cut {
+            want.add(&row);
+        }
+    }
+    assert!(want.kept > 60 && want.sorted().len() == 6, "{want:?}");
+    for plan in plans() {
+        let report = demo::run(&config, &plan, Settings::default())
+            .unwrap()
+            .expect("process 0 reports");
+        assert_eq!(report.events, 90);
+        assert_eq!(report.curve, want, "{}", plan.describe());
+    }
+}

@@ -16,6 +16,8 @@ enum Input {
     Run,
     /// Generate shots in memory (no files).
     Synthetic,
+    /// Simulate an LCLS-II run (XTC2, 2 streams with smd files) and read it from disk.
+    Xtc2,
 }
 
 #[derive(Args)]
@@ -87,10 +89,14 @@ impl DemoArgs {
                 self.trains, self.pulses
             ),
             Input::Synthetic => format!("synthetic, {} events", self.events),
+            Input::Xtc2 => format!(
+                "simulated xtc2, {} events",
+                self.trains * self.pulses as u64
+            ),
         };
         let modules = match self.source {
             Input::Run => self.modules.to_string(),
-            Input::Synthetic => "1".to_string(),
+            Input::Synthetic | Input::Xtc2 => "1".to_string(),
         };
         [
             ("command", "demo".to_string()),
@@ -179,6 +185,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
             photons: args.photons,
             ..Synthetic::default()
         },
+        xtc2: (args.source == Input::Xtc2).then(|| {
+            // As many events as the EuXFEL run has pulses; 8 delay steps.
+            let events = (args.trains * args.pulses.max(1) as u64).max(1);
+            shotflow::xtc2::Xtc2Simulation {
+                events,
+                events_per_step: events.div_ceil(8),
+                frame: frame.unwrap_or([512, 128]),
+                segment: [64, 64],
+                photons: args.photons,
+                seed: args.seed,
+                ..Default::default()
+            }
+        }),
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
         geometry: geometry.filter(|_| args.source == Input::Synthetic),

@@ -29,6 +29,7 @@ use shotflow::sink::SinkExt;
 use shotflow::smalldata::{SmallData, SmallDataExt};
 use shotflow::source::synthetic::{PEDESTAL, PHOTON_ADU};
 use shotflow::source::{Synthetic, SyntheticSource};
+use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Source};
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::binning::{ScanAxis, ScanBins};
 use shotflow_operators::geometry::{AgipdLayout, Detector, GeometryError, Poni};
@@ -48,6 +49,9 @@ pub struct DemoConfig {
     /// Read a simulated EuXFEL run from disk (written to a temporary directory first) instead
     /// of the in-memory synthetic source: one event per pulse.
     pub run: Option<Simulation>,
+    /// Read a simulated LCLS-II run (XTC2, written to a temporary directory first) instead: one
+    /// event per L1Accept, its Jungfrau frame reduced.
+    pub xtc2: Option<Xtc2Simulation>,
     /// Panic while reducing this event id: shows (and tests) how a failing worker ends a run.
     pub fail_at: Option<EventId>,
     /// The detector of the synthetic shots (one module of the frame's shape); default: a flat
@@ -64,6 +68,7 @@ impl Default for DemoConfig {
             fail_at: None,
             output: None,
             run: None,
+            xtc2: None,
             geometry: None,
         }
     }
@@ -188,6 +193,19 @@ thread_local! {
     static COUNTER: PhotonCounter = PhotonCounter::new(PEDESTAL as f64, PHOTON_ADU as f64);
 }
 
+/// The flat panel of a frame shape, made once per worker.
+fn flat(shape: &[usize; 2]) -> Arc<Detector> {
+    FLAT.with(|flat| {
+        let mut flat = flat.borrow_mut();
+        if let Some((_, d)) = flat.iter().find(|(s, _)| s == shape) {
+            return Arc::clone(d);
+        }
+        let d = Arc::new(flat_detector(*shape));
+        flat.push((*shape, Arc::clone(&d)));
+        d
+    })
+}
+
 fn profile(detector: &Arc<Detector>) -> Arc<Profile> {
     PROFILES.with(|profiles| {
         let mut profiles = profiles.borrow_mut();
@@ -275,18 +293,10 @@ pub fn reduce(config: &DemoConfig, event: &Event) -> ShotRow {
     });
     let (photons, roi_sum, azav) = match frame {
         Some(frame) => {
-            let detector = config.geometry.clone().unwrap_or_else(|| {
-                let shape = [frame.nrows(), frame.ncols()];
-                FLAT.with(|flat| {
-                    let mut flat = flat.borrow_mut();
-                    if let Some((_, d)) = flat.iter().find(|(s, _)| *s == shape) {
-                        return Arc::clone(d);
-                    }
-                    let d = Arc::new(flat_detector(shape));
-                    flat.push((shape, Arc::clone(&d)));
-                    d
-                })
-            });
+            let detector = config
+                .geometry
+                .clone()
+                .unwrap_or_else(|| flat(&[frame.nrows(), frame.ncols()]));
             frame_stats(&[(0, frame)], &detector)
         }
         None => (0, 0.0, Vec::new()),
@@ -395,6 +405,52 @@ pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
             .map_or(f64::NAN, |uj| uj / 1000.0),
         delay: event.get_f64(keys.delay).unwrap_or(f64::NAN),
         laser_on: event.get_f64(keys.shutter).is_some_and(|v| v != 0.0),
+        photons,
+        roi_sum,
+        azav,
+    }
+}
+
+/// What the demo reads of a simulated XTC2 run.
+pub fn xtc2_selectors() -> Vec<Xtc2Selector> {
+    [
+        "jungfrau:raw:raw",
+        "gmd:raw:energy",
+        "evr:raw:laser",
+        "scan:raw:delay",
+    ]
+    .iter()
+    .map(|s| Xtc2Selector::parse(s).expect("valid selector"))
+    .collect()
+}
+
+/// Reduces one event of a simulated XTC2 run to a row: the Jungfrau's one module integrated
+/// over its flat panel, the pulse energy from the gas monitor, the delay from the scan's step
+/// value, the laser from the event receiver.
+pub fn reduce_xtc2(event: &Event) -> ShotRow {
+    let frame = event
+        .array::<u16>(Key::new("jungfrau/raw/raw"))
+        .and_then(|f| {
+            f.index_axis_move(ndarray::Axis(0), 0)
+                .into_dimensionality::<Ix2>()
+                .ok()
+        });
+    let (photons, roi_sum, azav) = match frame {
+        Some(frame) => {
+            let detector = flat(&[frame.nrows(), frame.ncols()]);
+            frame_stats(&[(0, frame)], &detector)
+        }
+        None => (0, 0.0, Vec::new()),
+    };
+    ShotRow {
+        id: event.id,
+        pulse_energy: event
+            .get_f64(Key::new("gmd/raw/energy"))
+            .unwrap_or(f64::NAN),
+        delay: event
+            .get_f64(Key::new("scan/raw/delay"))
+            .unwrap_or(f64::NAN),
+        laser_on: event.get::<u8>(Key::new("evr/raw/laser")) == Some(1),
         photons,
         roi_sum,
         azav,
@@ -536,6 +592,19 @@ pub fn run(
     let input = simulated
         .as_ref()
         .map(|(_, run, selected, keys)| (Arc::clone(run), Arc::clone(selected), keys.clone()));
+    let lcls = match &config.xtc2 {
+        Some(simulation) => {
+            let dir =
+                std::env::temp_dir().join(format!("shotflow-demo-xtc2-{}", std::process::id()));
+            simulation
+                .write(&dir)
+                .map_err(|e| RunError::Launch(format!("simulating the demo's XTC2 run: {e}")))?;
+            let run = Xtc2Run::open(&dir).map_err(|e| RunError::Launch(e.to_string()))?;
+            Some((dir, Arc::new(run)))
+        }
+        None => None,
+    };
+    let xtc2_run = lcls.as_ref().map(|(_, run)| Arc::clone(run));
     let shared = config.clone();
     let results = execute_with(plan, settings, move |worker| {
         let config = &shared;
@@ -546,9 +615,13 @@ pub fn run(
         let output = config.output.clone();
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
         let input = input.clone();
+        let xtc2_run = xtc2_run.clone();
         worker.dataflow(|scope| {
-            let rows = match input {
-                Some((run, selected, keys)) => {
+            let rows = match (input, xtc2_run) {
+                (_, Some(run)) => scope
+                    .xtc2(run, Arc::new(xtc2_selectors()), 64)
+                    .map(|event| reduce_xtc2(&event)),
+                (Some((run, selected, keys)), None) => {
                     let per_train = keys.clone();
                     scope
                         .exdf(run, selected, 2)
@@ -556,7 +629,7 @@ pub fn run(
                         .explode_pulses(keys.pulse_id)
                         .map(move |pulse| reduce_pulse(&pulse, &keys))
                 }
-                None => scope
+                (None, None) => scope
                     .synthetic(&config.source)
                     .map(move |event| reduce(&demo, &event)),
             }
@@ -589,6 +662,9 @@ pub fn run(
     if let Some((dir, _, _, _)) = &simulated {
         let _ = std::fs::remove_dir_all(dir);
     }
+    if let Some((dir, _)) = &lcls {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let results = results?;
     Ok(results
         .into_iter()
@@ -598,8 +674,12 @@ pub fn run(
             curve,
             elapsed: started.elapsed(),
             plan: plan.describe(),
-            input: match &config.run {
-                Some(s) => {
+            input: match (&config.run, &config.xtc2) {
+                (_, Some(x)) => format!(
+                    "simulated LCLS-II run (XTC2) read from disk ({} events, Jungfrau {}×{})",
+                    x.events, x.frame[0], x.frame[1]
+                ),
+                (Some(s), None) => {
                     let (modules, [rows, columns]) = s.layout();
                     format!(
                         "simulated EuXFEL run read from disk ({} trains × {} pulses, {modules} \
@@ -607,7 +687,7 @@ pub fn run(
                         s.trains, s.frames
                     )
                 }
-                None => "synthetic pump-probe shots".to_string(),
+                (None, None) => "synthetic pump-probe shots".to_string(),
             },
         }))
 }
