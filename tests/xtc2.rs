@@ -810,3 +810,68 @@ fn chunked_xtc2_runs_are_followed_across_files() {
         without.len()
     );
 }
+
+/// One file holding two runs, each with its own Configure (psana's files= mode reads both):
+/// read in order, as psana reads them; `--run 2` keeps the second only; an absent run is an
+/// error that lists the runs there are.
+#[test]
+fn several_runs_in_one_file_are_read_in_order_and_selectable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = Vec::new();
+    for (run, first_tick) in [(1u32, 0u64), (2, 1000)] {
+        let sim = shotflow::xtc2::Xtc2Simulation {
+            run,
+            first_tick,
+            events: 20 + run as u64,
+            events_per_step: 10,
+            slow_every: 7,
+            frame: [16, 16],
+            segment: [4, 4],
+            ..Default::default()
+        };
+        let out = dir.path().join(format!("r{run}"));
+        sim.write(&out).unwrap();
+        file.extend(
+            std::fs::read(out.join(format!("xppx00126-r{run:04}-s000-c000.xtc2"))).unwrap(),
+        );
+    }
+    let both = dir.path().join("two_runs.xtc2");
+    std::fs::write(&both, file).unwrap();
+    check(&both, dir.path(), "one file, two runs");
+    let opened = Xtc2Run::open(&both).unwrap();
+    assert_eq!(opened.run_numbers(), vec![1, 2]);
+    assert_eq!(opened.events.len(), 21 + 22);
+    let second = opened.clone().only_run(2).unwrap();
+    assert_eq!(second.events.len(), 22);
+    assert_eq!(second.events[0].timestamp, opened.events[21].timestamp);
+    let e = opened.only_run(3).unwrap_err().to_string();
+    assert!(
+        e.contains("no events of run 3") && e.contains("[1, 2]"),
+        "{e}"
+    );
+    // The command line keeps one run.
+    let output = dir.path().join("r2.h5");
+    run_ok(
+        Command::new(SHOTFLOW)
+            .arg("extract")
+            .arg(&both)
+            .args(["--select", "gmd", "--run", "2", "--output"])
+            .arg(&output),
+        "extract --run 2",
+    );
+    let rows = hdf5::File::open(&output)
+        .unwrap()
+        .dataset("timestamp")
+        .unwrap()
+        .read_raw::<u64>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        second
+            .events
+            .iter()
+            .map(|e| e.timestamp)
+            .collect::<Vec<_>>()
+    );
+    eprintln!("two runs in one file: 43 events in order, run 2's 22 selected");
+}

@@ -57,6 +57,8 @@ pub struct Xtc2Simulation {
     pub chunk_events: Option<u64>,
     /// Seed.
     pub seed: u64,
+    /// Ticks of 1/120 s before the run's first datagram: a later run starts later.
+    pub first_tick: u64,
 }
 
 impl Default for Xtc2Simulation {
@@ -72,6 +74,7 @@ impl Default for Xtc2Simulation {
             photons: 400.0,
             chunk_events: None,
             seed: 2026,
+            first_tick: 0,
         }
     }
 }
@@ -183,11 +186,11 @@ fn schema(stream: usize) -> Vec<(u32, NamesDef)> {
 }
 
 impl Xtc2Simulation {
-    /// Timestamp of tick `t`: one every 8,333,333 ns (120 Hz) from 2026-11-30 in the EPICS
-    /// epoch.
+    /// Timestamp of tick `t` (after [`Xtc2Simulation::first_tick`]): one every 8,333,333 ns
+    /// (120 Hz) from 2026-11-30 in the EPICS epoch.
     pub fn timestamp(&self, t: u64) -> u64 {
         let start = 1_795_996_800 - EPICS_EPOCH; // 2026-11-30T00:00:00Z
-        let ns = t * 8_333_333 + 123;
+        let ns = (self.first_tick + t) * 8_333_333 + 123;
         ((start + ns / 1_000_000_000) << 32) | (ns % 1_000_000_000)
     }
 
