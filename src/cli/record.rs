@@ -15,15 +15,17 @@ use shotflow::recording::{Manifest, Pace, RecordExt, Recording, ReplaySource};
 use shotflow::runtime::{execute, execute_with, Launch};
 use shotflow::sink::SinkExt;
 use shotflow::source::{Synthetic, SyntheticSource};
+use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Source};
 
 #[derive(Args)]
 pub struct RecordArgs {
-    /// `synthetic`, a EuXFEL run directory, another recording, or a karabo-bridge endpoint
-    /// (`tcp://HOST:PORT`, `ipc://PATH`).
+    /// `synthetic`, a EuXFEL run directory, an LCLS-II XTC2 file or run directory, another
+    /// recording, or a karabo-bridge endpoint (`tcp://HOST:PORT`, `ipc://PATH`).
     source: String,
     /// Recording directory to write.
     out: PathBuf,
-    /// `SOURCE_GLOB[:KEY_GLOB]` for run directories (default: everything).
+    /// `SOURCE_GLOB[:KEY_GLOB]` for EuXFEL run directories, `DET[:ALG[:FIELD]]` for XTC2
+    /// (default: everything).
     #[arg(long)]
     select: Vec<String>,
     /// Events of the synthetic source.
@@ -68,6 +70,7 @@ pub struct ReplayArgs {
 enum Input {
     Synthetic(Synthetic),
     Run(Arc<ExdfRun>, Arc<Vec<shotflow::exdf::Selected>>),
+    Xtc2(Arc<Xtc2Run>, Arc<Vec<Xtc2Selector>>),
     Recording(Arc<Recording>),
     Bridge(ClientConfig),
 }
@@ -87,6 +90,21 @@ pub fn record(args: RecordArgs) -> Result<()> {
             events: args.events,
             ..Synthetic::default()
         })
+    } else if super::xtc2::is_xtc2(&path) {
+        let run = Xtc2Run::open(&path)?;
+        for w in &run.warnings {
+            eprintln!("warning: {w}");
+        }
+        let texts = if args.select.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            args.select.clone()
+        };
+        let selectors = texts
+            .iter()
+            .map(|s| Xtc2Selector::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Input::Xtc2(Arc::new(run), Arc::new(selectors))
     } else if path.is_dir() && Recording::open(&path).is_ok() {
         Input::Recording(Arc::new(Recording::open(&path)?))
     } else if path.is_dir() {
@@ -223,6 +241,9 @@ pub fn record(args: RecordArgs) -> Result<()> {
             let stream = match input.as_ref() {
                 Input::Synthetic(config) => scope.synthetic(config),
                 Input::Run(run, selected) => scope.exdf(Arc::clone(run), Arc::clone(selected), 4),
+                Input::Xtc2(run, selectors) => {
+                    scope.xtc2(Arc::clone(run), Arc::clone(selectors), 64)
+                }
                 Input::Recording(recording) => {
                     scope.replay(Arc::clone(recording), Pace::AsFastAsPossible)
                 }
