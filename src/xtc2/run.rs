@@ -144,6 +144,23 @@ impl Xtc2Run {
             warnings.extend(w);
         }
         let (events, transitions, contexts) = merge(records);
+        // Every transition is in every stream (psana raises otherwise): say where one is not.
+        let incomplete: Vec<&TransitionEntry> = transitions
+            .iter()
+            .filter(|t| t.streams.len() < streams.len())
+            .collect();
+        if let Some(first) = incomplete.first() {
+            warnings.push(format!(
+                "{}: {} transitions came from fewer than all {} streams (the first: {} at \
+                 timestamp {:#x}, from streams {:?}); a stream may end early",
+                path.display(),
+                incomplete.len(),
+                streams.len(),
+                first.transition,
+                first.timestamp,
+                first.streams
+            ));
+        }
         Ok(Xtc2Run {
             path: path.to_path_buf(),
             streams,
