@@ -37,7 +37,7 @@ pub struct ExtractArgs {
     #[arg(long = "run", value_name = "N")]
     pub(crate) run_number: Option<u32>,
     #[command(flatten)]
-    geometry: crate::cli::profile::GeometryArgs,
+    pub(crate) geometry: crate::cli::profile::GeometryArgs,
     #[command(flatten)]
     pub(crate) durability: crate::cli::Durability,
     #[command(flatten)]
@@ -72,10 +72,8 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
 
 pub fn run(args: ExtractArgs) -> Result<()> {
     if crate::cli::xtc2::is_xtc2(&args.run) {
-        if args.geometry.geometry.is_some() {
-            anyhow::bail!("--geometry: XTC2 detectors through a geometry are not read yet");
-        }
-        return crate::cli::xtc2::extract(args);
+        let profile = args.geometry.event_map()?;
+        return crate::cli::xtc2::extract(args, profile);
     }
     let run = Arc::new(ExdfRun::open(&args.run)?);
     if run.suspect_trains > 0 {

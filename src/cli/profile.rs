@@ -67,9 +67,9 @@ impl GeometryArgs {
         )]
     }
 
-    /// The profile of the detector whose modules are among `selected`, or `None` without a
-    /// geometry.
-    pub fn profile(&self, selected: &[Selected]) -> Result<Option<Arc<TrainProfile>>> {
+    /// The geometry file's detector, the photon energy (keV) and the corrections, checked;
+    /// `None` without `--geometry`.
+    fn detector(&self) -> Result<Option<(Detector, f64, Corrections)>> {
         let Some(path) = &self.geometry else {
             return Ok(None);
         };
@@ -83,12 +83,22 @@ impl GeometryArgs {
             (None, Some(ev)) => ev / 1e3,
             (None, None) => bail!("{}: no photon energy; give --energy KEV", path.display()),
         };
-        let modules = module_fields(&detector, selected)
-            .with_context(|| format!("--geometry {}", path.display()))?;
         let corrections = Corrections {
             solid_angle: !self.no_solid_angle,
             polarization: self.polarization,
         };
+        Ok(Some((detector, energy, corrections)))
+    }
+
+    /// The profile of the detector whose modules are among `selected`, or `None` without a
+    /// geometry.
+    pub fn profile(&self, selected: &[Selected]) -> Result<Option<Arc<TrainProfile>>> {
+        let Some((detector, energy, corrections)) = self.detector()? else {
+            return Ok(None);
+        };
+        let path = self.geometry.as_ref().expect("a geometry");
+        let modules = module_fields(&detector, selected)
+            .with_context(|| format!("--geometry {}", path.display()))?;
         TrainProfile::new(
             &detector,
             modules,
@@ -99,6 +109,84 @@ impl GeometryArgs {
         )
         .map(|p| Some(Arc::new(p)))
         .with_context(|| format!("--geometry {}", path.display()))
+    }
+
+    /// The azimuthal map of the geometry's whole detector, for events whose detector arrives
+    /// as one array of the geometry's data shape (an XTC2 detector's stacked segments), or
+    /// `None` without a geometry.
+    pub fn event_map(&self) -> Result<Option<EventProfile>> {
+        let Some((detector, energy, corrections)) = self.detector()? else {
+            return Ok(None);
+        };
+        let map = AzimuthalMap::for_detector(
+            &detector,
+            energy,
+            self.unit,
+            self.bins,
+            None,
+            1,
+            corrections,
+            None,
+        )?;
+        let (modules, rows, columns) = detector.shape();
+        Ok(Some(EventProfile {
+            map: Arc::new(map),
+            shape: (modules, rows, columns),
+        }))
+    }
+}
+
+/// The azimuthal profile of an event's detector array whose shape is the geometry's.
+#[derive(Clone)]
+pub struct EventProfile {
+    map: Arc<AzimuthalMap>,
+    shape: (usize, usize, usize),
+}
+
+impl EventProfile {
+    /// The radial bins' centres.
+    pub fn centers(&self) -> Vec<f64> {
+        self.map.centers()
+    }
+
+    /// Whether an array of `shape` is the geometry's detector: `(modules, rows, columns)`, or
+    /// `(rows, columns)` and `(1, rows, columns)` for one module.
+    pub fn fits(&self, shape: &[usize]) -> bool {
+        let (m, r, c) = self.shape;
+        shape == [m, r, c] || (m == 1 && shape == [r, c])
+    }
+
+    /// Sets `<det>/azav` for every array field of `event` that fits the geometry, `<det>`
+    /// being the field's detector (its first path component).
+    pub fn apply(&self, event: &mut Event) {
+        let mut profiles = Vec::new();
+        for (key, value) in event.fields() {
+            if !self.fits(value.shape()) {
+                continue;
+            }
+            let det = key.name().split('/').next().unwrap_or("");
+            let dtype = value.dtype();
+            let profile = shotflow::with_dtype!(dtype, T => self.integrate::<T>(event, *key));
+            if let Some(p) = profile {
+                profiles.push((Key::new(&format!("{det}/azav")), p));
+            }
+        }
+        for (key, profile) in profiles {
+            event.set(key, profile);
+        }
+    }
+
+    fn integrate<T: shotflow::event::Element + Pixel>(
+        &self,
+        event: &Event,
+        key: Key,
+    ) -> Option<Vec<f64>> {
+        let array = event.array::<T>(key)?;
+        let array = array.as_standard_layout();
+        Some(
+            self.map
+                .integrate_slice(array.as_slice().expect("standard layout")),
+        )
     }
 }
 

@@ -132,11 +132,14 @@ fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
         ("run number".into(), format!("{:?}", args.run_number)),
         ("events_per_batch".into(), args.events_per_batch.to_string()),
     ]
+    .into_iter()
+    .chain(args.geometry.fingerprint())
+    .collect()
 }
 
 /// `shotflow extract` of an XTC2 run: one row per event (L1Accept), `<det>/<alg>/<field>`
 /// datasets, the timestamp as the event id.
-pub fn extract(args: ExtractArgs) -> Result<()> {
+pub fn extract(args: ExtractArgs, profile: Option<super::profile::EventProfile>) -> Result<()> {
     let mut run = Xtc2Run::open(&args.run)?;
     for w in &run.warnings {
         eprintln!("warning: {w}");
@@ -180,14 +183,26 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
     let plan = args.launch.clone().with_fingerprint(agree).plan()?;
     let mut settings = args.launch.settings();
     settings.start = output.prepare(plan.process())?;
+    if let Some(p) = &profile {
+        let centers = p.centers();
+        outln!(
+            "<detector>/azav: {} radial bins, centres {} to {} ({:?}), for every field of the \
+             geometry's shape",
+            centers.len(),
+            centers.first().copied().unwrap_or(f64::NAN),
+            centers.last().copied().unwrap_or(f64::NAN),
+            args.geometry.unit
+        );
+    }
     let per = args.events_per_batch;
     let strings = Arc::new(strings);
     let outcome = execute_with(&plan, settings, move |worker| {
-        let (run, selectors, output, strings) = (
+        let (run, selectors, output, strings, profile) = (
             Arc::clone(&run),
             Arc::clone(&selectors),
             output.clone(),
             Arc::clone(&strings),
+            profile.clone(),
         );
         worker.dataflow(|scope| {
             scope
@@ -195,6 +210,9 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
                 .map(move |mut event| {
                     for key in strings.iter() {
                         event.remove(*key);
+                    }
+                    if let Some(p) = &profile {
+                        p.apply(&mut event);
                     }
                     event
                 })
