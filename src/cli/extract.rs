@@ -71,10 +71,6 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
-    if crate::cli::xtc2::is_xtc2(&args.run) {
-        let profile = args.geometry.event_map()?;
-        return crate::cli::xtc2::extract(args, profile);
-    }
     let run = Arc::new(ExdfRun::open(&args.run)?);
     if run.suspect_trains > 0 {
         eprintln!(

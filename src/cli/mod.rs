@@ -216,6 +216,8 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Simulate(args) => simulate::run(args),
+        // The input's format decides: an XTC2 file or run directory, else a EuXFEL run.
+        Command::Extract(args) if xtc2::is_xtc2(&args.run) => xtc2::extract(args),
         Command::Extract(args) => extract::run(args),
         Command::Record(args) => record::record(args),
         Command::Replay(args) => record::replay(args),

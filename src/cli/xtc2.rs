@@ -139,7 +139,8 @@ fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
 
 /// `shotflow extract` of an XTC2 run: one row per event (L1Accept), `<det>/<alg>/<field>`
 /// datasets, the timestamp as the event id.
-pub fn extract(args: ExtractArgs, profile: Option<super::profile::EventProfile>) -> Result<()> {
+pub fn extract(args: ExtractArgs) -> Result<()> {
+    let profile = args.geometry.event_map()?;
     let mut run = Xtc2Run::open(&args.run)?;
     for w in &run.warnings {
         eprintln!("warning: {w}");
