@@ -40,6 +40,7 @@
 // The engine: no file formats, no sockets.
 pub mod event;
 pub mod flow;
+pub mod monitor;
 pub mod reduce;
 pub mod runtime;
 pub mod sink;

@@ -118,3 +118,97 @@ fn a_zero_length_axis_is_written_and_inspect_names_missing_files() {
         "{stderr}"
     );
 }
+
+/// `--graph`: the demo's dataflow drawn from timely's own log. Every operator appears by the
+/// name its code gave it; the records on the channels into the sinks are the events the demo
+/// reports; the channels that route rows to worker 0 are marked as exchanges (dashed) once
+/// records cross workers, and not with one worker.
+#[test]
+fn the_dataflow_graph_is_drawn_from_timelys_log() {
+    let dir = tempfile::tempdir().unwrap();
+    for workers in ["1", "2"] {
+        let graph = dir.path().join(format!("demo{workers}.dot"));
+        let out = Command::new(SHOTFLOW)
+            .args([
+                "demo",
+                "--trains",
+                "12",
+                "--pulses",
+                "6",
+                "--frame",
+                "64x32",
+                "--modules",
+                "2",
+                "--photons",
+                "40",
+                "--json",
+                "--no-output",
+                "--workers",
+                workers,
+                "--graph",
+            ])
+            .arg(&graph)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (events, kept) = (
+            json["events"].as_u64().unwrap(),
+            json["kept"].as_u64().unwrap(),
+        );
+        let dot = std::fs::read_to_string(&graph).unwrap();
+        // node id → label's first line
+        let names: std::collections::HashMap<String, String> = dot
+            .lines()
+            .filter_map(|l| {
+                let (id, rest) = l.trim().split_once(" [label=\"")?;
+                Some((id.to_string(), rest.split("\\n").next()?.to_string()))
+            })
+            .collect();
+        for name in ["Exdf", "Produced", "PumpProbe"] {
+            assert!(names.values().any(|n| n == name), "{name} missing: {dot}");
+        }
+        let into = |name: &str| -> (u64, bool) {
+            let line = dot
+                .lines()
+                .find(|l| {
+                    l.contains("->")
+                        && names
+                            .get(
+                                l.split("->")
+                                    .nth(1)
+                                    .unwrap()
+                                    .trim()
+                                    .split(' ')
+                                    .next()
+                                    .unwrap(),
+                            )
+                            .is_some_and(|n| n == name)
+                })
+                .unwrap_or_else(|| panic!("no channel into {name}: {dot}"));
+            let records = line
+                .split("label=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            (records.parse().unwrap(), line.contains("dashed"))
+        };
+        assert_eq!(
+            into("Produced"),
+            (events, workers == "2"),
+            "{workers} workers: {dot}"
+        );
+        assert_eq!(
+            into("PumpProbe"),
+            (kept, workers == "2"),
+            "{workers} workers: {dot}"
+        );
+        eprintln!("--graph, {workers} worker(s): {} operators, channels into the sinks carry {events} and {kept} records", names.len());
+    }
+}

@@ -33,6 +33,9 @@ pub struct Settings {
     /// The first batch sources produce: a resumed run starts after the batches its output
     /// already committed (0: from the beginning).
     pub start: Batch,
+    /// Write the dataflow graph here when the run ends (`.dot`), drawn from worker 0's
+    /// timely log ([`crate::monitor::WorkerLog`]).
+    pub graph: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
         Settings {
             read_ahead: 4,
             start: 0,
+            graph: None,
         }
     }
 }

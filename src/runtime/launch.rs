@@ -65,6 +65,10 @@ pub struct Launch {
     /// the memory a run holds in flight.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_ahead: Option<u64>,
+    /// Write the run's dataflow graph (Graphviz DOT: operators with their busy time, channels
+    /// with their records, dashed where records crossed workers) to this file at the end.
+    #[arg(long, value_name = "PATH.dot")]
+    pub graph: Option<std::path::PathBuf>,
     /// The launch's secret: only processes that hold it join the cluster. Without it, process 0
     /// writes one into the rendezvous directory (readable by you only); a cluster on ports or
     /// a hostfile without a token is not authenticated.
@@ -159,6 +163,7 @@ impl Default for Launch {
             port: 2101,
             connect_timeout: 60,
             read_ahead: None,
+            graph: None,
             token: None,
             fingerprint: String::new(),
         }
@@ -192,6 +197,7 @@ impl Launch {
         if let Some(batches) = self.read_ahead {
             settings.read_ahead = batches.max(1);
         }
+        settings.graph = self.graph.clone();
         settings
     }
 

@@ -128,6 +128,8 @@ where
     }
     failure::install_panic_hook();
     let mut worker_config = WorkerConfig::default();
+    let graph = settings.graph.clone();
+    let logging = graph.is_some();
     settings.install(&mut worker_config);
     let state = Arc::new(RunState::default());
     stop::register(&state);
@@ -182,9 +184,11 @@ where
 
     let local_workers = builders.len();
     let results: Arc<Mutex<Vec<(usize, T)>>> = Arc::new(Mutex::new(Vec::new()));
+    let logs: Arc<Mutex<Vec<crate::monitor::WorkerLog>>> = Arc::new(Mutex::new(Vec::new()));
     let guards = {
         let state = Arc::clone(&state);
         let results = Arc::clone(&results);
+        let logs = Arc::clone(&logs);
         // timely's `execute_from` would step leftover dataflows with an unbounded park after
         // `func` returns, which hangs a run whose peer failed; this loop owns the worker instead.
         timely::communication::initialize_from(builders, others, move |allocator| {
@@ -192,12 +196,18 @@ where
             let worker = &mut worker;
             let index = worker.index();
             failure::enter(Arc::clone(&state), index, process, local_workers);
+            // Each worker's log of its dataflows, for the graph (registered before they are
+            // built, merged when every worker is done).
+            let log = logging.then(|| crate::monitor::WorkerLog::register(worker));
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 control::install(worker);
                 let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
                 Ok::<T, (String, bool)>(value)
             }));
+            if let Some(log) = &log {
+                logs.lock().unwrap().push(log.borrow().clone());
+            }
             failure::unwound();
             let cause = match outcome {
                 Ok(Ok(value)) => {
@@ -255,6 +265,18 @@ where
         std::thread::sleep(Duration::from_millis(5));
     }
 
+    if let (Some(path), 0) = (&graph, process) {
+        // Written even for a failed or stopped run: the picture helps to see why.
+        let mut logs = std::mem::take(&mut *logs.lock().unwrap());
+        logs.sort_by_key(|l| l.worker);
+        let dot = crate::monitor::WorkerLog::merge(&logs).dot();
+        if let Err(e) = std::fs::write(path, dot) {
+            eprintln!(
+                "shotflow: warning: no dataflow graph at {}: {e}",
+                path.display()
+            );
+        }
+    }
     if let Some(failure) = state.first_failure() {
         // Joining would wait on communication threads whose peers are gone (and timely's guard
         // panics on their errors); the process is about to report and exit anyway.

@@ -1,0 +1,218 @@
+//! One worker's log of its dataflows, kept from timely's `"timely"` log stream: no
+//! hand-maintained list of operators, and nothing the dataflow's code must report.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+use timely::worker::Worker;
+
+/// An operator of the worker's dataflows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    /// Worker-unique id.
+    pub id: usize,
+    /// Address: the scope's address and the operator's index in it.
+    pub addr: Vec<usize>,
+    /// Name, as the dataflow's code gave it.
+    pub name: String,
+    /// Time it spent scheduled.
+    pub busy: Duration,
+    /// Times it was scheduled.
+    pub activations: u64,
+}
+
+/// A channel between two operators of one scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Channel {
+    /// Worker-unique id.
+    pub id: usize,
+    /// The scope it is in.
+    pub scope_addr: Vec<usize>,
+    /// (operator index in the scope, output port); index 0 is the scope's own boundary.
+    pub source: (usize, usize),
+    /// (operator index in the scope, input port).
+    pub target: (usize, usize),
+    /// Records this worker sent on it.
+    pub records: i64,
+    /// Whether records went from this worker to another: an exchange, not a pipeline.
+    pub crossed: bool,
+}
+
+/// What one worker's dataflows are made of and did.
+///
+/// ```
+/// use shotflow::monitor::WorkerLog;
+/// use timely::dataflow::operators::{Exchange, Inspect, ToStream};
+///
+/// let dot = timely::execute_directly(|worker| {
+///     let log = WorkerLog::register(worker);
+///     worker.dataflow::<u64, _, _>(|scope| {
+///         (0..10u64).to_stream(scope).container::<Vec<_>>().exchange(|x| *x).inspect(|_| {});
+///     });
+///     while worker.step() {}
+///     let dot = log.borrow().dot();
+///     dot
+/// });
+/// assert!(dot.contains("Exchange") || dot.contains("Inspect"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WorkerLog {
+    /// The worker.
+    pub worker: usize,
+    operators: BTreeMap<usize, Operator>,
+    channels: BTreeMap<usize, Channel>,
+    /// Operators scheduled now, since when.
+    started: HashMap<usize, Duration>,
+}
+
+impl WorkerLog {
+    /// Registers the log with `worker`'s `"timely"` logging. Do it before the worker builds
+    /// its dataflows: operators and channels are logged once, when they are made.
+    pub fn register(worker: &mut Worker) -> Rc<RefCell<WorkerLog>> {
+        let log = Rc::new(RefCell::new(WorkerLog {
+            worker: worker.index(),
+            ..WorkerLog::default()
+        }));
+        let sink = Rc::clone(&log);
+        if let Some(mut registry) = worker.log_register() {
+            registry.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
+                if let Some(data) = data {
+                    let mut log = sink.borrow_mut();
+                    for (time, event) in data.iter() {
+                        log.absorb(*time, event);
+                    }
+                }
+            });
+        }
+        log
+    }
+
+    fn absorb(&mut self, time: Duration, event: &TimelyEvent) {
+        match event {
+            TimelyEvent::Operates(o) => {
+                self.operators.insert(
+                    o.id,
+                    Operator {
+                        id: o.id,
+                        addr: o.addr.clone(),
+                        name: o.name.clone(),
+                        busy: Duration::ZERO,
+                        activations: 0,
+                    },
+                );
+            }
+            TimelyEvent::Channels(c) => {
+                self.channels.insert(
+                    c.id,
+                    Channel {
+                        id: c.id,
+                        scope_addr: c.scope_addr.clone(),
+                        source: c.source,
+                        target: c.target,
+                        records: 0,
+                        crossed: false,
+                    },
+                );
+            }
+            TimelyEvent::Schedule(s) => match s.start_stop {
+                StartStop::Start => {
+                    self.started.insert(s.id, time);
+                }
+                StartStop::Stop => {
+                    if let (Some(from), Some(op)) =
+                        (self.started.remove(&s.id), self.operators.get_mut(&s.id))
+                    {
+                        op.busy += time.saturating_sub(from);
+                        op.activations += 1;
+                    }
+                }
+            },
+            TimelyEvent::Messages(m) if m.is_send => {
+                if let Some(c) = self.channels.get_mut(&m.channel) {
+                    c.records += m.record_count;
+                    c.crossed |= m.source != m.target;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The logs of several workers of one run as one: their dataflows are built alike, so
+    /// operators and channels match by id; busy times and records add up, and a channel
+    /// crossed workers if it did on any of them.
+    pub fn merge(logs: &[WorkerLog]) -> WorkerLog {
+        let mut merged = logs.first().cloned().unwrap_or_default();
+        for log in logs.iter().skip(1) {
+            for (id, op) in &log.operators {
+                if let Some(m) = merged.operators.get_mut(id) {
+                    m.busy += op.busy;
+                    m.activations += op.activations;
+                }
+            }
+            for (id, c) in &log.channels {
+                if let Some(m) = merged.channels.get_mut(id) {
+                    m.records += c.records;
+                    m.crossed |= c.crossed;
+                }
+            }
+        }
+        merged.started.clear();
+        merged
+    }
+
+    /// The operators, by id.
+    pub fn operators(&self) -> impl Iterator<Item = &Operator> {
+        self.operators.values()
+    }
+
+    /// The channels, by id.
+    pub fn channels(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.values()
+    }
+
+    /// The operator at `index` of scope `scope` (index 0 is the scope itself).
+    fn at(&self, scope: &[usize], index: usize) -> Option<&Operator> {
+        let mut addr = scope.to_vec();
+        if index > 0 {
+            addr.push(index);
+        }
+        self.operators.values().find(|o| o.addr == addr)
+    }
+
+    /// The dataflow graph in Graphviz's DOT: one node per operator (its name and busy time),
+    /// one edge per channel, dashed where records crossed workers (an exchange).
+    pub fn dot(&self) -> String {
+        let mut out = String::from(
+            "digraph dataflow {\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
+        );
+        for op in self.operators.values().filter(|o| o.addr.len() > 1) {
+            let escaped = op.name.replace('"', "\\\"");
+            out.push_str(&format!(
+                "  op{} [label=\"{escaped}\\n{:.3} s busy\"];\n",
+                op.id,
+                op.busy.as_secs_f64()
+            ));
+        }
+        for c in self.channels.values() {
+            let (Some(a), Some(b)) = (
+                self.at(&c.scope_addr, c.source.0),
+                self.at(&c.scope_addr, c.target.0),
+            ) else {
+                continue;
+            };
+            if a.addr.len() <= 1 || b.addr.len() <= 1 || a.id == b.id {
+                continue;
+            }
+            let style = if c.crossed { "dashed" } else { "solid" };
+            out.push_str(&format!(
+                "  op{} -> op{} [style={style}, label=\"{}\"];\n",
+                a.id, b.id, c.records
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
