@@ -5,6 +5,10 @@
 //! cargo bench --bench pipeline            # default: 10 M events per run
 //! cargo bench --bench pipeline -- 2000000 # fewer events
 //! ```
+//!
+//! Then the cost of watching: the same runs with every worker's timely log kept
+//! (`shotflow::monitor::WorkerLog`, what `--graph` registers), interleaved with runs without
+//! it, five of each; medians compared.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +22,10 @@ use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
 
 fn run(events: u64, workers: u16) -> (f64, u64) {
+    run_with(events, Launch::threads(workers))
+}
+
+fn run_with(events: u64, launch: Launch) -> (f64, u64) {
     let config = Synthetic {
         events,
         batch_size: 4096,
@@ -28,7 +36,7 @@ fn run(events: u64, workers: u16) -> (f64, u64) {
     let kept = Arc::new(AtomicU64::new(0));
     let k = Arc::clone(&kept);
     let started = Instant::now();
-    execute(&Launch::threads(workers), move |worker| {
+    execute(&launch, move |worker| {
         let k = Arc::clone(&k);
         worker.dataflow(|scope| {
             scope
@@ -66,4 +74,30 @@ fn main() {
         assert_eq!(kept, events / 2, "every other shot has the laser on");
         println!("{workers:>8} {rate:>14.3e} {kept:>12}");
     }
+    println!(
+        "\nwith every worker's timely log kept (WorkerLog, as --graph), interleaved, 5 runs each"
+    );
+    println!(
+        "{:>8} {:>14} {:>14} {:>10}",
+        "workers", "off (median)", "on (median)", "on/off"
+    );
+    let graph = std::env::temp_dir().join(format!("shotflow-bench-{}.dot", std::process::id()));
+    for workers in [1u16, 2] {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            off.push(run(events, workers).0);
+            let logged = Launch {
+                graph: Some(graph.clone()),
+                ..Launch::threads(workers)
+            };
+            on.push(run_with(events, logged).0);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (off, on) = (median(&mut off), median(&mut on));
+        println!("{workers:>8} {off:>14.3e} {on:>14.3e} {:>10.3}", on / off);
+    }
+    let _ = std::fs::remove_file(graph);
 }
