@@ -212,3 +212,54 @@ fn the_dataflow_graph_is_drawn_from_timelys_log() {
         eprintln!("--graph, {workers} worker(s): {} operators, channels into the sinks carry {events} and {kept} records", names.len());
     }
 }
+
+/// The end-of-run report: printed by default on standard error, with the demo's operators and
+/// each worker's source records (trains read, which add up to the run's); `--no-report`
+/// leaves it out.
+#[test]
+fn the_end_of_run_report_says_where_the_time_went() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(SHOTFLOW)
+            .args([
+                "demo",
+                "--trains",
+                "12",
+                "--pulses",
+                "6",
+                "--frame",
+                "64x32",
+                "--modules",
+                "2",
+                "--photons",
+                "40",
+                "--json",
+                "--no-output",
+                "--workers",
+                "2",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = run(&[]);
+    assert!(
+        stderr.contains("where the time went (2 worker(s)"),
+        "{stderr}"
+    );
+    for name in ["Exdf", "PumpProbe", "Produced"] {
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+    let produced: u64 = stderr
+        .lines()
+        .filter_map(|l| l.split("sources produced ").nth(1))
+        .map(|r| r.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(produced, 12, "12 trains read over both workers: {stderr}");
+    assert!(!run(&["--no-report"]).contains("where the time went"));
+}

@@ -36,6 +36,9 @@ pub struct Settings {
     /// Write the dataflow graph here when the run ends (`.dot`), drawn from worker 0's
     /// timely log ([`crate::monitor::WorkerLog`]).
     pub graph: Option<std::path::PathBuf>,
+    /// Print where the time went when the run ends (process 0, on standard error): each
+    /// operator's busy time and each worker's source rate ([`crate::monitor::report`]).
+    pub report: bool,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             read_ahead: 4,
             start: 0,
             graph: None,
+            report: false,
         }
     }
 }

@@ -173,6 +173,29 @@ impl WorkerLog {
         self.channels.values()
     }
 
+    /// Records sent by the worker's sources: the operators no channel leads into.
+    pub fn source_records(&self) -> i64 {
+        self.channels
+            .values()
+            .filter(|c| {
+                let Some(op) = self.at(&c.scope_addr, c.source.0) else {
+                    return false;
+                };
+                op.addr.len() > 1
+                    && !self.channels.values().any(|d| {
+                        self.at(&d.scope_addr, d.target.0)
+                            .is_some_and(|t| t.id == op.id)
+                    })
+            })
+            .map(|c| c.records)
+            .sum()
+    }
+
+    /// The operator at `index` of scope `scope` (index 0 is the scope itself).
+    pub fn operator_at(&self, scope: &[usize], index: usize) -> Option<&Operator> {
+        self.at(scope, index)
+    }
+
     /// The operator at `index` of scope `scope` (index 0 is the scope itself).
     fn at(&self, scope: &[usize], index: usize) -> Option<&Operator> {
         let mut addr = scope.to_vec();

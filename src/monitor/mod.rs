@@ -7,5 +7,7 @@
 //! dataflow graph.
 
 mod log;
+mod report;
 
 pub use log::{Channel, Operator, WorkerLog};
+pub use report::report;

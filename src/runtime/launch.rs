@@ -69,6 +69,11 @@ pub struct Launch {
     /// with their records, dashed where records crossed workers) to this file at the end.
     #[arg(long, value_name = "PATH.dot")]
     pub graph: Option<std::path::PathBuf>,
+    /// Print no end-of-run report (where the time went: each operator's busy time, each
+    /// worker's source rate). The command line prints it by default; a program's `Launch`
+    /// does not.
+    #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
+    pub report: bool,
     /// The launch's secret: only processes that hold it join the cluster. Without it, process 0
     /// writes one into the rendezvous directory (readable by you only); a cluster on ports or
     /// a hostfile without a token is not authenticated.
@@ -164,6 +169,7 @@ impl Default for Launch {
             connect_timeout: 60,
             read_ahead: None,
             graph: None,
+            report: false,
             token: None,
             fingerprint: String::new(),
         }
@@ -198,6 +204,7 @@ impl Launch {
             settings.read_ahead = batches.max(1);
         }
         settings.graph = self.graph.clone();
+        settings.report = self.report;
         settings
     }
 

@@ -129,7 +129,9 @@ where
     failure::install_panic_hook();
     let mut worker_config = WorkerConfig::default();
     let graph = settings.graph.clone();
-    let logging = graph.is_some();
+    let report = settings.report;
+    let logging = graph.is_some() || report;
+    let started = Instant::now();
     settings.install(&mut worker_config);
     let state = Arc::new(RunState::default());
     stop::register(&state);
@@ -265,15 +267,25 @@ where
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    if let (Some(path), 0) = (&graph, process) {
+    if logging && process == 0 {
         // Written even for a failed or stopped run: the picture helps to see why.
         let mut logs = std::mem::take(&mut *logs.lock().unwrap());
         logs.sort_by_key(|l| l.worker);
-        let dot = crate::monitor::WorkerLog::merge(&logs).dot();
-        if let Err(e) = std::fs::write(path, dot) {
-            eprintln!(
-                "shotflow: warning: no dataflow graph at {}: {e}",
-                path.display()
+        if let Some(path) = &graph {
+            let dot = crate::monitor::WorkerLog::merge(&logs).dot();
+            if let Err(e) = std::fs::write(path, dot) {
+                eprintln!(
+                    "shotflow: warning: no dataflow graph at {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        if report {
+            eprint!(
+                "shotflow: where the time went ({} worker(s) of process 0, {:.3} s):\n{}",
+                logs.len(),
+                started.elapsed().as_secs_f64(),
+                crate::monitor::report(&logs, started.elapsed())
             );
         }
     }
