@@ -70,8 +70,7 @@ pub struct Launch {
     #[arg(long, value_name = "PATH.dot")]
     pub graph: Option<std::path::PathBuf>,
     /// Print no end-of-run report (where the time went: each operator's busy time, each
-    /// worker's source rate). The command line prints it by default; a program's `Launch`
-    /// does not.
+    /// worker's source rate). A command line prints it by default; `Launch::threads` does not.
     #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     pub report: bool,
     /// The launch's secret: only processes that hold it join the cluster. Without it, process 0
@@ -169,7 +168,7 @@ impl Default for Launch {
             connect_timeout: 60,
             read_ahead: None,
             graph: None,
-            report: false,
+            report: true,
             token: None,
             fingerprint: String::new(),
         }
@@ -177,10 +176,12 @@ impl Default for Launch {
 }
 
 impl Launch {
-    /// Options for `n` worker threads in this process.
+    /// Options for `n` worker threads in this process, for a program that runs its own
+    /// dataflows: no end-of-run report on standard error (set `report` to have one).
     pub fn threads(n: u16) -> Launch {
         Launch {
             workers: n,
+            report: false,
             ..Launch::default()
         }
     }
