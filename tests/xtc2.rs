@@ -895,23 +895,38 @@ fn recorded_xtc2_runs_replay_as_read() {
     .unwrap();
     let recording = dir.path().join("recording");
     let rendezvous = tempfile::tempdir().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            let mut args = vec![
-                "record".to_string(),
-                run.display().to_string(),
-                recording.display().to_string(),
-            ];
-            args.extend(common::cluster_args(2, p, 1, rendezvous.path()));
-            common::spawn(SHOTFLOW, &args)
-        })
+    let args = |p: usize| {
+        let mut args = vec![
+            "record".to_string(),
+            run.display().to_string(),
+            recording.display().to_string(),
+        ];
+        args.extend(common::cluster_args(2, p, 1, rendezvous.path()));
+        args
+    };
+    // Process 1 starts only once process 0 has written the new recording's manifest: it must
+    // not take that for an earlier recording (it used to, and refused to record).
+    let zero = common::spawn(SHOTFLOW, &args(0));
+    let started = std::time::Instant::now();
+    while !recording.join("recording.json").exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "process 0 wrote no manifest"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let children = vec![zero, common::spawn(SHOTFLOW, &args(1))];
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| common::wait_bounded(c, std::time::Duration::from_secs(120)))
         .collect();
-    for child in children {
-        let out = common::wait_bounded(child, std::time::Duration::from_secs(120));
+    for (p, out) in outs.iter().enumerate() {
         assert!(
             out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            "process {p} failed; both said: {:?}",
+            outs.iter()
+                .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+                .collect::<Vec<_>>()
         );
     }
     let want = read(&Arc::new(Xtc2Run::open(&run).unwrap()), &Plan::Thread);

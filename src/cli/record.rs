@@ -132,8 +132,16 @@ pub fn record(args: RecordArgs) -> Result<()> {
         ("into", &args.out.display().to_string()),
     ]);
     let plan = launch.plan()?;
-    let exists =
-        args.out.exists() && std::fs::read_dir(&args.out).map_or(true, |mut d| d.next().is_some());
+    // Process 0 writes the new recording's manifest before the processes connect: another
+    // process that finds it there (this launch's id, unfinished, nothing recorded yet) must
+    // not take it for an earlier recording.
+    let process_0_started = plan.process() != 0
+        && Manifest::read(&args.out).ok().flatten().is_some_and(|m| {
+            m.recording == id && !m.complete && m.batches == 0 && m.files.is_empty()
+        });
+    let exists = !process_0_started
+        && args.out.exists()
+        && std::fs::read_dir(&args.out).map_or(true, |mut d| d.next().is_some());
     // A resumed recording: its files so far, the part this run adds, and where it starts.
     let resumed = if args.resume {
         if let Input::Bridge(_) = input {
