@@ -390,3 +390,72 @@ fn demo_reading_a_simulated_run_on_two_processes_matches_reference() {
     assert_eq!(events, 72);
     assert_eq!(curve, printed(&want));
 }
+
+/// `demo --source xtc2` on two processes (each simulates the same LCLS-II run into its own
+/// directory) equals a plain loop over the run's events, as the event builder reads them.
+#[test]
+fn demo_reading_a_simulated_xtc2_run_on_two_processes_matches_reference() {
+    use shotflow::xtc2::{EventBuilder, Xtc2Run, Xtc2Simulation};
+    // What `demo --source xtc2 --trains 12 --pulses 6 --frame 64x32 --photons 40` simulates.
+    let simulation = Xtc2Simulation {
+        events: 72,
+        events_per_step: 9,
+        frame: [64, 32],
+        segment: [64, 64],
+        photons: 40.0,
+        ..Default::default()
+    };
+    let run_dir = tempfile::tempdir().unwrap();
+    simulation.write(run_dir.path()).unwrap();
+    let run = std::sync::Arc::new(Xtc2Run::open(run_dir.path()).unwrap());
+    let mut builder = EventBuilder::new(
+        std::sync::Arc::clone(&run),
+        std::sync::Arc::new(common::demo::xtc2_selectors()),
+    );
+    let mut want = Curve::default();
+    for entry in &run.events {
+        let row = common::demo::reduce_xtc2(&builder.build(entry).unwrap().event);
+        if row.pulse_energy >= common::demo::DemoConfig::default().energy_cut {
+            want.add(&row);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args: Vec<String> = [
+                "demo",
+                "--source",
+                "xtc2",
+                "--trains",
+                "12",
+                "--pulses",
+                "6",
+                "--frame",
+                "64x32",
+                "--photons",
+                "40",
+                "--json",
+                "--no-output",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(cluster_args(2, p, 1, dir.path()));
+            spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| wait_bounded(c, LIMIT))
+        .collect();
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (events, curve) = curve_of(&outputs[0].stdout);
+    assert_eq!(events, 72);
+    assert_eq!(curve, printed(&want));
+}
