@@ -29,6 +29,18 @@ use shotflow::xtc2::{Transition, Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Sour
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Bytes of array data (u16 frames) in `events`.
+fn frame_bytes(events: &[shotflow::event::Event]) -> usize {
+    events
+        .iter()
+        .flat_map(|e| e.fields())
+        .map(|(_, v)| match v {
+            Value::Array(a) => a.len() * 2,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A run of `streams` streams of `events` empty L1Accepts each (every stream in every event),
 /// with their smd files.
 fn empty_run(streams: usize, events: u64) -> PathBuf {
@@ -77,14 +89,7 @@ fn through(run: &Arc<Xtc2Run>, workers: u16, per_batch: usize) -> (f64, u64) {
                 .xtc2(run, Arc::new(vec![Xtc2Selector::all()]), per_batch)
                 .for_each_batch("Count", move |_, events| {
                     c.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    let n: usize = events
-                        .iter()
-                        .flat_map(|e| e.fields())
-                        .map(|(_, v)| match v {
-                            Value::Array(a) => a.len() * 2,
-                            _ => 0,
-                        })
-                        .sum();
+                    let n = frame_bytes(events);
                     b.fetch_add(n as u64, Ordering::Relaxed);
                 });
         });
@@ -189,14 +194,7 @@ fn main() {
                     scope
                         .xtc2(run, selectors, 8)
                         .for_each_batch("Count", move |_, events| {
-                            let n: usize = events
-                                .iter()
-                                .flat_map(|e| e.fields())
-                                .map(|(_, v)| match v {
-                                    Value::Array(a) => a.len() * 2,
-                                    _ => 0,
-                                })
-                                .sum();
+                            let n = frame_bytes(events);
                             b.fetch_add(n as u64, Ordering::Relaxed);
                         });
                 });

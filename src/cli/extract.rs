@@ -47,21 +47,12 @@ pub struct ExtractArgs {
 /// What determines the extracted data: the run's files (name, size, modification time), the
 /// selection and the batching. A resumed extraction must agree on all of it.
 fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
-    use std::hash::{Hash, Hasher};
-    let mut files = std::collections::hash_map::DefaultHasher::new();
-    for file in &run.files {
-        file.path.hash(&mut files);
-        if let Ok(meta) = std::fs::metadata(&file.path) {
-            meta.len().hash(&mut files);
-            meta.modified().ok().hash(&mut files);
-        }
-    }
     let mut fingerprint = vec![
         ("command".into(), "extract".into()),
         ("run".into(), args.run.display().to_string()),
         (
             "run files".into(),
-            format!("{} files, digest {:016x}", run.files.len(), files.finish()),
+            crate::cli::files_digest(run.files.iter().map(|f| f.path.as_path())),
         ),
         ("select".into(), args.select.join(" ")),
         ("trains_per_batch".into(), args.trains_per_batch.to_string()),

@@ -132,6 +132,23 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Names a run's files by their paths, sizes and modification times, for a fingerprint: a
+/// resumed run must read the same files, unchanged.
+pub fn files_digest<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut count = 0;
+    for path in paths {
+        count += 1;
+        path.hash(&mut hasher);
+        if let Ok(meta) = std::fs::metadata(path) {
+            meta.len().hash(&mut hasher);
+            meta.modified().ok().hash(&mut hasher);
+        }
+    }
+    format!("{count} files, digest {:016x}", hasher.finish())
+}
+
 /// Names a file and its content, for a fingerprint: a resumed run must read the same one.
 pub fn file_digest(path: Option<&std::path::Path>) -> String {
     use std::hash::{Hash, Hasher};

@@ -106,27 +106,16 @@ pub fn inspect(path: &Path) -> Result<()> {
 /// What determines the extracted data: the run's files (name, size, modification time), the
 /// selection, the run number and the batching.
 fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
-    use std::hash::{Hash, Hasher};
-    let mut files = std::collections::hash_map::DefaultHasher::new();
     let paths = run
         .streams
         .iter()
         .flat_map(|s| s.chunks.iter().chain(s.smd.iter()));
-    let mut count = 0;
-    for path in paths {
-        count += 1;
-        path.hash(&mut files);
-        if let Ok(meta) = std::fs::metadata(path) {
-            meta.len().hash(&mut files);
-            meta.modified().ok().hash(&mut files);
-        }
-    }
     vec![
         ("command".into(), "extract".into()),
         ("run".into(), args.run.display().to_string()),
         (
             "run files".into(),
-            format!("{count} files, digest {:016x}", files.finish()),
+            crate::cli::files_digest(paths.map(|p| p.as_path())),
         ),
         ("select".into(), args.select.join(" ")),
         ("run number".into(), format!("{:?}", args.run_number)),
