@@ -14,8 +14,15 @@ use super::select::Xtc2Selector;
 use super::Xtc2Error;
 use crate::event::{Element, Event, Key, Missing, Value};
 
-/// A field's place: detector, algorithm, field name.
-type FieldId = (String, String, String);
+/// Where a selected field goes: its key, and the segments of its detector's algorithm.
+#[derive(Clone, Debug)]
+struct Slot {
+    key: Key,
+    segments: Arc<[u32]>,
+}
+
+/// The values of one event's fields by segment, before they are combined.
+type Gathered = BTreeMap<Key, (Arc<[u32]>, BTreeMap<u32, Value>)>;
 
 /// What became of one event.
 #[derive(Clone, Debug)]
@@ -44,9 +51,14 @@ pub struct EventBuilder {
     run: Arc<Xtc2Run>,
     selectors: Arc<Vec<Xtc2Selector>>,
     /// Every detector's segments per algorithm, over all streams and Configures.
-    segments: Arc<BTreeMap<(String, String), Vec<u32>>>,
+    segments: BTreeMap<(String, String), Arc<[u32]>>,
     maps: HashMap<(u16, u16), memmap2::Mmap>,
-    keys: HashMap<FieldId, Key>,
+    /// Per Names block (by address: the run holds every block for its whole life), each
+    /// field's slot, or `None` where it is not selected: the selectors' globs and the keys are
+    /// worked out once per schema, not once per event.
+    slots: HashMap<usize, Arc<[Option<Slot>]>>,
+    /// Per context, the step and slow values it carries, gathered as events gather theirs.
+    carried: HashMap<u32, Arc<Gathered>>,
     damage_key: Key,
 }
 
@@ -66,13 +78,19 @@ impl EventBuilder {
                 }
             }
         }
-        segments.values_mut().for_each(|s| s.sort_unstable());
         EventBuilder {
             run,
             selectors,
-            segments: Arc::new(segments),
+            segments: segments
+                .into_iter()
+                .map(|(k, mut s)| {
+                    s.sort_unstable();
+                    (k, s.into())
+                })
+                .collect(),
             maps: HashMap::new(),
-            keys: HashMap::new(),
+            slots: HashMap::new(),
+            carried: HashMap::new(),
             damage_key: Key::new("damage"),
         }
     }
@@ -81,17 +99,68 @@ impl EventBuilder {
     pub fn segments(&self, det: &str, alg: &str) -> &[u32] {
         self.segments
             .get(&(det.to_string(), alg.to_string()))
-            .map_or(&[], |s| s.as_slice())
+            .map_or(&[], |s| s)
     }
 
-    fn selected(&self, det: &str, alg: &str, field: &str) -> bool {
-        self.selectors.iter().any(|s| s.matches(det, alg, field))
+    /// The slot of `<det>/<alg>/<field>`, if the selectors select it.
+    fn slot(&self, det: &str, alg: &str, field: &str) -> Option<Slot> {
+        self.selectors
+            .iter()
+            .any(|s| s.matches(det, alg, field))
+            .then(|| Slot {
+                key: Key::new(&format!("{det}/{alg}/{field}")),
+                segments: self
+                    .segments
+                    .get(&(det.to_string(), alg.to_string()))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from([])),
+            })
+    }
+
+    /// Each field's slot of a Names block.
+    fn slots(&mut self, names: &Arc<super::names::Names>) -> Arc<[Option<Slot>]> {
+        let at = Arc::as_ptr(names) as usize;
+        if let Some(s) = self.slots.get(&at) {
+            return Arc::clone(s);
+        }
+        let slots: Arc<[Option<Slot>]> = names
+            .fields
+            .iter()
+            .map(|f| {
+                (f.dtype != DataType::EnumDict)
+                    .then(|| self.slot(&names.det_name, &names.alg, &f.name))
+                    .flatten()
+            })
+            .collect();
+        self.slots.insert(at, Arc::clone(&slots));
+        slots
+    }
+
+    /// The step and slow values context `index` carries, by field.
+    fn carried(&mut self, index: u32) -> Arc<Gathered> {
+        if let Some(c) = self.carried.get(&index) {
+            return Arc::clone(c);
+        }
+        let context = Arc::clone(&self.run.contexts[index as usize]);
+        let mut gathered = Gathered::new();
+        for ((det, segment, alg, field), v) in &context.values {
+            if let Some(slot) = self.slot(det, alg, field) {
+                gathered
+                    .entry(slot.key)
+                    .or_insert_with(|| (slot.segments, BTreeMap::new()))
+                    .1
+                    .insert(*segment, v.clone());
+            }
+        }
+        let gathered = Arc::new(gathered);
+        self.carried.insert(index, Arc::clone(&gathered));
+        gathered
     }
 
     /// The event of `entry`.
     pub fn build(&mut self, entry: &Entry) -> Result<Built, Xtc2Error> {
         let run = Arc::clone(&self.run);
-        let mut fields: BTreeMap<FieldId, BTreeMap<u32, Value>> = BTreeMap::new();
+        let mut fields = Gathered::new();
         let mut damage = 0u16;
         for part in &entry.parts {
             let stream = &run.streams[part.stream as usize];
@@ -124,43 +193,33 @@ impl EventBuilder {
             .map_err(corrupt)?;
             for block in decoded {
                 damage |= block.damage;
-                let n = &block.names;
-                for (f, v) in n.fields.iter().zip(block.values) {
-                    if f.dtype == DataType::EnumDict || !self.selected(&n.det_name, &n.alg, &f.name)
-                    {
-                        continue;
+                let slots = self.slots(&block.names);
+                for (slot, v) in slots.iter().zip(block.values) {
+                    if let Some(slot) = slot {
+                        fields
+                            .entry(slot.key)
+                            .or_insert_with(|| (Arc::clone(&slot.segments), BTreeMap::new()))
+                            .1
+                            .insert(block.names.segment, v);
                     }
-                    fields
-                        .entry((n.det_name.clone(), n.alg.clone(), f.name.clone()))
-                        .or_default()
-                        .insert(n.segment, v);
                 }
             }
         }
         let mut event = Event::with_capacity(entry.timestamp, fields.len() + 1);
         let mut partial = Vec::new();
-        for (id, by_segment) in fields {
-            let all = self.segments(&id.0, &id.1).to_vec();
-            if all.len() > 1 && by_segment.len() < all.len() && !partial.contains(&id.0) {
-                partial.push(id.0.clone());
+        for (key, (all, by_segment)) in fields {
+            if all.len() > 1 && by_segment.len() < all.len() {
+                let det = key.name().split('/').next().unwrap_or("").to_string();
+                if !partial.contains(&det) {
+                    partial.push(det);
+                }
             }
-            self.put(&mut event, id, &all, by_segment);
+            put(&mut event, key, &all, by_segment);
         }
         // Step and slow values in force, unless the event has its own.
-        let context = Arc::clone(&run.contexts[entry.context as usize]);
-        let mut carried: BTreeMap<FieldId, BTreeMap<u32, Value>> = BTreeMap::new();
-        for ((det, segment, alg, field), v) in &context.values {
-            if self.selected(det, alg, field) {
-                carried
-                    .entry((det.clone(), alg.clone(), field.clone()))
-                    .or_default()
-                    .insert(*segment, v.clone());
-            }
-        }
-        for (id, by_segment) in carried {
-            if !self.keys.get(&id).is_some_and(|k| event.contains(*k)) {
-                let all = self.segments(&id.0, &id.1).to_vec();
-                self.put(&mut event, id, &all, by_segment);
+        for (key, (all, by_segment)) in self.carried(entry.context).iter() {
+            if !event.contains(*key) {
+                put(&mut event, *key, all, by_segment.clone());
             }
         }
         event.set(self.damage_key, damage);
@@ -170,41 +229,30 @@ impl EventBuilder {
             partial,
         })
     }
+}
 
-    /// Sets a field from its segments' values: as it is for a detector of one segment, else
-    /// stacked in segment order (fill values for missing segments); segments whose shapes or
-    /// types differ are set apart, as `<det>/<alg>/<field>/segment<k>`.
-    fn put(
-        &mut self,
-        event: &mut Event,
-        id: FieldId,
-        all: &[u32],
-        mut values: BTreeMap<u32, Value>,
-    ) {
-        let key = *self
-            .keys
-            .entry(id.clone())
-            .or_insert_with(|| Key::new(&format!("{}/{}/{}", id.0, id.1, id.2)));
-        if all.len() <= 1 {
-            if let Some((_, v)) = values.pop_first() {
-                event.set(key, v);
-            }
-            return;
+/// Sets a field from its segments' values: as it is for a detector of one segment, else
+/// stacked in segment order (fill values for missing segments); segments whose shapes or types
+/// differ are set apart, as `<det>/<alg>/<field>/segment<k>`.
+fn put(event: &mut Event, key: Key, all: &[u32], mut values: BTreeMap<u32, Value>) {
+    if all.len() <= 1 {
+        if let Some((_, v)) = values.pop_first() {
+            event.set(key, v);
         }
-        let first = values.values().next().expect("at least one segment");
-        let (dtype, shape) = (first.dtype(), first.shape().to_vec());
-        if values
-            .values()
-            .all(|v| v.dtype() == dtype && v.shape() == shape.as_slice())
-        {
-            let ordered: Vec<Option<&Value>> = all.iter().map(|s| values.get(s)).collect();
-            let stacked = crate::with_dtype!(dtype, T => stack::<T>(&ordered, &shape));
-            event.set(key, stacked);
-        } else {
-            for (segment, v) in values {
-                let apart = Key::new(&format!("{}/{}/{}/segment{segment}", id.0, id.1, id.2));
-                event.set(apart, v);
-            }
+        return;
+    }
+    let first = values.values().next().expect("at least one segment");
+    let (dtype, shape) = (first.dtype(), first.shape().to_vec());
+    if values
+        .values()
+        .all(|v| v.dtype() == dtype && v.shape() == shape.as_slice())
+    {
+        let ordered: Vec<Option<&Value>> = all.iter().map(|s| values.get(s)).collect();
+        let stacked = crate::with_dtype!(dtype, T => stack::<T>(&ordered, &shape));
+        event.set(key, stacked);
+    } else {
+        for (segment, v) in values {
+            event.set(Key::new(&format!("{}/segment{segment}", key.name())), v);
         }
     }
 }
