@@ -26,6 +26,23 @@ pub struct Field {
     pub rank: u32,
 }
 
+impl Field {
+    /// A field as a file declares it: `raw_name` (`enumFex1:MyEnumName` for an enum), its
+    /// type and rank.
+    pub fn new(raw_name: &str, dtype: DataType, rank: u32) -> Field {
+        let name = match dtype {
+            DataType::EnumVal | DataType::EnumDict => raw_name.split(':').next().unwrap_or(""),
+            _ => raw_name,
+        };
+        Field {
+            raw_name: raw_name.to_string(),
+            name: name.to_string(),
+            dtype,
+            rank,
+        }
+    }
+}
+
 /// One Names block: the schema of one detector segment's algorithm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Names {
@@ -70,18 +87,7 @@ impl Names {
             if rank >= MAX_RANK {
                 return Err(format!("field {raw_name:?}: rank {rank}, at most 4"));
             }
-            let name = match dtype {
-                DataType::EnumVal | DataType::EnumDict => {
-                    raw_name.split(':').next().unwrap_or("").to_string()
-                }
-                _ => raw_name.clone(),
-            };
-            fields.push(Field {
-                raw_name,
-                name,
-                dtype,
-                rank,
-            });
+            fields.push(Field::new(&raw_name, dtype, rank));
         }
         Ok(Names {
             det_type: text(16)?,

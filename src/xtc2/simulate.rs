@@ -12,7 +12,8 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use rand_distr::{Distribution, Gamma};
 
 use super::format::{DataType, Transition};
-use super::write::{dgram, names, shapes_data, smd_datagram, NamesDef};
+use super::names::{Field, Names};
+use super::write::{dgram, names, shapes_data, smd_datagram};
 use super::Xtc2Error;
 use crate::event::Value;
 use crate::source::synthetic::{event_rng, noise_frame, noise_table, render_frame};
@@ -90,8 +91,8 @@ fn def(
     alg: &str,
     segment: u32,
     fields: &[(&str, DataType, u32)],
-) -> NamesDef {
-    NamesDef {
+) -> Names {
+    Names {
         det_type: det_type.into(),
         det_name: det.into(),
         det_id: if det_type == "runinfo" {
@@ -111,7 +112,7 @@ fn def(
         segment,
         fields: fields
             .iter()
-            .map(|(n, t, r)| (n.to_string(), *t, *r))
+            .map(|(n, t, r)| Field::new(n, *t, *r))
             .collect(),
     }
 }
@@ -121,7 +122,7 @@ fn text(s: &str) -> Value {
 }
 
 /// The schema of each stream: `(NamesId, definition)`.
-fn schema(stream: usize) -> Vec<(u32, NamesDef)> {
+fn schema(stream: usize) -> Vec<(u32, Names)> {
     use DataType::*;
     let node = (stream as u32) << 8;
     let mut out = vec![(

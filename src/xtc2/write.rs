@@ -3,6 +3,7 @@
 //! `shotflow simulate --format xtc2` writes, and what psana reads back in CI.
 
 use super::format::{DataType, Transition, XTC_HEADER};
+use super::names::{Field, Names};
 use crate::event::{Array, Value};
 
 /// Type ids of the `Xtc`s written.
@@ -11,25 +12,6 @@ const SHAPES_DATA: u16 = 1;
 const SHAPES: u16 = 2;
 const DATA: u16 = 3;
 const NAMES: u16 = 4;
-
-/// The schema of one block, for writing.
-#[derive(Clone, Debug)]
-pub struct NamesDef {
-    /// Detector type.
-    pub det_type: String,
-    /// Detector name.
-    pub det_name: String,
-    /// Serial number.
-    pub det_id: String,
-    /// Algorithm.
-    pub alg: String,
-    /// `major << 16 | minor << 8 | micro`.
-    pub version: u32,
-    /// Segment.
-    pub segment: u32,
-    /// Fields: name, type, rank.
-    pub fields: Vec<(String, DataType, u32)>,
-}
 
 /// An `Xtc`: header then payload.
 pub fn xtc(src: u32, damage: u16, kind: u16, payload: &[u8]) -> Vec<u8> {
@@ -55,9 +37,9 @@ fn char256(text: &str) -> [u8; 256] {
 }
 
 /// A Names `Xtc` for NamesId `id`.
-pub fn names(id: u32, def: &NamesDef) -> Vec<u8> {
+pub fn names(id: u32, def: &Names) -> Vec<u8> {
     let mut p = Vec::with_capacity(1036 + 524 * def.fields.len());
-    let arrays = def.fields.iter().filter(|f| f.2 > 0).count() as u32;
+    let arrays = def.arrays() as u32;
     p.extend_from_slice(&arrays.to_le_bytes());
     p.extend_from_slice(&char256(&def.det_type));
     p.extend_from_slice(&char256(&def.det_name));
@@ -65,12 +47,12 @@ pub fn names(id: u32, def: &NamesDef) -> Vec<u8> {
     p.extend_from_slice(&char256(&def.alg));
     p.extend_from_slice(&def.version.to_le_bytes());
     p.extend_from_slice(&def.segment.to_le_bytes());
-    for (name, dtype, rank) in &def.fields {
+    for f in &def.fields {
         p.extend_from_slice(&char256(""));
         p.extend_from_slice(&0u32.to_le_bytes());
-        p.extend_from_slice(&char256(name));
-        p.extend_from_slice(&(*dtype as u32).to_le_bytes());
-        p.extend_from_slice(&rank.to_le_bytes());
+        p.extend_from_slice(&char256(&f.raw_name));
+        p.extend_from_slice(&(f.dtype as u32).to_le_bytes());
+        p.extend_from_slice(&f.rank.to_le_bytes());
     }
     xtc(id, 0, NAMES, &p)
 }
@@ -82,7 +64,7 @@ pub fn names(id: u32, def: &NamesDef) -> Vec<u8> {
 /// # Panics
 ///
 /// If the values do not match the fields' count or ranks (a bug in the writer's caller).
-pub fn shapes_data(id: u32, def: &NamesDef, values: &[Value], damage: u16) -> Vec<u8> {
+pub fn shapes_data(id: u32, def: &Names, values: &[Value], damage: u16) -> Vec<u8> {
     assert_eq!(
         values.len(),
         def.fields.len(),
@@ -90,7 +72,8 @@ pub fn shapes_data(id: u32, def: &NamesDef, values: &[Value], damage: u16) -> Ve
         def.det_name
     );
     let (mut shapes, mut data) = (Vec::new(), Vec::new());
-    for ((name, dtype, rank), value) in def.fields.iter().zip(values) {
+    for (field, value) in def.fields.iter().zip(values) {
+        let (name, dtype, rank) = (&field.raw_name, &field.dtype, &field.rank);
         if *dtype == DataType::CharStr {
             let Value::Array(a) = value else {
                 panic!("{name}: a string is a u8 array")
@@ -139,8 +122,8 @@ pub fn dgram(timestamp: u64, transition: Transition, children: &[Vec<u8>], damag
 pub const SMD_NAMES_ID: u32 = 0x20000;
 
 /// The smdinfo schema.
-pub fn smd_names() -> NamesDef {
-    NamesDef {
+pub fn smd_names() -> Names {
+    Names {
         det_type: "offset".into(),
         det_name: "smdinfo".into(),
         det_id: String::new(),
@@ -148,8 +131,8 @@ pub fn smd_names() -> NamesDef {
         version: 0,
         segment: 0,
         fields: vec![
-            ("intOffset".into(), DataType::U64, 0),
-            ("intDgramSize".into(), DataType::U64, 0),
+            Field::new("intOffset", DataType::U64, 0),
+            Field::new("intDgramSize", DataType::U64, 0),
         ],
     }
 }
