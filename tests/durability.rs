@@ -730,21 +730,22 @@ fn extract_args(run: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// `extract` of a EuXFEL run, interrupted by SIGINT after its first commit, then resumed with
-/// two workers: the same datasets as an uninterrupted extraction, and no train read twice.
-#[test]
-fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = simulate_run(dir.path());
-    let extract = |output: &Path, extra: &[&str]| extract_args(&run, output, extra);
-    let reference_path = dir.path().join("reference.h5");
+/// Extracts into `reference.h5` uninterrupted; then into `extract.h5`, stopped by SIGINT after
+/// its first commit and resumed with two workers. Checks that the resume started where the
+/// commit left off, recomputed nothing, and gave the reference's datasets. Returns the
+/// interrupted run's last master and the number of datasets compared.
+fn interrupt_then_resume(
+    dir: &Path,
+    extract: &dyn Fn(&Path, &[&str]) -> Vec<String>,
+) -> (Master, usize) {
+    let reference_path = dir.join("reference.h5");
     ok(&wait_bounded(
         spawn(SHOTFLOW, &extract(&reference_path, &[])),
         LIMIT,
     ));
     let reference = datasets(&reference_path);
 
-    let path = dir.path().join("extract.h5");
+    let path = dir.join("extract.h5");
     let child = start_and_commit(&extract(&path, &[]), &path, Duration::from_millis(20));
     signal(&child, libc::SIGINT);
     let out = wait_bounded(child, LIMIT);
@@ -764,6 +765,17 @@ fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
     assert!(m.complete);
     assert_eq!((m.resumed_from, m.recomputed), (committed.batches, 0));
     let n = assert_identical(&path, &reference);
+    (committed, n)
+}
+
+/// `extract` of a EuXFEL run, interrupted by SIGINT after its first commit, then resumed with
+/// two workers: the same datasets as an uninterrupted extraction, and no train read twice.
+#[test]
+fn extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = simulate_run(dir.path());
+    let extract = |output: &Path, extra: &[&str]| extract_args(&run, output, extra);
+    let (committed, n) = interrupt_then_resume(dir.path(), &extract);
     eprintln!(
         "extract: interrupted after {} of 2000 trains, resumed: {n} datasets identical",
         committed.events
@@ -913,32 +925,7 @@ fn xtc2_extract_interrupted_and_resumed_equals_an_uninterrupted_extraction() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    let reference_path = dir.path().join("reference.h5");
-    ok(&wait_bounded(
-        spawn(SHOTFLOW, &extract(&reference_path, &[])),
-        LIMIT,
-    ));
-    let reference = datasets(&reference_path);
-    let path = dir.path().join("extract.h5");
-    let child = start_and_commit(&extract(&path, &[]), &path, Duration::from_millis(20));
-    signal(&child, libc::SIGINT);
-    let out = wait_bounded(child, LIMIT);
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let committed = master(&path);
-    assert!(!committed.complete && committed.batches >= 1);
-    ok(&wait_bounded(
-        spawn(SHOTFLOW, &extract(&path, &["--resume", "--workers", "2"])),
-        LIMIT,
-    ));
-    let m = master(&path);
-    assert!(m.complete);
-    assert_eq!((m.resumed_from, m.recomputed), (committed.batches, 0));
-    let n = assert_identical(&path, &reference);
+    let (committed, n) = interrupt_then_resume(dir.path(), &extract);
     eprintln!(
         "xtc2 extract: interrupted after {} of 3000 events, resumed: {n} datasets identical",
         committed.events
