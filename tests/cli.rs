@@ -249,7 +249,7 @@ fn the_end_of_run_report_says_where_the_time_went() {
     };
     let stderr = run(&[]);
     assert!(
-        stderr.contains("where the time went (2 worker(s)"),
+        stderr.contains("where the time went (2 of 2 worker(s)"),
         "{stderr}"
     );
     for name in ["Exdf", "PumpProbe", "Produced"] {
@@ -261,5 +261,19 @@ fn the_end_of_run_report_says_where_the_time_went() {
         .map(|r| r.split(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(produced, 12, "12 trains read over both workers: {stderr}");
+    // The frames alone: 12 trains × 6 pulses × 2 modules × 64×32 u16; the scalars and pulse
+    // ids selected beside them add a few per cent.
+    let frames = 12 * 6 * 2 * 64 * 32 * 2;
+    let read: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bytes read "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes read: {stderr}"));
+    assert!(
+        read >= frames && read <= frames * 11 / 10,
+        "{read} bytes read, {frames} of frames: {stderr}"
+    );
+    assert!(stderr.contains("dropped or skipped: none"), "{stderr}");
     assert!(!run(&["--no-report"]).contains("where the time went"));
 }

@@ -364,6 +364,7 @@ impl<'scope> BridgeSource<'scope> for Scope<'scope, Batch> {
                 match next {
                     Some(event) => {
                         received += 1;
+                        crate::flow::meter::read(event.nbytes() as u64);
                         events.push(event);
                     }
                     None => {

@@ -167,6 +167,11 @@ impl Event {
         self.fields.len()
     }
 
+    /// Bytes of all the fields' elements ([`Value::nbytes`]).
+    pub fn nbytes(&self) -> usize {
+        self.fields.iter().map(|(_, v)| v.nbytes()).sum()
+    }
+
     /// True if the event has no fields.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()

@@ -350,6 +350,14 @@ impl Value {
         each_scalar!(self, x => Cow::Owned(bytemuck::bytes_of(&x.to_raw()).to_vec()), array a => a.le_bytes())
     }
 
+    /// Bytes of the value's elements: its size in memory and in a file, without headers.
+    pub fn nbytes(&self) -> usize {
+        match self {
+            Value::Array(a) => a.len() * a.dtype().size(),
+            scalar => scalar.dtype().size(),
+        }
+    }
+
     /// The array inside, if this is an array value.
     pub fn as_array(&self) -> Option<&Array> {
         match self {

@@ -9,7 +9,7 @@ use timely::dataflow::{Scope, StreamVec};
 use super::{ExdfError, ExdfRun, Selected};
 use crate::event::{Event, Key};
 use crate::flow::losses::MISSING_FIELDS;
-use crate::flow::{Batch, Losses};
+use crate::flow::{meter, Batch, Losses};
 use crate::source::batched_source;
 
 /// Adds an EXDF run as a source to a dataflow scope.
@@ -35,6 +35,7 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
         let mut files: HashMap<usize, hdf5::File> = HashMap::new();
         let mut datasets: HashMap<(usize, String), hdf5::Dataset> = HashMap::new();
         let losses = Losses::new(&self);
+        meter::expect_events(self.index(), run.trains.len() as u64);
         // The selected fields of each source: an event with none of them lacks that source.
         let mut by_source: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
         for s in selected.iter() {
@@ -88,6 +89,7 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
                     .count();
                 losses.count(batch, source, MISSING_FIELDS, lacking as u64);
             }
+            meter::read(events.iter().map(|e| e.nbytes() as u64).sum());
             Ok::<_, String>(events)
         })
     }

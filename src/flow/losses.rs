@@ -51,6 +51,7 @@ impl Losses {
         if events == 0 {
             return;
         }
+        super::meter::lost(source, reason, events);
         *self
             .flow
             .borrow_mut()

@@ -14,12 +14,15 @@
 //! * [`read_ahead`]: sources stay a few batches ahead of the slowest sink.
 //! * [`Losses`]: events a source drops or skips, counted per batch, source and reason, so that
 //!   a sink can commit the counts with the batches they belong to.
+//! * [`meter`]: what this worker's sources and sinks did (batches, events, bytes, time held
+//!   back, losses), for the progress bar, the metrics and the dashboard.
 //! * [`InOrder`]: rows held per batch until the frontier passes the batch, then released batch
 //!   by batch in event-id order. Every ordered output (callbacks, karabo-bridge, smalldata) is
 //!   built on it.
 
 mod in_order;
 pub mod losses;
+pub mod meter;
 pub mod read_ahead;
 mod settings;
 mod shared;

@@ -39,6 +39,15 @@ pub struct Settings {
     /// Print where the time went when the run ends (process 0, on standard error): each
     /// operator's busy time and each worker's source rate ([`crate::monitor::report`]).
     pub report: bool,
+    /// Show the run's progress while it runs (process 0, on standard error): a bar on a
+    /// terminal, a log line every [`Settings::log_every`] otherwise.
+    pub progress: bool,
+    /// How often the progress is logged when standard error is not a terminal.
+    pub log_every: std::time::Duration,
+    /// Serve the run's metrics (Prometheus text on `/metrics`) at this address (process 0).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the live dashboard (and `/metrics`) at this address (process 0).
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -48,6 +57,10 @@ impl Default for Settings {
             start: 0,
             graph: None,
             report: false,
+            progress: false,
+            log_every: std::time::Duration::from_secs(5),
+            metrics: None,
+            dashboard: None,
         }
     }
 }

@@ -2,15 +2,16 @@
 //! hand-maintained list of operators, and nothing the dataflow's code must report.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
 /// An operator of the worker's dataflows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operator {
     /// Worker-unique id.
     pub id: usize,
@@ -25,7 +26,7 @@ pub struct Operator {
 }
 
 /// A channel between two operators of one scope.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channel {
     /// Worker-unique id.
     pub id: usize,
@@ -37,6 +38,8 @@ pub struct Channel {
     pub target: (usize, usize),
     /// Records this worker sent on it.
     pub records: i64,
+    /// Messages (timely's batches of records) this worker sent on it.
+    pub messages: u64,
     /// Whether records went from this worker to another: an exchange, not a pipeline.
     pub crossed: bool,
 }
@@ -58,13 +61,17 @@ pub struct Channel {
 /// });
 /// assert!(dot.contains("Exchange") || dot.contains("Inspect"));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WorkerLog {
     /// The worker.
     pub worker: usize,
     operators: BTreeMap<usize, Operator>,
     channels: BTreeMap<usize, Channel>,
+    /// Dataflows that are the runtime's own (stop broadcast, metrics), not the program's:
+    /// left out of the graph and the report.
+    hidden: BTreeSet<usize>,
     /// Operators scheduled now, since when.
+    #[serde(skip)]
     started: HashMap<usize, Duration>,
 }
 
@@ -113,6 +120,7 @@ impl WorkerLog {
                         source: c.source,
                         target: c.target,
                         records: 0,
+                        messages: 0,
                         crossed: false,
                     },
                 );
@@ -133,6 +141,7 @@ impl WorkerLog {
             TimelyEvent::Messages(m) if m.is_send => {
                 if let Some(c) = self.channels.get_mut(&m.channel) {
                     c.records += m.record_count;
+                    c.messages += 1;
                     c.crossed |= m.source != m.target;
                 }
             }
@@ -155,6 +164,7 @@ impl WorkerLog {
             for (id, c) in &log.channels {
                 if let Some(m) = merged.channels.get_mut(id) {
                     m.records += c.records;
+                    m.messages += c.messages;
                     m.crossed |= c.crossed;
                 }
             }
@@ -163,26 +173,57 @@ impl WorkerLog {
         merged
     }
 
-    /// The operators, by id.
-    pub fn operators(&self) -> impl Iterator<Item = &Operator> {
-        self.operators.values()
+    /// Leaves dataflow `dataflow` (the runtime's own) out of the graph and the report.
+    pub fn hide(&mut self, dataflow: usize) {
+        self.hidden.insert(dataflow);
     }
 
-    /// The channels, by id.
+    fn shown(&self, addr: &[usize]) -> bool {
+        addr.first().is_none_or(|d| !self.hidden.contains(d))
+    }
+
+    /// The operators of the program's dataflows, by id.
+    pub fn operators(&self) -> impl Iterator<Item = &Operator> {
+        self.operators.values().filter(|o| self.shown(&o.addr))
+    }
+
+    /// The channels of the program's dataflows, by id.
     pub fn channels(&self) -> impl Iterator<Item = &Channel> {
-        self.channels.values()
+        self.channels.values().filter(|c| self.shown(&c.scope_addr))
+    }
+
+    /// Records and messages that reached operator `id` (in) and that it sent (out), over the
+    /// channels of this log: `(records in, messages in, records out, messages out)`.
+    pub fn flow_of(&self, id: usize) -> (i64, u64, i64, u64) {
+        let mut flow = (0, 0, 0, 0);
+        for c in self.channels() {
+            if self
+                .at(&c.scope_addr, c.target.0)
+                .is_some_and(|t| t.id == id)
+            {
+                flow.0 += c.records;
+                flow.1 += c.messages;
+            }
+            if self
+                .at(&c.scope_addr, c.source.0)
+                .is_some_and(|s| s.id == id)
+            {
+                flow.2 += c.records;
+                flow.3 += c.messages;
+            }
+        }
+        flow
     }
 
     /// Records sent by the worker's sources: the operators no channel leads into.
     pub fn source_records(&self) -> i64 {
-        self.channels
-            .values()
+        self.channels()
             .filter(|c| {
                 let Some(op) = self.at(&c.scope_addr, c.source.0) else {
                     return false;
                 };
                 op.addr.len() > 1
-                    && !self.channels.values().any(|d| {
+                    && !self.channels().any(|d| {
                         self.at(&d.scope_addr, d.target.0)
                             .is_some_and(|t| t.id == op.id)
                     })
@@ -208,18 +249,32 @@ impl WorkerLog {
     /// The dataflow graph in Graphviz's DOT: one node per operator (its name and busy time),
     /// one edge per channel, dashed where records crossed workers (an exchange).
     pub fn dot(&self) -> String {
+        self.dot_coloured(None)
+    }
+
+    /// [`WorkerLog::dot`], with each operator filled by how busy it was: from white (idle) to
+    /// red (busy all of `workers_seconds`, the seconds of all workers together).
+    pub fn dot_coloured(&self, workers_seconds: Option<f64>) -> String {
         let mut out = String::from(
             "digraph dataflow {\n  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
         );
-        for op in self.operators.values().filter(|o| o.addr.len() > 1) {
+        for op in self.operators().filter(|o| o.addr.len() > 1) {
             let escaped = op.name.replace('"', "\\\"");
+            let busy = op.busy.as_secs_f64();
+            let fill = match workers_seconds {
+                Some(total) => {
+                    let share = (busy / total.max(1e-9)).clamp(0.0, 1.0);
+                    let fade = (255.0 * (1.0 - share)).round() as u8;
+                    format!(", style=filled, fillcolor=\"#ff{fade:02x}{fade:02x}\"")
+                }
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  op{} [label=\"{escaped}\\n{:.3} s busy\"];\n",
-                op.id,
-                op.busy.as_secs_f64()
+                "  op{} [label=\"{escaped}\\n{busy:.3} s busy\"{fill}];\n",
+                op.id
             ));
         }
-        for c in self.channels.values() {
+        for c in self.channels() {
             let (Some(a), Some(b)) = (
                 self.at(&c.scope_addr, c.source.0),
                 self.at(&c.scope_addr, c.target.0),

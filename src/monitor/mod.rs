@@ -1,13 +1,47 @@
 //! Seeing a run as it goes: what each worker's dataflows are made of and where their time
-//! goes, from timely's own logging, and pictures of it.
+//! goes, from timely's own logging, the counts of shotflow's sources and sinks
+//! ([`crate::flow::meter`]), and the plots a pipeline publishes; all carried to process 0.
 //!
-//! [`WorkerLog::register`] adds a logger to a worker (before it builds its dataflows); the log
-//! then holds every operator and channel of the worker's dataflows, each operator's busy time,
-//! and each channel's records and whether they crossed workers. [`WorkerLog::dot`] draws the
-//! dataflow graph.
+//! * [`WorkerLog::register`] adds a logger to a worker (before it builds its dataflows); the
+//!   log then holds every operator and channel of the worker's dataflows, each operator's busy
+//!   time, and each channel's records and whether they crossed workers.
+//! * The runtime runs a small metrics dataflow beside the program's: every worker sends a
+//!   [`Snapshot`] to worker 0 four times a second, over timely's own connections, into the
+//!   process's [`Hub`].
+//! * From the hub: the progress bar or log lines, Prometheus text ([`prometheus`]), the live
+//!   dashboard, the dataflow graph ([`WorkerLog::dot`], SVG with the `monitor` feature) and
+//!   the end-of-run [`report`].
+//! * [`publish`] sends a result plot to the dashboard from any worker.
+//!
+//! A command line has the progress and the report on by default; a program switches them on
+//! with [`Launch::monitored`](crate::runtime::Launch::monitored) or the launch's `progress`,
+//! `metrics` and `dashboard` options.
 
+#[cfg(feature = "monitor")]
+pub mod draw;
+mod gather;
+mod hub;
+mod live;
 mod log;
+mod prometheus;
+mod publish;
 mod report;
+#[cfg(feature = "monitor")]
+mod server;
 
+pub use gather::{current_figures, Snapshot, EVERY};
+pub use hub::{Figures, Hub, Progress};
+pub use live::{write_graph, Live};
 pub use log::{Channel, Operator, WorkerLog};
+pub use prometheus::prometheus;
+pub use publish::{publish, Plot, IMAGE_SIDE};
 pub use report::report;
+
+pub(crate) use gather::{
+    finish_if_done, install as gather, leave as leave_gathering, waiting as gathering,
+};
+
+/// Forgets this worker's monitoring state (its run has ended).
+pub(crate) fn leave() {
+    leave_gathering();
+}

@@ -1,70 +1,76 @@
-//! The end-of-run report: where the time went, per operator, and how fast each worker's
-//! sources produced, from the workers' logs.
+//! The end-of-run report: where the time went, per operator, how fast each worker's sources
+//! produced, the bytes read and written, and the events dropped or skipped, by reason.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use super::log::WorkerLog;
+use super::hub::Hub;
 
-/// A compact table of a run: each operator's busy time (summed over workers) and share of the
-/// workers' time, and each worker's source rate.
+/// A compact table of a run from its hub: each operator's busy time (summed over workers),
+/// share of the workers' time, time held back by the sinks and records out; each worker's
+/// events and rate; bytes; and losses by reason.
 ///
 /// ```
-/// use shotflow::monitor::{report, WorkerLog};
-/// use timely::dataflow::operators::{Inspect, ToStream};
+/// use shotflow::monitor::{report, Hub};
 ///
-/// let log = timely::execute_directly(|worker| {
-///     let log = WorkerLog::register(worker);
-///     worker.dataflow::<u64, _, _>(|scope| {
-///         (0..1000u64).to_stream(scope).container::<Vec<_>>().inspect(|_| {});
-///     });
-///     while worker.step() {}
-///     let log = log.borrow().clone();
-///     log
-/// });
-/// let table = report(&[log], std::time::Duration::from_secs(1));
-/// assert!(table.contains("ToStream"));
-/// assert!(table.contains("1000 records"));
+/// let table = report(&Hub::new(1));
+/// assert!(table.contains("operator"));
+/// assert!(table.contains("dropped or skipped: none"));
 /// ```
-pub fn report(logs: &[WorkerLog], elapsed: Duration) -> String {
-    let merged = WorkerLog::merge(logs);
-    let seconds = elapsed.as_secs_f64().max(1e-9);
-    let workers = logs.len().max(1) as f64;
+pub fn report(hub: &Hub) -> String {
+    let merged = hub.merged_log();
+    let snapshots = hub.snapshots();
+    let totals = hub.totals();
+    let seconds = hub.seconds().max(1e-9);
+    let workers = snapshots.len().max(1) as f64;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "  {:<24} {:>9} {:>7} {:>12}",
-        "operator", "busy s", "share", "records out"
+        "  {:<24} {:>9} {:>7} {:>9} {:>12}",
+        "operator", "busy s", "share", "held s", "records out"
     );
     let mut operators: Vec<_> = merged.operators().filter(|o| o.addr.len() > 1).collect();
     operators.sort_by_key(|o| std::cmp::Reverse(o.busy));
     for op in operators {
-        let out_records: i64 = merged
-            .channels()
-            .filter(|c| {
-                merged
-                    .operator_at(&c.scope_addr, c.source.0)
-                    .is_some_and(|s| s.id == op.id)
-            })
-            .map(|c| c.records)
-            .sum();
+        let (_, _, out_records, _) = merged.flow_of(op.id);
+        let held = totals.held_back_ns.get(&op.name).copied().unwrap_or(0) as f64 * 1e-9;
         let _ = writeln!(
             out,
-            "  {:<24} {:>9.3} {:>6.1}% {:>12}",
+            "  {:<24} {:>9.3} {:>6.1}% {:>9} {:>12}",
             op.name,
             op.busy.as_secs_f64(),
             100.0 * op.busy.as_secs_f64() / (seconds * workers),
+            if held > 0.0 {
+                format!("{held:.3}")
+            } else {
+                "-".to_string()
+            },
             out_records
         );
     }
-    for log in logs {
-        let produced = log.source_records();
+    for s in &snapshots {
         let _ = writeln!(
             out,
-            "  worker {:<3} sources produced {produced} records, {:.3e}/s",
-            log.worker,
-            produced as f64 / seconds
+            "  worker {:<3} (process {}) sources produced {} events in {} batches, {:.3e}/s",
+            s.worker,
+            s.process,
+            s.counters.events,
+            s.counters.batches,
+            s.counters.events as f64 / s.seconds.max(1e-9)
         );
+    }
+    let _ = writeln!(
+        out,
+        "  bytes read {} ({:.2} GB/s), written {}",
+        totals.bytes_read,
+        totals.bytes_read as f64 / seconds / 1e9,
+        totals.bytes_written
+    );
+    if totals.losses.is_empty() {
+        let _ = writeln!(out, "  dropped or skipped: none");
+    } else {
+        for (what, n) in &totals.losses {
+            let _ = writeln!(out, "  dropped or skipped: {n} events, {what}");
+        }
     }
     out
 }

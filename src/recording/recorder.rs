@@ -141,6 +141,7 @@ impl Sink<Event> for Recorder {
         let result = out.write_all(&head).and_then(|_| out.write_all(&payload));
         self.buffer = payload;
         result.map_err(|e| self.io(e))?;
+        crate::flow::meter::written((head.len() + self.buffer.len()) as u64);
         self.frames += 1;
         Ok(())
     }

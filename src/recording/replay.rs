@@ -600,6 +600,7 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
             for (source, reason, n) in recorded.get(&i).into_iter().flatten() {
                 losses.count(batch, source, reason, *n);
             }
+            crate::flow::meter::read(events.iter().map(|e| e.nbytes() as u64).sum());
             Ok(Produced::Batch(events))
         })
     }

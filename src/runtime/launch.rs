@@ -65,14 +65,31 @@ pub struct Launch {
     /// the memory a run holds in flight.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_ahead: Option<u64>,
-    /// Write the run's dataflow graph (Graphviz DOT: operators with their busy time, channels
-    /// with their records, dashed where records crossed workers) to this file at the end.
-    #[arg(long, value_name = "PATH.dot")]
+    /// Write the run's dataflow graph to this file at the end: SVG for `.svg`, Graphviz DOT
+    /// otherwise (operators with their busy time, channels with their records, dashed where
+    /// records crossed workers).
+    #[arg(long, value_name = "PATH.svg|PATH.dot")]
     pub graph: Option<std::path::PathBuf>,
     /// Print no end-of-run report (where the time went: each operator's busy time, each
     /// worker's source rate). A command line prints it by default; `Launch::threads` does not.
     #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     pub report: bool,
+    /// Show no progress (a bar on a terminal, a log line every few seconds otherwise). A
+    /// command line shows it by default; `Launch::threads` does not.
+    #[arg(long = "no-progress", action = clap::ArgAction::SetFalse)]
+    pub progress: bool,
+    /// Seconds between progress lines when standard error is not a terminal (batch jobs).
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub log_every: f64,
+    /// Serve the run's metrics as Prometheus text on http://ADDR/metrics while it runs
+    /// (process 0). Plain HTTP: keep it on 127.0.0.1 and tunnel with `ssh -L`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Serve a live dashboard on http://ADDR/ while the run runs (process 0): progress,
+    /// events/s per worker, each operator's busy and back-pressured share, the dataflow graph,
+    /// drops, and the plots the pipeline publishes. It serves /metrics too.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
     /// The launch's secret: only processes that hold it join the cluster. Without it, process 0
     /// writes one into the rendezvous directory (readable by you only); a cluster on ports or
     /// a hostfile without a token is not authenticated.
@@ -169,6 +186,10 @@ impl Default for Launch {
             read_ahead: None,
             graph: None,
             report: true,
+            progress: true,
+            log_every: 5.0,
+            metrics: None,
+            dashboard: None,
             token: None,
             fingerprint: String::new(),
         }
@@ -182,7 +203,25 @@ impl Launch {
         Launch {
             workers: n,
             report: false,
+            progress: false,
             ..Launch::default()
+        }
+    }
+
+    /// These options with the progress bar (or log lines) and the end-of-run report on: what a
+    /// command line shows by default, in one call for a program's own launch.
+    ///
+    /// ```
+    /// use shotflow::runtime::Launch;
+    ///
+    /// let launch = Launch::threads(2).monitored();
+    /// assert!(launch.progress && launch.report);
+    /// ```
+    pub fn monitored(self) -> Launch {
+        Launch {
+            progress: true,
+            report: true,
+            ..self
         }
     }
 
@@ -206,6 +245,10 @@ impl Launch {
         }
         settings.graph = self.graph.clone();
         settings.report = self.report;
+        settings.progress = self.progress;
+        settings.log_every = Duration::from_secs_f64(self.log_every);
+        settings.metrics = self.metrics;
+        settings.dashboard = self.dashboard;
         settings
     }
 
@@ -337,6 +380,14 @@ fn read_hostfile(path: &std::path::Path) -> Result<Vec<String>, RunError> {
         )));
     }
     Ok(hosts)
+}
+
+/// A positive, finite number of seconds.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub use memory::keep_freed_memory;
 pub use stop::{request_stop, stop_on_signals, stop_requested, StopReason};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,8 +131,20 @@ where
     let mut worker_config = WorkerConfig::default();
     let graph = settings.graph.clone();
     let report = settings.report;
-    let logging = graph.is_some() || report;
+    // The logs and the metrics dataflow serve the graph, the report and the live views alike.
+    let logging = graph.is_some()
+        || report
+        || settings.progress
+        || settings.metrics.is_some()
+        || settings.dashboard.is_some();
     let started = Instant::now();
+    let hub = Arc::new(crate::monitor::Hub::new(plan.peers()));
+    // Process 0 shows the run; a server that cannot bind stops the run before it starts.
+    let live = if logging && plan.process() == 0 {
+        Some(crate::monitor::Live::start(&settings, Arc::clone(&hub)).map_err(RunError::Launch)?)
+    } else {
+        None
+    };
     settings.install(&mut worker_config);
     let state = Arc::new(RunState::default());
     stop::register(&state);
@@ -191,6 +204,7 @@ where
         let state = Arc::clone(&state);
         let results = Arc::clone(&results);
         let logs = Arc::clone(&logs);
+        let hub = Arc::clone(&hub);
         // timely's `execute_from` would step leftover dataflows with an unbounded park after
         // `func` returns, which hangs a run whose peer failed; this loop owns the worker instead.
         timely::communication::initialize_from(builders, others, move |allocator| {
@@ -202,7 +216,11 @@ where
             // built, merged when every worker is done).
             let log = logging.then(|| crate::monitor::WorkerLog::register(worker));
             let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let own = vec![worker.next_dataflow_index()];
                 control::install(worker);
+                if let Some(log) = &log {
+                    crate::monitor::gather(worker, Rc::clone(log), Arc::clone(&hub), process, own);
+                }
                 let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
                 Ok::<T, (String, bool)>(value)
@@ -248,6 +266,7 @@ where
                 failure::unwound();
             }
             control::leave();
+            crate::monitor::leave();
             failure::leave();
         })
         .map_err(|message| RunError::Connect { process, message })?
@@ -267,13 +286,12 @@ where
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    if logging && process == 0 {
+    if let Some(live) = live {
         // Written even for a failed or stopped run: the picture helps to see why.
-        let mut logs = std::mem::take(&mut *logs.lock().unwrap());
-        logs.sort_by_key(|l| l.worker);
+        hub.final_logs(std::mem::take(&mut *logs.lock().unwrap()));
+        live.stop();
         if let Some(path) = &graph {
-            let dot = crate::monitor::WorkerLog::merge(&logs).dot();
-            if let Err(e) = std::fs::write(path, dot) {
+            if let Err(e) = crate::monitor::write_graph(&hub, path) {
                 eprintln!(
                     "shotflow: warning: no dataflow graph at {}: {e}",
                     path.display()
@@ -282,10 +300,11 @@ where
         }
         if report {
             eprint!(
-                "shotflow: where the time went ({} worker(s) of process 0, {:.3} s):\n{}",
-                logs.len(),
+                "shotflow: where the time went ({} of {} worker(s), {:.3} s):\n{}",
+                hub.snapshots().len(),
+                plan.peers(),
                 started.elapsed().as_secs_f64(),
-                crate::monitor::report(&logs, started.elapsed())
+                crate::monitor::report(&hub)
             );
         }
     }
@@ -330,6 +349,9 @@ where
 pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
     let mut woken = false;
     while worker.has_dataflows() {
+        if crate::monitor::gathering() {
+            crate::monitor::finish_if_done(&worker.installed_dataflows());
+        }
         if aborted() {
             return Err(Aborted);
         }

@@ -380,6 +380,7 @@ impl Copy {
                 let mut dims = vec![total as usize];
                 dims.extend_from_slice(shape);
                 let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&dims), &buffer).expect("whole rows");
+                crate::flow::meter::written(std::mem::size_of_val(buffer.as_slice()) as u64);
                 out.dataset(name)
                     .and_then(|ds| ds.write_slice(view, rows(start as usize, (start + total) as usize, shape)))
                     .map_err(|e| SmallDataError::hdf5(&self.tmp, name, e))?;

@@ -183,6 +183,7 @@ fn append_rows(
     let mut slab = vec![count];
     slab.extend_from_slice(shape);
     with_data!(data, v: T => {
+        crate::flow::meter::written((v.len() * std::mem::size_of::<T>()) as u64);
         let view = ArrayView::<T, IxDyn>::from_shape(IxDyn(&slab), v).expect("cache holds whole rows");
         dataset.write_slice(view, rows(from, from + count, shape)).map_err(context)
     })

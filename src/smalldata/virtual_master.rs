@@ -34,6 +34,8 @@ pub(crate) struct RunInfo {
     pub seconds: f64,
     /// Compactions this run finished.
     pub compactions: u64,
+    /// Where the run's time went so far, when it is monitored ([`crate::monitor::Figures`]).
+    pub figures: Option<crate::monitor::Figures>,
 }
 
 fn extents(rows: u64, shape: &[usize]) -> Extents {
@@ -438,6 +440,9 @@ fn write_run_info(file: &hdf5::File, manifest: &Manifest, info: &RunInfo) -> hdf
         .new_attr::<f64>()
         .create("seconds")?
         .write_scalar(&info.seconds)?;
+    if let Some(figures) = &info.figures {
+        write_figures(file, figures)?;
+    }
     group
         .new_attr::<VarLenUnicode>()
         .create("version")?
@@ -446,5 +451,66 @@ fn write_run_info(file: &hdf5::File, manifest: &Manifest, info: &RunInfo) -> hdf
         .new_attr::<VarLenUnicode>()
         .create("fingerprint")?
         .write_scalar(&text(&fingerprint.join("\n")))?;
+    Ok(())
+}
+
+/// The run's figures at this commit, beside the loss accounting: `shotflow/report`.
+fn write_figures(file: &hdf5::File, figures: &crate::monitor::Figures) -> hdf5::Result<()> {
+    use hdf5::types::VarLenUnicode;
+    let report = file.create_group("shotflow/report")?;
+    let names: Vec<VarLenUnicode> = figures
+        .operators
+        .iter()
+        .map(|(n, _)| n.parse().expect("no NUL in operator names"))
+        .collect();
+    report
+        .new_dataset_builder()
+        .with_data(&names)
+        .create("operator")?;
+    let busy: Vec<f64> = figures.operators.iter().map(|(_, b)| *b).collect();
+    report
+        .new_dataset_builder()
+        .with_data(&busy)
+        .create("operator_busy_seconds")?;
+    let column = |f: fn(&(usize, usize, u64, f64)) -> f64| -> Vec<f64> {
+        figures.workers.iter().map(f).collect()
+    };
+    let workers: Vec<u64> = figures.workers.iter().map(|w| w.0 as u64).collect();
+    let processes: Vec<u64> = figures.workers.iter().map(|w| w.1 as u64).collect();
+    let events: Vec<u64> = figures.workers.iter().map(|w| w.2).collect();
+    report
+        .new_dataset_builder()
+        .with_data(&workers)
+        .create("worker")?;
+    report
+        .new_dataset_builder()
+        .with_data(&processes)
+        .create("worker_process")?;
+    report
+        .new_dataset_builder()
+        .with_data(&events)
+        .create("worker_events")?;
+    report
+        .new_dataset_builder()
+        .with_data(&column(|w| w.3))
+        .create("worker_seconds")?;
+    for (name, value) in [
+        ("seconds", figures.seconds),
+        ("held_back_seconds", figures.held_back_seconds),
+    ] {
+        report
+            .new_attr::<f64>()
+            .create(name)?
+            .write_scalar(&value)?;
+    }
+    for (name, value) in [
+        ("bytes_read", figures.bytes_read),
+        ("bytes_written", figures.bytes_written),
+    ] {
+        report
+            .new_attr::<u64>()
+            .create(name)?
+            .write_scalar(&value)?;
+    }
     Ok(())
 }

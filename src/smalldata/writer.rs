@@ -588,6 +588,7 @@ impl MasterWriter {
             workers: self.workers,
             seconds: self.started.elapsed().as_secs_f64(),
             compactions: self.compactions,
+            figures: crate::monitor::current_figures(),
         };
         let tmp = path.with_extension("h5.tmp");
         let rows = write_master(&tmp, &self.manifest, &info)?;

@@ -2,14 +2,14 @@
 //! EXDF runs, replayed recordings, a live karabo-bridge stream) is this loop plus a closure
 //! that says how to make one batch.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::flow::read_ahead::ReadAhead;
-use crate::flow::{Batch, Settings};
+use crate::flow::{meter, Batch, Settings};
 use crate::runtime::{fail, stop_requested};
 
 /// Which batches a source produces on this worker.
@@ -88,6 +88,7 @@ where
     P: FnMut(Batch) -> Result<Produced<D>, String> + 'static,
 {
     let operator = name.to_string();
+    let operator_name = operator.clone();
     source::<_, CapacityContainerBuilder<Vec<D>>, _, _>(scope, name, move |capability, info| {
         let read_ahead = ReadAhead::new(&scope, scope.activator_for(info.address));
         let (index, peers) = (scope.index(), scope.peers());
@@ -125,11 +126,23 @@ where
         if capability.is_none() {
             read_ahead.ended(Batch::MAX);
         }
+        if let Schedule::Owned { .. } = schedule {
+            meter::plan(end.saturating_sub(next).div_ceil(step));
+        }
+        // Since when the sinks hold this source back, while they do.
+        let mut held_since: Option<Instant> = None;
+        let release = move |held_since: &mut Option<Instant>| {
+            if let Some(since) = held_since.take() {
+                meter::held(false);
+                meter::held_back(&operator_name, since.elapsed().as_nanos() as u64);
+            }
+        };
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
             };
             if stop_requested().is_some() {
+                release(&mut held_since);
                 read_ahead.ended(next);
                 capability = None;
                 return;
@@ -137,10 +150,16 @@ where
             // Before asking: a resumed run's sinks wait for the frontier to reach its start.
             cap.downgrade(&next);
             if !read_ahead.allows(next) {
+                if held_since.is_none() {
+                    held_since = Some(Instant::now());
+                    meter::held(true);
+                }
                 return;
             }
+            release(&mut held_since);
             match producer(next) {
                 Ok(Produced::Batch(mut rows)) => {
+                    meter::produced(rows.len() as u64);
                     if !rows.is_empty() {
                         output.session(&*cap).give_container(&mut rows);
                     }

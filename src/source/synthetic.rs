@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD};
 use rand::{Rng, SeedableRng};
@@ -25,7 +26,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::event::{Event, Key};
 use crate::flow::Batch;
-use crate::source::batched_source;
+use crate::source::{source_loop, Produced, Schedule};
 
 /// Pedestal of the simulated detector, in ADU.
 pub const PEDESTAL: u16 = 100;
@@ -67,6 +68,9 @@ pub struct Synthetic {
     pub delay_start: f64,
     /// Last delay, ps.
     pub delay_stop: f64,
+    /// Events per second the run delivers, as a facility does (27 000 at EuXFEL); `None`: as
+    /// fast as the pipeline takes them.
+    pub rate: Option<f64>,
 }
 
 impl Default for Synthetic {
@@ -81,6 +85,7 @@ impl Default for Synthetic {
             delay_steps: 8,
             delay_start: -1.0,
             delay_stop: 2.5,
+            rate: None,
         }
     }
 }
@@ -275,9 +280,23 @@ impl<'scope> SyntheticSource<'scope> for Scope<'scope, Batch> {
     fn synthetic(self, config: &Synthetic) -> StreamVec<'scope, Batch, Event> {
         let generator = config.generator();
         let (events, size) = (config.events, config.batch_size.max(1));
-        batched_source(self, "Synthetic", config.batches(), move |batch| {
+        crate::flow::meter::expect_events(self.index(), events);
+        let rate = config.rate.filter(|r| r.is_finite() && *r > 0.0);
+        let started = Instant::now();
+        let schedule = Schedule::Owned {
+            batches: config.batches(),
+        };
+        source_loop(self, "Synthetic", schedule, move |batch| {
+            if let Some(rate) = rate {
+                // Batch b is due when the facility would have delivered its first event.
+                let due = Duration::from_secs_f64((batch * size) as f64 / rate);
+                let now = started.elapsed();
+                if now < due {
+                    return Ok(Produced::NotYet(due - now));
+                }
+            }
             let range = batch * size..((batch + 1) * size).min(events);
-            Ok::<_, std::convert::Infallible>(range.map(|i| generator.event(i)).collect())
+            Ok(Produced::Batch(range.map(|i| generator.event(i)).collect()))
         })
     }
 }

@@ -10,7 +10,7 @@ use super::event::EventBuilder;
 use super::run::Xtc2Run;
 use super::select::Xtc2Selector;
 use crate::event::Event;
-use crate::flow::{Batch, Losses};
+use crate::flow::{meter, Batch, Losses};
 use crate::source::batched_source;
 
 /// Adds an XTC2 run as a source to a dataflow scope.
@@ -36,19 +36,22 @@ impl<'scope> Xtc2Source<'scope> for Scope<'scope, Batch> {
         let per = events_per_batch.max(1);
         let batches = run.events.len().div_ceil(per) as u64;
         let losses = Losses::new(&self);
+        meter::expect_events(self.index(), run.events.len() as u64);
         let mut builder = EventBuilder::new(Arc::clone(&run), selectors);
         let source = run.path.display().to_string();
         batched_source(self, "Xtc2", batches, move |batch| {
             let from = batch as usize * per;
             let entries = &run.events[from..(from + per).min(run.events.len())];
             let mut events = Vec::with_capacity(entries.len());
-            let (mut damaged, mut partial) = (0u64, 0u64);
+            let (mut damaged, mut partial, mut bytes) = (0u64, 0u64, 0u64);
             for entry in entries {
                 let built = builder.build(entry).map_err(|e| e.to_string())?;
                 damaged += (built.damage != 0) as u64;
                 partial += (!built.partial.is_empty()) as u64;
+                bytes += built.event.nbytes() as u64;
                 events.push(built.event);
             }
+            meter::read(bytes);
             losses.count(
                 batch,
                 &source,

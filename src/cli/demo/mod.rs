@@ -43,6 +43,11 @@ pub struct DemoArgs {
     /// Number of shots (--source synthetic).
     #[arg(long, default_value_t = 5_000)]
     events: u64,
+    /// Deliver the synthetic shots at this many per second, as a facility does (27000 at
+    /// EuXFEL), instead of as fast as the pipeline takes them (--source synthetic): a run that
+    /// lasts, to watch on the dashboard.
+    #[arg(long, value_name = "HZ")]
+    rate: Option<f64>,
     /// Shots per batch (one timely timestamp each).
     #[arg(long, default_value_t = 256)]
     batch_size: u64,
@@ -140,6 +145,9 @@ pub(crate) fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
+    if args.rate.is_some() && args.source != Input::Synthetic {
+        bail!("--rate paces synthetic shots: give it with --source synthetic");
+    }
     // The processes of one run must agree on the data, on where it goes and on resuming.
     let mut agree = args.fingerprint();
     agree.push((
@@ -183,6 +191,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             seed: args.seed,
             frame,
             photons: args.photons,
+            rate: args.rate,
             ..Synthetic::default()
         },
         xtc2: (args.source == Input::Xtc2).then(|| {

@@ -24,6 +24,7 @@ use shotflow::event::{Event, EventId, HasEventId, Key};
 use shotflow::exdf::simulate::{names, Simulation};
 use shotflow::exdf::{ExdfRun, ExdfSource, ExplodePulses, Selector};
 use shotflow::flow::Settings;
+use shotflow::monitor::{publish, Plot};
 use shotflow::runtime::{execute_with, Plan, RunError};
 use shotflow::sink::SinkExt;
 use shotflow::smalldata::{SmallData, SmallDataExt};
@@ -33,6 +34,7 @@ use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Source};
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::binning::{ScanAxis, ScanBins};
 use shotflow_operators::geometry::{AgipdLayout, Detector, GeometryError, Poni};
+use shotflow_operators::histogram::Histogram;
 use shotflow_operators::photons::PhotonCounter;
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -535,6 +537,44 @@ impl Curve {
     }
 }
 
+/// Upper edge of the dashboard's photons-per-shot histogram.
+const PHOTON_BINS_TOP: f64 = 1200.0;
+
+/// Publishes the pump-probe curve so far and the photons-per-shot histogram to the dashboard.
+fn publish_curve(curve: &Curve, photons: &Histogram) {
+    let points = curve.sorted();
+    publish(
+        "pump-probe",
+        Plot::Series {
+            x_label: "delay / ps".into(),
+            y_label: "photons / mJ".into(),
+            x: points.iter().map(|p| p.delay).collect(),
+            lines: vec![
+                (
+                    "laser on".into(),
+                    points.iter().map(DelayPoint::mean_on).collect(),
+                ),
+                (
+                    "laser off".into(),
+                    points.iter().map(DelayPoint::mean_off).collect(),
+                ),
+                (
+                    "on - off".into(),
+                    points.iter().map(|p| p.mean_on() - p.mean_off()).collect(),
+                ),
+            ],
+        },
+    );
+    publish(
+        "photons per shot",
+        Plot::Histogram {
+            x_label: "photons".into(),
+            edges: photons.edges(),
+            counts: photons.counts.clone(),
+        },
+    );
+}
+
 /// What the demo found.
 #[derive(Clone, Debug)]
 pub struct DemoReport {
@@ -649,9 +689,13 @@ pub fn run(
             if let Some(smalldata) = output {
                 kept.clone().map(|row| row.to_event()).smalldata(smalldata);
             }
+            // The dashboard's result plots (when one runs) follow the curve batch by batch.
+            let mut photons = Histogram::new(0.0, PHOTON_BINS_TOP, 60);
             kept.ordered("PumpProbe", move |_batch, rows: &[ShotRow]| {
                 let mut curve = c.lock().unwrap();
                 rows.iter().for_each(|row| curve.add(row));
+                photons.extend(rows.iter().map(|row| row.photons as f64));
+                publish_curve(&curve, &photons);
             });
         });
         shotflow::runtime::run_to_completion(worker)?;

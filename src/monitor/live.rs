@@ -1,0 +1,188 @@
+//! What process 0 shows while a run runs: the progress bar (or log lines), the metrics and
+//! dashboard servers, each on a thread of its own beside the workers; and the graph file at
+//! the end.
+//!
+//! The threads sleep between looks (the bar redraws ten times a second, the servers wait on
+//! their sockets), so they take a few milliseconds of CPU a second and never a worker's core.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::hub::{Hub, Progress};
+use crate::flow::Settings;
+
+/// The running views of one run; [`Live::stop`] ends them when the run ends.
+pub struct Live {
+    hub: Arc<Hub>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Live {
+    /// Starts what `settings` ask for: progress on standard error, the metrics server, the
+    /// dashboard server. A server that cannot listen at its address is an error that names it.
+    pub fn start(settings: &Settings, hub: Arc<Hub>) -> Result<Live, String> {
+        let mut threads = Vec::new();
+        let mut addresses = Vec::new();
+        if let Some(addr) = settings.dashboard {
+            addresses.push((addr, "dashboard"));
+        }
+        if let Some(addr) = settings.metrics.filter(|m| Some(*m) != settings.dashboard) {
+            addresses.push((addr, "metrics"));
+        }
+        #[cfg(feature = "monitor")]
+        for (addr, what) in addresses {
+            threads.push(super::server::serve(addr, what, Arc::clone(&hub))?);
+        }
+        #[cfg(not(feature = "monitor"))]
+        if let Some((addr, what)) = addresses.first() {
+            return Err(format!(
+                "--{what} {addr}: shotflow was built without its `monitor` feature"
+            ));
+        }
+        if settings.progress {
+            let hub = Arc::clone(&hub);
+            let every = settings.log_every;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("shotflow-progress".into())
+                    .spawn(move || show_progress(&hub, every))
+                    .map_err(|e| format!("cannot start the progress thread: {e}"))?,
+            );
+        }
+        Ok(Live { hub, threads })
+    }
+
+    /// The run has ended: the views show their final state and stop.
+    pub fn stop(self) {
+        self.hub.close();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Writes the run's dataflow graph to `path`: SVG when it ends in `.svg`, DOT otherwise.
+pub fn write_graph(hub: &Hub, path: &Path) -> Result<(), String> {
+    let log = hub.merged_log();
+    let seconds = hub.seconds() * hub.snapshots().len().max(1) as f64;
+    let dot = log.dot_coloured(Some(seconds));
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let text = if svg {
+        #[cfg(feature = "monitor")]
+        {
+            super::draw::graph(&dot)?
+        }
+        #[cfg(not(feature = "monitor"))]
+        return Err("SVG needs shotflow's `monitor` feature; write .dot instead".into());
+    } else {
+        dot
+    };
+    std::fs::write(path, text).map_err(|e| e.to_string())
+}
+
+/// A number of bytes as a person reads it.
+pub(crate) fn bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e12 => format!("{:.2} TB", n / 1e12),
+        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        n => format!("{n} B"),
+    }
+}
+
+/// Seconds as `1h02m`, `3m05s` or `12s`.
+pub(crate) fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// One line of progress, as the log shows it and the bar's message ends.
+pub(crate) fn line(p: &Progress) -> String {
+    let done = match (p.expected_events, p.fraction) {
+        (0, Some(f)) => format!("{} events ({:.1}% of the batches)", p.events, 100.0 * f),
+        (0, None) => format!("{} events", p.events),
+        (total, f) => format!(
+            "{} / {total} events ({:.1}%)",
+            p.events,
+            100.0 * f.unwrap_or(0.0)
+        ),
+    };
+    let mut line = format!(
+        "{done}, {:.3e} events/s, {} read",
+        p.events_per_second,
+        bytes(p.bytes_read)
+    );
+    if let Some(eta) = p.eta_seconds.filter(|_| !p.complete) {
+        line.push_str(&format!(", ETA {}", duration(eta)));
+    }
+    if p.lost > 0 {
+        line.push_str(&format!(", {} dropped or skipped", p.lost));
+    }
+    if p.held && !p.complete {
+        line.push_str(", held back by the sinks");
+    }
+    line
+}
+
+/// Shows the run's progress until it ends: a bar on a terminal, a line every `every` otherwise.
+fn show_progress(hub: &Hub, every: Duration) {
+    #[cfg(feature = "monitor")]
+    if std::io::stderr().is_terminal() {
+        return bar(hub);
+    }
+    let _ = std::io::stderr().is_terminal();
+    let tick = Duration::from_millis(50);
+    let mut next = every;
+    while !hub.closed() {
+        std::thread::sleep(tick);
+        if hub.seconds() >= next.as_secs_f64() {
+            next += every;
+            eprintln!(
+                "shotflow: {} after {}",
+                line(&hub.progress()),
+                duration(hub.seconds())
+            );
+        }
+    }
+}
+
+/// The progress bar (indicatif), redrawn ten times a second from the hub.
+#[cfg(feature = "monitor")]
+fn bar(hub: &Hub) {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    let known = ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let unknown = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+        .expect("a valid template");
+    loop {
+        let closed = hub.closed();
+        let p = hub.progress();
+        match p.fraction {
+            Some(f) => {
+                bar.set_style(known.clone());
+                bar.set_length(10_000);
+                bar.set_position((f * 10_000.0) as u64);
+            }
+            None => bar.set_style(unknown.clone()),
+        }
+        bar.set_message(line(&p));
+        if closed {
+            bar.finish();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
