@@ -196,6 +196,7 @@ impl ReadAhead {
     /// its batches); see [`SourcesEnded`].
     pub fn ended(&self, batch: Batch) {
         self.flow.borrow_mut().ended[self.slot] = Some(batch);
+        super::meter::source_ended();
     }
 
     /// Whether `batch` may be produced now. When not, the source will be activated again when

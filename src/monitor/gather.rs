@@ -143,6 +143,7 @@ pub(crate) fn install(
         );
         handle.expect("the source was built")
     });
+    meter::on_source_end(Some(activator.clone()));
     GATHERING.with(|g| {
         *g.borrow_mut() = Some(Gathering {
             activator,
@@ -173,6 +174,7 @@ pub(crate) fn finish_if_done(installed: &[usize]) {
 
 /// Forgets this worker's gathering (its run has ended).
 pub(crate) fn leave() {
+    meter::on_source_end(None);
     GATHERING.with(|g| *g.borrow_mut() = None);
     HUB.with(|h| *h.borrow_mut() = None);
 }
