@@ -6,9 +6,10 @@
 //! cargo bench --bench pipeline -- 2000000 # fewer events
 //! ```
 //!
-//! Then the cost of watching: the same runs with every worker's timely log kept
-//! (`shotflow::monitor::WorkerLog`, what `--graph` registers), interleaved with runs without
-//! it, five of each; medians compared.
+//! Then the cost of watching: the same runs with metrics on (every worker's timely log kept,
+//! the metrics dataflow sending snapshots to process 0, the `/metrics` server listening, the
+//! graph written at the end: `--metrics ADDR --graph F`), interleaved with runs without, nine
+//! of each; medians compared.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,10 @@ use shotflow::prelude::*;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Exchange;
+
+/// Interleaved runs with and without metrics: the machine's own noise (a few per cent between
+/// runs here) needs many to see a small difference.
+const ROUNDS: usize = 9;
 
 fn run(events: u64, workers: u16) -> (f64, u64) {
     run_with(events, Launch::threads(workers))
@@ -75,7 +80,7 @@ fn main() {
         println!("{workers:>8} {rate:>14.3e} {kept:>12}");
     }
     println!(
-        "\nwith every worker's timely log kept (WorkerLog, as --graph), interleaved, 5 runs each"
+        "\nwith metrics on (--metrics 127.0.0.1:0 --graph F: every logger, snapshots, server), interleaved, {ROUNDS} runs each"
     );
     println!(
         "{:>8} {:>14} {:>14} {:>10}",
@@ -84,10 +89,11 @@ fn main() {
     let graph = std::env::temp_dir().join(format!("shotflow-bench-{}.dot", std::process::id()));
     for workers in [1u16, 2] {
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for _ in 0..5 {
+        for _ in 0..ROUNDS {
             off.push(run(events, workers).0);
             let logged = Launch {
                 graph: Some(graph.clone()),
+                metrics: Some("127.0.0.1:0".parse().expect("an address")),
                 ..Launch::threads(workers)
             };
             on.push(run_with(events, logged).0);

@@ -116,7 +116,10 @@ fn every_worker_of_every_process_reaches_the_report_and_the_output() {
              'rows': int(f['shotflow'].attrs['committed_events'])}}))",
             output.display().to_string()
         );
-        let out = Command::new(python()).args(["-c", &script]).output().unwrap();
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{label}: h5py: {}",
@@ -127,7 +130,11 @@ fn every_worker_of_every_process_reaches_the_report_and_the_output() {
         // are final, another worker's are its last snapshot (sent when its sources ended).
         let in_file: Vec<u64> = serde_json::from_value(kept["events"].clone()).unwrap();
         let listed: Vec<u64> = serde_json::from_value(kept["workers"].clone()).unwrap();
-        assert_eq!(listed, (0..peers.len() as u64).collect::<Vec<_>>(), "{label}");
+        assert_eq!(
+            listed,
+            (0..peers.len() as u64).collect::<Vec<_>>(),
+            "{label}"
+        );
         assert_eq!(in_file[0], workers[0].2, "{label}: master's worker_events");
         for (kept, reported) in in_file.iter().zip(&workers) {
             assert!(*kept <= reported.2, "{label}: {in_file:?}");
@@ -223,7 +230,10 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
         assert!(seen.len() >= 3, "{workers} workers: {stderr}");
         assert!(seen.iter().all(|(_, total)| *total == 4000), "{stderr}");
         assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{stderr}");
-        assert!(seen.iter().any(|(done, _)| *done > 0 && *done < 4000), "{stderr}");
+        assert!(
+            seen.iter().any(|(done, _)| *done > 0 && *done < 4000),
+            "{stderr}"
+        );
         eprintln!(
             "{workers} worker(s): {} progress lines compared, from {} to {} of 4000 events",
             seen.len(),
@@ -235,7 +245,14 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
                 SHOTFLOW,
                 &demo_args(
                     400,
-                    &["--log-every", "0.01", "--no-output", "--no-progress", "--rate", "2000"],
+                    &[
+                        "--log-every",
+                        "0.01",
+                        "--no-output",
+                        "--no-progress",
+                        "--rate",
+                        "2000",
+                    ],
                 ),
             ),
             Duration::from_secs(60),
@@ -272,7 +289,10 @@ fn metrics_are_prometheus_text_that_the_official_parser_reads() {
         let path = dir.path().join(format!("metrics-{n}.txt"));
         std::fs::write(&path, body).unwrap();
         let out = Command::new(python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_metrics.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/check_metrics.py"
+            ))
             .arg(&path)
             .output()
             .unwrap();
@@ -316,7 +336,10 @@ fn metrics_are_prometheus_text_that_the_official_parser_reads() {
         sum(&second, "shotflow_source_events_total"),
     );
     let api = state["progress"]["events"].as_f64().unwrap();
-    assert!(a > 0.0 && a <= api && api <= b && b < 12000.0, "{a} {api} {b}");
+    assert!(
+        a > 0.0 && a <= api && api <= b && b < 12000.0,
+        "{a} {api} {b}"
+    );
     for name in [
         "shotflow_operator_busy_seconds_total",
         "shotflow_operator_records_out_total",
@@ -378,13 +401,19 @@ fn the_graph_is_drawn_as_svg() {
              print(len([e for e in t.iter() if e.tag.endswith('rect')]))",
             svg.display().to_string()
         );
-        let parsed = Command::new(python()).args(["-c", &script]).output().unwrap();
+        let parsed = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
         assert!(
             parsed.status.success(),
             "{}",
             String::from_utf8_lossy(&parsed.stderr)
         );
-        let boxes: usize = String::from_utf8_lossy(&parsed.stdout).trim().parse().unwrap();
+        let boxes: usize = String::from_utf8_lossy(&parsed.stdout)
+            .trim()
+            .parse()
+            .unwrap();
         // The same run's DOT: one box per operator node.
         let dot = dir.path().join(format!("graph-{workers}.dot"));
         let mut args = args.clone();
@@ -404,7 +433,9 @@ fn the_graph_is_drawn_as_svg() {
         assert!(!text.contains("MetricsSend") && !text.contains("StopBroadcast"));
         assert_eq!(boxes, nodes, "one box per operator");
         assert!(nodes >= 9, "{nodes} operators");
-        eprintln!("{workers} worker(s): {boxes} operator boxes in the SVG, {nodes} nodes in the DOT");
+        eprintln!(
+            "{workers} worker(s): {boxes} operator boxes in the SVG, {nodes} nodes in the DOT"
+        );
     }
 }
 
@@ -460,7 +491,10 @@ fn the_dashboard_works_in_headless_chromium() {
     wait_for_server(port);
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png");
     let check = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_dashboard.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/check_dashboard.py"
+        ))
         .arg(format!("http://127.0.0.1:{port}"))
         .arg(screenshot)
         .output()

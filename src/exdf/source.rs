@@ -35,7 +35,7 @@ impl<'scope> ExdfSource<'scope> for Scope<'scope, Batch> {
         let mut files: HashMap<usize, hdf5::File> = HashMap::new();
         let mut datasets: HashMap<(usize, String), hdf5::Dataset> = HashMap::new();
         let losses = Losses::new(&self);
-        meter::expect_events(self.index(), run.trains.len() as u64);
+        meter::expect(self.index(), run.trains.len() as u64, "trains");
         // The selected fields of each source: an event with none of them lacks that source.
         let mut by_source: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
         for s in selected.iter() {

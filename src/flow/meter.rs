@@ -35,6 +35,8 @@ pub struct Counters {
     pub planned_batches: u64,
     /// Events of the whole run, as a source announced them on worker 0 (0: not known).
     pub expected_events: u64,
+    /// What the sources' records are ("trains", "events"), as the source announced it.
+    pub unit: String,
     /// Bytes the worker's sources read (array payloads, as delivered).
     pub bytes_read: u64,
     /// Bytes the worker's sinks wrote.
@@ -92,11 +94,17 @@ pub fn written(bytes: u64) {
     with(|c| c.bytes_written += bytes);
 }
 
-/// Announces that the run has `events` events in all, for the progress bar's total. Only worker
-/// 0's announcement counts, so every worker's source may make it.
-pub fn expect_events(worker: usize, events: u64) {
+/// Announces that the run has `count` records in all, each a `unit` ("trains", "events"), for
+/// the progress bar's total. Only worker 0's announcement counts, so every worker's source may
+/// make it.
+pub fn expect(worker: usize, count: u64, unit: &str) {
     if worker == 0 {
-        with(|c| c.expected_events += events);
+        with(|c| {
+            c.expected_events += count;
+            if c.unit.is_empty() {
+                c.unit = unit.to_string();
+            }
+        });
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Progress {
     pub events: u64,
     /// Records of the whole run, when a source announced them (0: not known).
     pub expected_events: u64,
+    /// What a record is: "trains" for a EuXFEL run, "events" otherwise.
+    pub unit: String,
     /// Batches the sources produced.
     pub batches: u64,
     /// Batches of the whole run, when every source knows its own (0: not known).
@@ -184,6 +186,9 @@ impl Hub {
             total.events += c.events;
             total.planned_batches += c.planned_batches;
             total.expected_events = total.expected_events.max(c.expected_events);
+            if total.unit.is_empty() {
+                total.unit = c.unit.clone();
+            }
             total.bytes_read += c.bytes_read;
             total.bytes_written += c.bytes_written;
             total.held_now += c.held_now;
@@ -269,6 +274,11 @@ impl Hub {
             seconds: self.seconds(),
             events: totals.events,
             expected_events: totals.expected_events,
+            unit: if totals.unit.is_empty() {
+                "events".to_string()
+            } else {
+                totals.unit.clone()
+            },
             batches: totals.batches,
             planned_batches: totals.planned_batches,
             fraction,

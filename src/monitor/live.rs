@@ -18,6 +18,8 @@ use crate::flow::Settings;
 pub struct Live {
     hub: Arc<Hub>,
     threads: Vec<JoinHandle<()>>,
+    #[cfg(feature = "monitor")]
+    servers: Vec<super::server::Running>,
 }
 
 impl Live {
@@ -33,9 +35,10 @@ impl Live {
             addresses.push((addr, "metrics"));
         }
         #[cfg(feature = "monitor")]
-        for (addr, what) in addresses {
-            threads.push(super::server::serve(addr, what, Arc::clone(&hub))?);
-        }
+        let servers = addresses
+            .into_iter()
+            .map(|(addr, what)| super::server::serve(addr, what, Arc::clone(&hub)))
+            .collect::<Result<Vec<_>, _>>()?;
         #[cfg(not(feature = "monitor"))]
         if let Some((addr, what)) = addresses.first() {
             return Err(format!(
@@ -52,12 +55,26 @@ impl Live {
                     .map_err(|e| format!("cannot start the progress thread: {e}"))?,
             );
         }
-        Ok(Live { hub, threads })
+        Ok(Live {
+            hub,
+            threads,
+            #[cfg(feature = "monitor")]
+            servers,
+        })
     }
 
-    /// The run has ended: the views show their final state and stop.
+    /// The run has ended: the views show their final state and stop (at once: the threads
+    /// are woken, not waited for until their next look).
     pub fn stop(self) {
         self.hub.close();
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
+        #[cfg(feature = "monitor")]
+        for server in self.servers {
+            server.wake();
+            let _ = server.thread.join();
+        }
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -109,17 +126,18 @@ pub(crate) fn duration(seconds: f64) -> String {
 
 /// One line of progress, as the log shows it and the bar's message ends.
 pub(crate) fn line(p: &Progress) -> String {
+    let unit = &p.unit;
     let done = match (p.expected_events, p.fraction) {
-        (0, Some(f)) => format!("{} events ({:.1}% of the batches)", p.events, 100.0 * f),
-        (0, None) => format!("{} events", p.events),
+        (0, Some(f)) => format!("{} {unit} ({:.1}% of the batches)", p.events, 100.0 * f),
+        (0, None) => format!("{} {unit}", p.events),
         (total, f) => format!(
-            "{} / {total} events ({:.1}%)",
+            "{} / {total} {unit} ({:.1}%)",
             p.events,
             100.0 * f.unwrap_or(0.0)
         ),
     };
     let mut line = format!(
-        "{done}, {:.3e} events/s, {} read",
+        "{done}, {:.3e} {unit}/s, {} read",
         p.events_per_second,
         bytes(p.bytes_read)
     );
@@ -145,7 +163,7 @@ fn show_progress(hub: &Hub, every: Duration) {
     let tick = Duration::from_millis(50);
     let mut next = every;
     while !hub.closed() {
-        std::thread::sleep(tick);
+        std::thread::park_timeout(tick);
         if hub.seconds() >= next.as_secs_f64() {
             next += every;
             eprintln!(
@@ -183,6 +201,6 @@ fn bar(hub: &Hub) {
             bar.finish();
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::park_timeout(Duration::from_millis(100));
     }
 }

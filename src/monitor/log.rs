@@ -2,7 +2,7 @@
 //! hand-maintained list of operators, and nothing the dataflow's code must report.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -65,14 +65,15 @@ pub struct Channel {
 pub struct WorkerLog {
     /// The worker.
     pub worker: usize,
-    operators: BTreeMap<usize, Operator>,
+    /// By id: ids are dense per worker, and a log looks an operator up on every schedule.
+    operators: Vec<Option<Operator>>,
     channels: BTreeMap<usize, Channel>,
     /// Dataflows that are the runtime's own (stop broadcast, metrics), not the program's:
     /// left out of the graph and the report.
     hidden: BTreeSet<usize>,
     /// Operators scheduled now, since when.
     #[serde(skip)]
-    started: HashMap<usize, Duration>,
+    started: Vec<Option<Duration>>,
 }
 
 impl WorkerLog {
@@ -100,16 +101,16 @@ impl WorkerLog {
     fn absorb(&mut self, time: Duration, event: &TimelyEvent) {
         match event {
             TimelyEvent::Operates(o) => {
-                self.operators.insert(
-                    o.id,
-                    Operator {
-                        id: o.id,
-                        addr: o.addr.clone(),
-                        name: o.name.clone(),
-                        busy: Duration::ZERO,
-                        activations: 0,
-                    },
-                );
+                if self.operators.len() <= o.id {
+                    self.operators.resize(o.id + 1, None);
+                }
+                self.operators[o.id] = Some(Operator {
+                    id: o.id,
+                    addr: o.addr.clone(),
+                    name: o.name.clone(),
+                    busy: Duration::ZERO,
+                    activations: 0,
+                });
             }
             TimelyEvent::Channels(c) => {
                 self.channels.insert(
@@ -127,12 +128,15 @@ impl WorkerLog {
             }
             TimelyEvent::Schedule(s) => match s.start_stop {
                 StartStop::Start => {
-                    self.started.insert(s.id, time);
+                    if self.started.len() <= s.id {
+                        self.started.resize(s.id + 1, None);
+                    }
+                    self.started[s.id] = Some(time);
                 }
                 StartStop::Stop => {
-                    if let (Some(from), Some(op)) =
-                        (self.started.remove(&s.id), self.operators.get_mut(&s.id))
-                    {
+                    let from = self.started.get_mut(s.id).and_then(Option::take);
+                    let op = self.operators.get_mut(s.id).and_then(Option::as_mut);
+                    if let (Some(from), Some(op)) = (from, op) {
                         op.busy += time.saturating_sub(from);
                         op.activations += 1;
                     }
@@ -155,8 +159,8 @@ impl WorkerLog {
     pub fn merge(logs: &[WorkerLog]) -> WorkerLog {
         let mut merged = logs.first().cloned().unwrap_or_default();
         for log in logs.iter().skip(1) {
-            for (id, op) in &log.operators {
-                if let Some(m) = merged.operators.get_mut(id) {
+            for op in log.operators.iter().flatten() {
+                if let Some(Some(m)) = merged.operators.get_mut(op.id) {
                     m.busy += op.busy;
                     m.activations += op.activations;
                 }
@@ -184,7 +188,10 @@ impl WorkerLog {
 
     /// The operators of the program's dataflows, by id.
     pub fn operators(&self) -> impl Iterator<Item = &Operator> {
-        self.operators.values().filter(|o| self.shown(&o.addr))
+        self.operators
+            .iter()
+            .flatten()
+            .filter(|o| self.shown(&o.addr))
     }
 
     /// The channels of the program's dataflows, by id.
@@ -243,7 +250,7 @@ impl WorkerLog {
         if index > 0 {
             addr.push(index);
         }
-        self.operators.values().find(|o| o.addr == addr)
+        self.operators.iter().flatten().find(|o| o.addr == addr)
     }
 
     /// The dataflow graph in Graphviz's DOT: one node per operator (its name and busy time),

@@ -24,19 +24,34 @@ use super::hub::{Hub, Progress};
 /// The page, with its script and style inline.
 const PAGE: &str = include_str!("dashboard.html");
 
+/// A running server: its thread, and the handle that wakes it to stop.
+pub(crate) struct Running {
+    pub(crate) thread: JoinHandle<()>,
+    server: Arc<Server>,
+}
+
+impl Running {
+    /// Wakes the server's thread, which stops once the hub is closed.
+    pub(crate) fn wake(&self) {
+        self.server.unblock();
+    }
+}
+
 /// Starts serving `hub` at `addr` (`what` names the option in errors) until the hub closes.
 pub(crate) fn serve(
     addr: SocketAddr,
     what: &'static str,
     hub: Arc<Hub>,
-) -> Result<JoinHandle<()>, String> {
-    let server =
-        Server::http(addr).map_err(|e| format!("--{what} {addr}: cannot listen there: {e}"))?;
-    std::thread::Builder::new()
+) -> Result<Running, String> {
+    let server = Arc::new(
+        Server::http(addr).map_err(|e| format!("--{what} {addr}: cannot listen there: {e}"))?,
+    );
+    let listening = Arc::clone(&server);
+    let thread = std::thread::Builder::new()
         .name(format!("shotflow-{what}"))
         .spawn(move || {
             while !hub.closed() {
-                match server.recv_timeout(Duration::from_millis(100)) {
+                match listening.recv_timeout(Duration::from_millis(500)) {
                     Ok(Some(request)) => answer(&hub, request),
                     Ok(None) => {}
                     Err(e) => {
@@ -46,7 +61,8 @@ pub(crate) fn serve(
                 }
             }
         })
-        .map_err(|e| format!("cannot start the {what} server thread: {e}"))
+        .map_err(|e| format!("cannot start the {what} server thread: {e}"))?;
+    Ok(Running { thread, server })
 }
 
 fn header(name: &str, value: &str) -> Header {

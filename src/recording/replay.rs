@@ -568,6 +568,7 @@ impl<'scope> ReplaySource<'scope> for Scope<'scope, Batch> {
         let mut files = HashMap::new();
         let started = Instant::now();
         let losses = crate::flow::Losses::new(&self);
+        crate::flow::meter::expect(self.index(), recording.events(), "events");
         // Recorded losses go with the replayed batch that holds their recorded batch (or the
         // next one that has frames), so an output made from a replay counts them.
         let mut recorded: HashMap<usize, Vec<(String, String, u64)>> = HashMap::new();

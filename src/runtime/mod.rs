@@ -348,9 +348,15 @@ where
 /// error when another worker of the run failed.
 pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
     let mut woken = false;
+    // Whether the metrics dataflow waits for the program's dataflows to end; looked at once
+    // per millisecond of stepping, not per step (a step can take well under a microsecond).
+    let mut gathering = crate::monitor::gathering();
+    let mut looked = Instant::now();
     while worker.has_dataflows() {
-        if crate::monitor::gathering() {
+        if gathering && looked.elapsed() >= Duration::from_millis(1) {
             crate::monitor::finish_if_done(&worker.installed_dataflows());
+            gathering = crate::monitor::gathering();
+            looked = Instant::now();
         }
         if aborted() {
             return Err(Aborted);

@@ -280,7 +280,7 @@ impl<'scope> SyntheticSource<'scope> for Scope<'scope, Batch> {
     fn synthetic(self, config: &Synthetic) -> StreamVec<'scope, Batch, Event> {
         let generator = config.generator();
         let (events, size) = (config.events, config.batch_size.max(1));
-        crate::flow::meter::expect_events(self.index(), events);
+        crate::flow::meter::expect(self.index(), events, "events");
         let rate = config.rate.filter(|r| r.is_finite() && *r > 0.0);
         let started = Instant::now();
         let schedule = Schedule::Owned {

@@ -36,7 +36,7 @@ impl<'scope> Xtc2Source<'scope> for Scope<'scope, Batch> {
         let per = events_per_batch.max(1);
         let batches = run.events.len().div_ceil(per) as u64;
         let losses = Losses::new(&self);
-        meter::expect_events(self.index(), run.events.len() as u64);
+        meter::expect(self.index(), run.events.len() as u64, "events");
         let mut builder = EventBuilder::new(Arc::clone(&run), selectors);
         let source = run.path.display().to_string();
         batched_source(self, "Xtc2", batches, move |batch| {
