@@ -51,23 +51,19 @@ pub struct Counters {
 
 thread_local! {
     static COUNTERS: RefCell<Counters> = RefCell::new(Counters::default());
-    /// Whom to wake when a source of this worker ends (the metrics snapshot, so that process
-    /// 0 hears the final counts at once rather than at the next tick).
-    static ON_END: RefCell<Option<timely::scheduling::Activator>> = const { RefCell::new(None) };
-}
-
-/// Wakes `activator` whenever a source of this worker ends (`None`: nobody).
-pub fn on_source_end(activator: Option<timely::scheduling::Activator>) {
-    ON_END.with(|e| *e.borrow_mut() = activator);
+    /// Whether a source of this worker ended since the runtime last looked (it then sends
+    /// the worker's figures at once rather than at the next tick).
+    static SOURCE_ENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A source of this worker has ended.
 pub(crate) fn source_ended() {
-    ON_END.with(|e| {
-        if let Some(a) = e.borrow().as_ref() {
-            a.activate();
-        }
-    });
+    SOURCE_ENDED.with(|e| e.set(true));
+}
+
+/// Whether a source of this worker ended since the last call.
+pub fn take_source_ended() -> bool {
+    SOURCE_ENDED.with(|e| e.replace(false))
 }
 
 fn with<R>(f: impl FnOnce(&mut Counters) -> R) -> R {

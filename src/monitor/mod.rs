@@ -5,9 +5,9 @@
 //! * [`WorkerLog::register`] adds a logger to a worker (before it builds its dataflows); the
 //!   log then holds every operator and channel of the worker's dataflows, each operator's busy
 //!   time, and each channel's records and whether they crossed workers.
-//! * The runtime runs a small metrics dataflow beside the program's: every worker sends a
-//!   [`Snapshot`] to worker 0 four times a second, over timely's own connections, into the
-//!   process's [`Hub`].
+//! * Every worker takes a [`Snapshot`] four times a second into process 0's [`Hub`]: directly
+//!   within process 0, through a small metrics dataflow over timely's own connections from
+//!   other processes.
 //! * From the hub: the progress bar or log lines, Prometheus text ([`prometheus`]), the live
 //!   dashboard, the dataflow graph ([`WorkerLog::dot`], SVG with the `monitor` feature) and
 //!   the end-of-run [`report`].
@@ -37,9 +37,7 @@ pub use prometheus::prometheus;
 pub use publish::{publish, Plot, IMAGE_SIDE};
 pub use report::report;
 
-pub(crate) use gather::{
-    finish_if_done, install as gather, leave as leave_gathering, waiting as gathering,
-};
+pub(crate) use gather::{finish, gathering, install as gather, leave as leave_gathering, tick};
 
 /// Forgets this worker's monitoring state (its run has ended).
 pub(crate) fn leave() {

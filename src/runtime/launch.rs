@@ -145,6 +145,14 @@ impl Plan {
         }
     }
 
+    /// Number of processes of the run (1 unless in a cluster).
+    pub fn processes(&self) -> usize {
+        match self {
+            Plan::Cluster { processes, .. } => *processes,
+            _ => 1,
+        }
+    }
+
     /// This process's index (0 unless in a cluster).
     pub fn process(&self) -> usize {
         match self {

@@ -205,6 +205,7 @@ where
         let results = Arc::clone(&results);
         let logs = Arc::clone(&logs);
         let hub = Arc::clone(&hub);
+        let processes = plan.processes();
         // timely's `execute_from` would step leftover dataflows with an unbounded park after
         // `func` returns, which hangs a run whose peer failed; this loop owns the worker instead.
         timely::communication::initialize_from(builders, others, move |allocator| {
@@ -219,10 +220,18 @@ where
                 let own = vec![worker.next_dataflow_index()];
                 control::install(worker);
                 if let Some(log) = &log {
-                    crate::monitor::gather(worker, Rc::clone(log), Arc::clone(&hub), process, own);
+                    crate::monitor::gather(
+                        worker,
+                        Rc::clone(log),
+                        Arc::clone(&hub),
+                        process,
+                        processes,
+                        own,
+                    );
                 }
                 let value = func(worker).map_err(|e| (e.into().to_string(), false))?;
                 run_to_completion(worker).map_err(|e| (e.to_string(), true))?;
+                crate::monitor::finish();
                 Ok::<T, (String, bool)>(value)
             }));
             if let Some(log) = &log {
@@ -348,13 +357,13 @@ where
 /// error when another worker of the run failed.
 pub fn run_to_completion(worker: &mut Worker) -> Result<(), Aborted> {
     let mut woken = false;
-    // Whether the metrics dataflow waits for the program's dataflows to end; looked at once
-    // per millisecond of stepping, not per step (a step can take well under a microsecond).
+    // Whether this worker's figures are gathered; they are taken at most once per millisecond
+    // of stepping, not per step (a step can take well under a microsecond).
     let mut gathering = crate::monitor::gathering();
     let mut looked = Instant::now();
     while worker.has_dataflows() {
         if gathering && looked.elapsed() >= Duration::from_millis(1) {
-            crate::monitor::finish_if_done(&worker.installed_dataflows());
+            crate::monitor::tick(|| worker.installed_dataflows());
             gathering = crate::monitor::gathering();
             looked = Instant::now();
         }
