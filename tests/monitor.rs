@@ -261,6 +261,51 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
     }
 }
 
+/// On a terminal (a pseudo-terminal from util-linux's `script`), progress is indicatif's bar:
+/// it fills, and ends at the run's total.
+#[test]
+fn progress_is_a_bar_on_a_terminal() {
+    let args = demo_args(
+        6000,
+        &[
+            "--rate",
+            "4000",
+            "--no-output",
+            "--no-report",
+            "--workers",
+            "2",
+        ],
+    );
+    let command = std::iter::once(SHOTFLOW.to_string())
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = wait_bounded(
+        spawn("script", &["-qec".into(), command, "/dev/null".into()]),
+        Duration::from_secs(120),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    // Redraws are separated by carriage returns and cursor movements.
+    let frames: Vec<&str> = text
+        .split(['\r', '\n'])
+        .filter(|f| f.contains(" events"))
+        .collect();
+    assert!(frames.len() >= 5, "{text}");
+    assert!(
+        frames.iter().any(|f| f.contains("[====")),
+        "no bar drawn: {text}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains("6000 / 6000 events (100.0%)")),
+        "the bar does not end at the total: {text}"
+    );
+    assert!(!text.contains("-0.000e0"), "{text}");
+    eprintln!("{} redraws of the bar compared", frames.len());
+}
+
 /// `/metrics` during a paced run, read by the Prometheus Python client's parser: counters of
 /// every worker, they only grow between two scrapes, they agree with the run's own state, and
 /// every operator the dashboard lists has its busy time.
@@ -370,6 +415,34 @@ fn metrics_are_prometheus_text_that_the_official_parser_reads() {
         .map(|s| s[1].as_f64().unwrap())
         .sum();
     assert!(synthetic_out <= b && synthetic_out >= a, "{synthetic_out}");
+    // Every metric the shipped Grafana dashboard charts is one the run serves.
+    let grafana: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/grafana/shotflow.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut charted = 0;
+    for panel in grafana["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("shotflow_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = name.trim_end_matches("_total");
+                assert!(
+                    second["types"].get(family).is_some(),
+                    "Grafana charts {name}, which /metrics does not serve"
+                );
+                charted += 1;
+            }
+        }
+    }
+    assert!(charted >= 10);
     eprintln!(
         "2 scrapes of {} sample names compared: {a} then {b} events (the state said {api}), {} operators",
         second["samples"].as_object().unwrap().len(),

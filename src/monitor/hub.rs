@@ -252,7 +252,8 @@ impl Hub {
     /// Where the run stands.
     pub fn progress(&self) -> Progress {
         let totals = self.totals();
-        let rate: f64 = self.recent_rates().values().sum();
+        // max: an empty sum is -0.0, which would print as such.
+        let rate: f64 = self.recent_rates().values().sum::<f64>().max(0.0);
         let workers = self.state.lock().unwrap().workers.len();
         let fraction = if totals.expected_events > 0 {
             Some(totals.events as f64 / totals.expected_events as f64)
