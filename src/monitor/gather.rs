@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::source;
@@ -27,30 +26,12 @@ use timely::worker::Worker;
 
 use super::hub::Hub;
 use super::log::WorkerLog;
-use super::publish::{take_published, Plot};
-use crate::flow::meter::{self, Counters};
+use super::publish::take_published;
+use super::snapshot::Snapshot;
+use crate::flow::meter;
 
 /// How often each worker takes its snapshot.
 pub const EVERY: Duration = Duration::from_millis(250);
-
-/// One worker's figures at one moment.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The worker (its index in the whole run).
-    pub worker: usize,
-    /// Its process.
-    pub process: usize,
-    /// Seconds since the worker started.
-    pub seconds: f64,
-    /// Its dataflows: operators with their busy time, channels with their records.
-    pub log: WorkerLog,
-    /// What its sources and sinks did.
-    pub counters: Counters,
-    /// Plots it published since its previous snapshot.
-    pub plots: Vec<(String, Plot)>,
-    /// Whether this is its final snapshot.
-    pub last: bool,
-}
 
 /// The metrics dataflow of a worker outside process 0.
 struct Remote {

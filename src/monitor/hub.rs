@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::gather::Snapshot;
 use super::log::WorkerLog;
 use super::publish::Plot;
+use super::snapshot::Snapshot;
 use crate::flow::meter::Counters;
 
 /// How many points of each worker's event count the hub keeps (at 4 snapshots a second, the

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::hub::{Hub, Progress};
+use super::hub::Hub;
+use super::text::{duration, line};
 use crate::flow::Settings;
 
 /// The running views of one run; [`Live::stop`] ends them when the run ends.
@@ -100,57 +101,6 @@ pub fn write_graph(hub: &Hub, path: &Path) -> Result<(), String> {
         dot
     };
     std::fs::write(path, text).map_err(|e| e.to_string())
-}
-
-/// A number of bytes as a person reads it.
-pub(crate) fn bytes(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= 1e12 => format!("{:.2} TB", n / 1e12),
-        n if n >= 1e9 => format!("{:.2} GB", n / 1e9),
-        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
-        n => format!("{n} B"),
-    }
-}
-
-/// Seconds as `1h02m`, `3m05s` or `12s`.
-pub(crate) fn duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// One line of progress, as the log shows it and the bar's message ends.
-pub(crate) fn line(p: &Progress) -> String {
-    let unit = &p.unit;
-    let done = match (p.expected_events, p.fraction) {
-        (0, Some(f)) => format!("{} {unit} ({:.1}% of the batches)", p.events, 100.0 * f),
-        (0, None) => format!("{} {unit}", p.events),
-        (total, f) => format!(
-            "{} / {total} {unit} ({:.1}%)",
-            p.events,
-            100.0 * f.unwrap_or(0.0)
-        ),
-    };
-    let mut line = format!(
-        "{done}, {:.3e} {unit}/s, {} read",
-        p.events_per_second,
-        bytes(p.bytes_read)
-    );
-    if let Some(eta) = p.eta_seconds.filter(|_| !p.complete) {
-        line.push_str(&format!(", ETA {}", duration(eta)));
-    }
-    if p.lost > 0 {
-        line.push_str(&format!(", {} dropped or skipped", p.lost));
-    }
-    if p.held && !p.complete {
-        line.push_str(", held back by the sinks");
-    }
-    line
 }
 
 /// Shows the run's progress until it ends: a bar on a terminal, a line every `every` otherwise.

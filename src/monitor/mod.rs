@@ -28,14 +28,18 @@ mod publish;
 mod report;
 #[cfg(feature = "monitor")]
 mod server;
+mod snapshot;
+mod text;
 
-pub use gather::{current_figures, Snapshot, EVERY};
+pub use gather::{current_figures, EVERY};
 pub use hub::{Figures, Hub, Progress};
 pub use live::{write_graph, Live};
 pub use log::{Channel, Operator, WorkerLog};
 pub use prometheus::prometheus;
 pub use publish::{publish, Plot, IMAGE_SIDE};
 pub use report::report;
+pub use snapshot::Snapshot;
+pub use text::{bytes, duration, line};
 
 pub(crate) use gather::{finish, gathering, install as gather, leave as leave_gathering, tick};
 

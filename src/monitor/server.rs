@@ -236,7 +236,7 @@ fn state(hub: &Hub) -> State {
         .collect();
     operators.sort_by(|a, b| b.busy_seconds.total_cmp(&a.busy_seconds));
     State {
-        line: super::live::line(&progress),
+        line: super::text::line(&progress),
         progress,
         workers: snapshots
             .iter()
