@@ -10,7 +10,9 @@
 //! the metrics dataflow sending snapshots to process 0, the `/metrics` server listening, the
 //! graph written at the end: `--metrics ADDR --graph F`), interleaved with runs without, nine
 //! of each, every run in a fresh process (runs in one process inherit each other's allocator
-//! and thread state, which biased the comparison by several per cent); medians compared.
+//! and thread state, which biased the comparison by several per cent); medians compared. On a
+//! noisy machine, count instructions instead: `valgrind --tool=callgrind
+//! --callgrind-out-file=/dev/null BENCH --one on|off EVENTS WORKERS` (README, "Seeing a run").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
