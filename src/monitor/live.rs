@@ -35,6 +35,14 @@ impl Live {
         if let Some(addr) = settings.metrics.filter(|m| Some(*m) != settings.dashboard) {
             addresses.push((addr, "metrics"));
         }
+        for (addr, what) in &addresses {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "shotflow: warning: --{what} {addr} is reachable from other hosts, with no \
+                     authentication; 127.0.0.1 and `ssh -L` keep it private"
+                );
+            }
+        }
         #[cfg(feature = "monitor")]
         let servers = addresses
             .into_iter()
