@@ -19,6 +19,7 @@ pub mod azimuthal;
 pub mod binning;
 pub mod calibration;
 pub mod droplets;
+pub mod gain;
 pub mod geometry;
 pub mod histogram;
 pub mod normalize;

@@ -1,0 +1,25 @@
+//! Calibration of detectors that switch gain on their own, pixel by pixel: each pixel's stage
+//! picks its own pedestal and gain (per memory or storage cell where the detector has them).
+//!
+//! * [`jungfrau`]: the stage in the top two bits of each raw value (psana's algorithm).
+//!
+//! The single-gain calibration (one pedestal and gain per pixel, common mode) is
+//! [`crate::calibration`].
+
+pub mod jungfrau;
+
+/// Constants or frames that do not fit together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GainError {
+    /// Shapes that disagree, named.
+    #[error("{0}")]
+    Shape(String),
+    /// A cell the constants do not have.
+    #[error("storage cell {cell} of a frame, but constants for {cells} cells")]
+    Cell {
+        /// The frame's cell.
+        cell: usize,
+        /// Cells the constants have.
+        cells: usize,
+    },
+}
