@@ -97,3 +97,92 @@ fn jungfrau_equals_psana() {
         counts.stages, counts.invalid
     );
 }
+
+/// AGIPD, 8 frames of 512×128 in random memory cells of 64, with mixed stages and bad pixels:
+/// every pixel equals a direct numpy implementation of the published correction (the same
+/// float32 operations), and every pixel's stage is the same.
+#[test]
+fn agipd_equals_the_published_correction_in_numpy() {
+    use shotflow_operators::gain::agipd::AgipdConstants;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agipd.h5");
+    let out = std::process::Command::new(common::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_agipd.py"))
+        .arg(&path)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the numpy reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = hdf5::File::open(&path).unwrap();
+    let read4 = |name: &str| {
+        file.dataset(name)
+            .unwrap()
+            .read::<f32, ndarray::Ix4>()
+            .unwrap()
+    };
+    let bad: Array3<u8> = file.dataset("bad").unwrap().read().unwrap();
+    let constants = AgipdConstants {
+        thresholds: read4("thresholds"),
+        offset: read4("offset"),
+        relative_gain: read4("relative_gain"),
+        bad: bad.mapv(|b| b != 0),
+    };
+    let cells: ndarray::Array1<u64> = file.dataset("cell").unwrap().read().unwrap();
+    let analog: Array3<u16> = file.dataset("analog").unwrap().read().unwrap();
+    let gain: Array3<u16> = file.dataset("gain").unwrap().read().unwrap();
+    let reference: Array3<f32> = file.dataset("reference").unwrap().read().unwrap();
+    let reference_stages: Array3<u8> = file.dataset("stages").unwrap().read().unwrap();
+    let (frames, rows, cols) = analog.dim();
+    let mut counts = StageCounts::default();
+    for frame in 0..frames {
+        let mut calibrated = Array2::<f32>::zeros((rows, cols));
+        let mut stages = Array2::<u8>::zeros((rows, cols));
+        let c = constants
+            .calibrate(
+                analog.index_axis(Axis(0), frame),
+                gain.index_axis(Axis(0), frame),
+                cells[frame] as usize,
+                calibrated.view_mut(),
+                Some(stages.view_mut()),
+            )
+            .unwrap();
+        counts.add(&c);
+        assert_eq!(
+            stages,
+            reference_stages.index_axis(Axis(0), frame),
+            "frame {frame}"
+        );
+        for ((y, x), v) in calibrated.indexed_iter() {
+            let r = reference[[frame, y, x]];
+            assert_eq!(
+                v.to_bits(),
+                r.to_bits(),
+                "frame {frame} pixel ({y}, {x}): {v} here, {r} in numpy"
+            );
+        }
+    }
+    let expected = |k: u8| reference_stages.iter().filter(|s| **s == k).count() as u64;
+    assert_eq!(counts.stages, [expected(0), expected(1), expected(2)]);
+    assert_eq!(counts.invalid, expected(255));
+    assert!(counts.stages.iter().all(|n| *n > 0) && counts.invalid > 0);
+    // A cell the constants do not have is an error, not a wrong answer.
+    let mut out = Array2::<f32>::zeros((rows, cols));
+    assert!(constants
+        .calibrate(
+            analog.index_axis(Axis(0), 0),
+            gain.index_axis(Axis(0), 0),
+            64,
+            out.view_mut(),
+            None
+        )
+        .is_err());
+    eprintln!(
+        "AGIPD: {} pixels of {frames} frames equal numpy's bit for bit, stages {:?}, {} bad",
+        frames * rows * cols,
+        counts.stages,
+        counts.invalid
+    );
+}

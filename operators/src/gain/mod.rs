@@ -2,10 +2,13 @@
 //! picks its own pedestal and gain (per memory or storage cell where the detector has them).
 //!
 //! * [`jungfrau`]: the stage in the top two bits of each raw value (psana's algorithm).
+//! * [`agipd`]: the stage from a second gain value and per-pixel thresholds, constants per
+//!   memory cell (EuXFEL's correction).
 //!
 //! The single-gain calibration (one pedestal and gain per pixel, common mode) is
 //! [`crate::calibration`].
 
+pub mod agipd;
 pub mod jungfrau;
 
 /// Constants or frames that do not fit together.
