@@ -2,6 +2,8 @@
 //! picks its own pedestal and gain (per memory or storage cell where the detector has them).
 //!
 //! * [`jungfrau`]: the stage in the top two bits of each raw value (psana's algorithm).
+//! * [`epix10ka`]: seven gain ranges from the pixels' configuration bits and data bit 14
+//!   (psana's algorithm).
 //! * [`agipd`]: the stage from a second gain value and per-pixel thresholds, constants per
 //!   memory cell (EuXFEL's correction).
 //!
@@ -9,6 +11,7 @@
 //! [`crate::calibration`].
 
 pub mod agipd;
+pub mod epix10ka;
 pub mod jungfrau;
 
 /// Constants or frames that do not fit together.
