@@ -233,6 +233,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 "kept": report.curve.kept,
                 "points": report.curve.sorted(),
                 "seconds": report.elapsed.as_secs_f64(),
+                "simulating_seconds": report.simulating.as_secs_f64(),
                 "plan": report.plan,
             });
             outln!("{json}");
