@@ -83,7 +83,7 @@ fn main() {
 
     // Best of three rounds: the first passes of a process land in fresh pages (the allocator
     // and the page cache warm up), which is not what a long run sees.
-    let mut best = [0f64; 5];
+    let mut best = [0f64; 7];
     let mut bytes = 0;
     for _round in 0..3 {
         let (limit, b) = hdf5_sequential(&run, simulation.frames);
@@ -94,6 +94,8 @@ fn main() {
             exdf(&run, &selected, 2, bytes),
             replay(&recording, 1, bytes),
             replay(&recording, 2, bytes),
+            extract(&dir, 1, bytes),
+            extract(&dir, 2, bytes),
         ];
         for (best, rate) in best.iter_mut().zip(rates) {
             *best = best.max(rate);
@@ -111,11 +113,15 @@ fn main() {
         "shotflow exdf source, 2 worker(s)",
         "recording replay, 1 worker(s)",
         "recording replay, 2 worker(s)",
+        "shotflow extract (sum, mean), 1 w.",
+        "shotflow extract (sum, mean), 2 w.",
     ];
     for (i, (row, rate)) in rows.iter().zip(best).enumerate() {
         print!("{row:<36} {rate:>8.2} {:>8.2}", rate / best[0]);
         if i >= 3 {
-            print!("   ({:.2} × reading the run)", rate / best[i - 2]);
+            // Replay and extract against the EXDF source at the same worker count.
+            let source = best[1 + (i - 3) % 2];
+            print!("   ({:.2} × the exdf source's time)", source / rate);
         }
         println!();
     }
@@ -167,6 +173,28 @@ fn exdf(
     .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(delivered.load(Ordering::Relaxed), bytes);
+    bytes as f64 / seconds / 1e9
+}
+
+/// `shotflow extract` of the frames (a sum and a mean per train and module), the whole command
+/// from process start to the committed smalldata file.
+fn extract(run: &std::path::Path, workers: u16, bytes: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = dir.path().join("extract.h5");
+    let started = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_shotflow"))
+        .arg("extract")
+        .arg(run)
+        .args(["--select", "SPB_DET_AGIPD1M-1/DET/*CH0:xtdf:image.data"])
+        .args(["--trains-per-batch", "1", "--workers", &workers.to_string()])
+        .args(["--no-progress", "--no-report"])
+        .arg("--output")
+        .arg(&output)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("shotflow extract");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(status.success());
     bytes as f64 / seconds / 1e9
 }
 

@@ -135,16 +135,17 @@ pub fn run(args: ExtractArgs) -> Result<()> {
                             continue;
                         };
                         match (reduced, value) {
+                            // On the stored type, without an f64 copy of the frame.
                             (Some((sum, mean)), Value::Array(a)) => {
-                                let values = a.to_f64_vec();
-                                let total: f64 = values.iter().sum();
+                                let total = a.sum_f64();
                                 row.set(*sum, total);
-                                row.set(*mean, total / values.len().max(1) as f64);
+                                row.set(*mean, total / a.len().max(1) as f64);
                             }
                             // instrument scalars per row: one row per train → the value itself
                             (_, Value::Array(a)) if a.shape().first() == Some(&1) => {
-                                let v = a.to_f64_vec();
-                                row.set(*field, v[0]);
+                                if let Some(v) = a.first_f64() {
+                                    row.set(*field, v);
+                                }
                             }
                             _ => row.set(*field, value.clone()),
                         }

@@ -288,6 +288,48 @@ impl Array {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         each_array!(self, a => a.iter().map(|x| x.to_f64()).collect())
     }
+
+    /// The first element in row-major order as `f64`, without converting the others.
+    pub fn first_f64(&self) -> Option<f64> {
+        each_array!(self, a => a.iter().next().map(|x| x.to_f64()))
+    }
+
+    /// The sum of the elements as `f64`, on the stored type: integers of up to 32 bits add
+    /// up exactly in 64-bit integers (any order, so the compiler may use every vector lane;
+    /// the result equals a row-major `f64` sum, which is exact too below 2⁵³), other types
+    /// add up as `f64` in row-major order.
+    ///
+    /// ```
+    /// use shotflow::event::Array;
+    /// use ndarray::ArrayD;
+    ///
+    /// let frame = Array::U16(ArrayD::<u16>::from_elem(vec![512, 128], 65535));
+    /// assert_eq!(frame.sum_f64(), 65535.0 * 512.0 * 128.0);
+    /// assert_eq!(frame.sum_f64(), frame.to_f64_vec().iter().sum::<f64>());
+    /// ```
+    pub fn sum_f64(&self) -> f64 {
+        fn unsigned<T: Copy + Into<u64>>(a: &ndarray::ArrayD<T>) -> f64 {
+            match a.as_slice() {
+                Some(s) => s.iter().map(|&x| x.into()).sum::<u64>() as f64,
+                None => a.iter().map(|&x| x.into()).sum::<u64>() as f64,
+            }
+        }
+        fn signed<T: Copy + Into<i64>>(a: &ndarray::ArrayD<T>) -> f64 {
+            match a.as_slice() {
+                Some(s) => s.iter().map(|&x| x.into()).sum::<i64>() as f64,
+                None => a.iter().map(|&x| x.into()).sum::<i64>() as f64,
+            }
+        }
+        match self {
+            Array::U8(a) => unsigned(a),
+            Array::U16(a) => unsigned(a),
+            Array::U32(a) => unsigned(a),
+            Array::I8(a) => signed(a),
+            Array::I16(a) => signed(a),
+            Array::I32(a) => signed(a),
+            other => other.to_f64_vec().iter().sum(),
+        }
+    }
 }
 
 /// One field value: a scalar or an array.
