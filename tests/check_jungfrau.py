@@ -58,14 +58,25 @@ def main():
     gains[rng.random(shape) < 0.001] = 0
     mask = (rng.random(shape[1:]) > 0.01).astype(np.uint8)
 
-    # Stages 00 (90 %), 01, 11 and the invalid code 10, each with a 14-bit ADC value.
-    codes = rng.choice([0, 1, 3, 2], size=(FRAMES,) + shape[1:], p=[0.9, 0.06, 0.03, 0.01])
-    adc = rng.integers(0, 1 << 14, size=codes.shape)
-    raw = ((codes << 14) | adc).astype(np.uint16)
+    # Stages 00 (90 %), 01, 11 and the invalid code 10. High-gain pixels read their pedestal,
+    # noise, a common-mode offset per row of each 64-column bank and now and then photons (as
+    # a dark-dominated frame does); the others any 14-bit value.
+    frames = (FRAMES,) + shape[1:]
+    codes = rng.choice([0, 1, 3, 2], size=frames, p=[0.9, 0.06, 0.03, 0.01])
+    common = np.repeat(rng.normal(0, 25, (FRAMES, SEGMENTS, ROWS, COLS // 64)), 64, axis=3)
+    photons = rng.poisson(0.05, frames) * gains[0][None] * 9.0
+    dark = peds[0][None] + offsets[0][None] + rng.normal(0, 3, frames) + common + photons
+    adc = np.where(codes == 0, np.clip(np.rint(dark), 0, (1 << 14) - 1), rng.integers(0, 1 << 14, size=frames))
+    raw = ((codes << 14) | adc.astype(np.int64)).astype(np.uint16)
 
-    det = StandIn(peds, gains, offsets, mask)
-    calibrated = np.stack([uj.calib_jungfrau(det, raw[f]) for f in range(FRAMES)])
+    def calibrate(cmpars):
+        det = StandIn(peds, gains, offsets, mask)  # psana caches its constants per detector
+        kwa = {} if cmpars is None else {"cmpars": cmpars}
+        return np.stack([uj.calib_jungfrau(det, raw[f], **kwa) for f in range(FRAMES)])
+
+    calibrated = calibrate(None)
     assert calibrated.dtype == np.float32 and calibrated.shape == raw.shape
+    with_common_mode = {mode: calibrate((7, mode, cormax, 10)) for mode, cormax in ((3, 200.0), (7, 100.0))}
 
     with h5py.File(out, "w") as f:
         f["pedestals"] = peds
@@ -74,6 +85,8 @@ def main():
         f["mask"] = mask
         f["raw"] = raw
         f["psana"] = calibrated
+        for mode, values in with_common_mode.items():
+            f[f"psana_cm{mode}"] = values
         for stage, code in enumerate([0, 1, 3]):
             f.attrs[f"stage{stage}"] = int((codes == code).sum())
         f.attrs["invalid"] = int((codes == 2).sum())

@@ -4,7 +4,7 @@
 mod common;
 
 use ndarray::{s, Array2, Array3, Axis};
-use shotflow_operators::gain::jungfrau::{JungfrauConstants, StageCounts, Unit};
+use shotflow_operators::gain::jungfrau::{CommonMode, JungfrauConstants, StageCounts, Unit};
 
 /// JUNGFRAU, 3 frames of 2 segments of 512×1024 with mixed stages and invalid gain codes:
 /// every pixel equals psana's, bit for bit (the same float32 operations in the same order),
@@ -84,6 +84,59 @@ fn jungfrau_equals_psana() {
             }
             compared += calibrated.len();
         }
+    }
+    // With psana's common mode: rows and columns (its default), and banks, rows and columns.
+    for (mode, cormax) in [(3u8, 200.0f32), (7, 100.0)] {
+        let reference = read4(&format!("psana_cm{mode}"));
+        let (mut exact, mut worst) = (0usize, 0f32);
+        for segment in 0..segments {
+            let pedestal = (&peds.slice(s![.., segment, .., ..])
+                + &offsets.slice(s![.., segment, .., ..]))
+                .insert_axis(Axis(1));
+            let mut constants = JungfrauConstants::new(
+                pedestal.to_owned(),
+                gains.slice(s![.., segment, .., ..]).insert_axis(Axis(1)),
+                Some(mask.index_axis(Axis(0), segment).to_owned()),
+                Unit::Energy,
+            )
+            .unwrap();
+            constants.common_mode = Some(CommonMode {
+                mode,
+                cormax,
+                npix_min: 10,
+            });
+            for frame in 0..frames {
+                let mut calibrated = Array2::<f32>::zeros(pixels);
+                constants
+                    .calibrate(
+                        raw.slice(s![frame, segment, .., ..]),
+                        0,
+                        calibrated.view_mut(),
+                    )
+                    .unwrap();
+                let without = psana.slice(s![frame, segment, .., ..]);
+                let with = reference.slice(s![frame, segment, .., ..]);
+                // The correction must have done something for the comparison to mean much.
+                assert!(with.iter().zip(without).filter(|(a, b)| a != b).count() > 100_000);
+                for ((y, x), v) in calibrated.indexed_iter() {
+                    let r = with[[y, x]];
+                    exact += (v.to_bits() == r.to_bits()) as usize;
+                    // float32 rounding of values of this size (keV), relative to the value or,
+                    // near zero, to one ADU's worth.
+                    let scale = r.abs().max(1.0);
+                    let error = (v - r).abs() / scale;
+                    worst = worst.max(error);
+                    assert!(
+                        error <= 1e-6,
+                        "mode {mode}, frame {frame} segment {segment} pixel ({y}, {x}): {v} here, {r} in psana"
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "JUNGFRAU common mode {mode} (cormax {cormax}): {} pixels, {exact} equal bit for bit, worst relative difference {worst:e}",
+            frames * segments * pixels.0 * pixels.1
+        );
     }
     assert_eq!(
         counts.stages,
