@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 // The engine: no file formats, no sockets.
+pub mod calibrate;
 pub mod event;
 pub mod flow;
 pub mod monitor;

@@ -29,3 +29,90 @@ pub enum GainError {
         cells: usize,
     },
 }
+
+use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2};
+
+/// `raw` as a 2-D frame, or an error naming its shape.
+fn frame<'a>(raw: ArrayViewD<'a, u16>) -> Result<ArrayView2<'a, u16>, GainError> {
+    let shape = raw.shape().to_vec();
+    raw.into_dimensionality::<Ix2>().map_err(|_| {
+        GainError::Shape(format!(
+            "a frame of shape {shape:?} where (rows, cols) was expected"
+        ))
+    })
+}
+
+/// The constants of one module of any gain-switching detector, for code that calibrates
+/// whichever detector a run has.
+#[derive(Clone, Debug)]
+pub enum ModuleConstants {
+    /// A JUNGFRAU module.
+    Jungfrau(jungfrau::JungfrauConstants),
+    /// An ePix10ka segment.
+    Epix10ka(epix10ka::Epix10kaConstants),
+    /// An AGIPD module.
+    Agipd(agipd::AgipdConstants),
+}
+
+impl ModuleConstants {
+    /// The detector's name, as constants files give it.
+    pub fn detector(&self) -> &'static str {
+        match self {
+            ModuleConstants::Jungfrau(_) => "jungfrau",
+            ModuleConstants::Epix10ka(_) => "epix10ka",
+            ModuleConstants::Agipd(_) => "agipd",
+        }
+    }
+
+    /// The calibrated frame's shape `(rows, cols)`.
+    pub fn pixels(&self) -> (usize, usize) {
+        match self {
+            ModuleConstants::Jungfrau(c) => (c.pedestal.shape()[2], c.pedestal.shape()[3]),
+            ModuleConstants::Epix10ka(c) => c.config.dim(),
+            ModuleConstants::Agipd(c) => (c.thresholds.shape()[2], c.thresholds.shape()[3]),
+        }
+    }
+
+    /// Calibrates one module's raw data recorded in memory or storage cell `cell` into `out`:
+    /// a `(rows, cols)` frame for JUNGFRAU and ePix10ka, `(2, rows, cols)` for AGIPD (analog
+    /// and gain values, as EuXFEL's raw data holds them). Returns the pixels that had no valid
+    /// stage (JUNGFRAU's gain code `10`, ePix10ka's unmatched bits, AGIPD's bad pixels).
+    ///
+    /// ```
+    /// use ndarray::{Array2, Array3, Array4};
+    /// use shotflow_operators::gain::{agipd::AgipdConstants, ModuleConstants};
+    ///
+    /// let c = ModuleConstants::Agipd(AgipdConstants {
+    ///     thresholds: Array4::from_elem((1, 2, 2, 2), 5000.0),
+    ///     offset: Array4::from_elem((1, 3, 2, 2), 100.0),
+    ///     relative_gain: Array4::ones((1, 3, 2, 2)),
+    ///     bad: Array3::from_elem((1, 2, 2), false),
+    /// });
+    /// let raw = Array3::from_shape_fn((2, 2, 2), |(k, ..)| if k == 0 { 150u16 } else { 10 });
+    /// let mut out = Array2::zeros((2, 2));
+    /// assert_eq!(c.calibrate(raw.view().into_dyn(), 0, out.view_mut()).unwrap(), 0);
+    /// assert!(out.iter().all(|v| *v == 50.0));
+    /// ```
+    pub fn calibrate(
+        &self,
+        raw: ArrayViewD<'_, u16>,
+        cell: usize,
+        out: ArrayViewMut2<'_, f32>,
+    ) -> Result<u64, GainError> {
+        match self {
+            ModuleConstants::Jungfrau(c) => Ok(c.calibrate(frame(raw)?, cell, out)?.invalid),
+            ModuleConstants::Epix10ka(c) => Ok(c.calibrate(frame(raw)?, out)?.unmatched),
+            ModuleConstants::Agipd(c) => {
+                if raw.ndim() != 3 || raw.shape()[0] != 2 {
+                    return Err(GainError::Shape(format!(
+                        "AGIPD data of shape {:?} where (2, rows, cols) (analog, gain) was expected",
+                        raw.shape()
+                    )));
+                }
+                let analog = frame(raw.index_axis(Axis(0), 0))?;
+                let gain = frame(raw.index_axis(Axis(0), 1))?;
+                Ok(c.calibrate(analog, gain, cell, out, None)?.invalid)
+            }
+        }
+    }
+}

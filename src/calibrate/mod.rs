@@ -1,0 +1,159 @@
+//! Calibration as an operator on the stream: raw frames of gain-switching detectors
+//! (`shotflow_operators::gain`) become calibrated `f32` frames, per event, on whichever worker
+//! holds the event. Sources stay raw, so a run can be recorded, replayed or served raw and
+//! calibrated anywhere downstream.
+
+#[cfg(feature = "hdf5")]
+pub mod constants_file;
+
+use std::sync::Arc;
+
+use ndarray::{Array3, ArrayD, Axis};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
+
+use crate::event::{Array, Event, Key, Value};
+use crate::flow::Batch;
+use crate::runtime::fail;
+use shotflow_operators::gain::ModuleConstants;
+
+/// Calibrates a frame field of every event.
+pub trait Calibrate<'scope> {
+    /// Replaces the raw u16 data at `frame` by calibrated f32 frames, with one set of constants
+    /// per module in `modules`: a `(rows, cols)` frame (or `(2, rows, cols)` for AGIPD) for one
+    /// module, `(modules, rows, cols)` (AGIPD `(modules, 2, rows, cols)`) for several; the
+    /// result is `(rows, cols)` or `(modules, rows, cols)`. The memory or storage cell comes
+    /// from the u16/u32/u64 scalar field `cell` (EXDF `image.cellId`), 0 without one. The pixels
+    /// that had no valid gain stage are counted in the u64 field `<frame>_invalid_pixels`.
+    ///
+    /// An event whose data do not fit the constants ends the run with a message naming the
+    /// event, the field and the shapes. Events without the field pass unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use ndarray::{Array4, ArrayD};
+    /// use shotflow::calibrate::Calibrate;
+    /// use shotflow::prelude::*;
+    /// use shotflow_operators::gain::{jungfrau::{JungfrauConstants, Unit}, ModuleConstants};
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let pedestal = Array4::from_elem((3, 1, 2, 2), 1000.0f32);
+    /// let gain = Array4::from_elem((3, 1, 2, 2), 10.0f32);
+    /// let module = ModuleConstants::Jungfrau(JungfrauConstants::new(pedestal, gain.view(), None, Unit::Energy).unwrap());
+    /// let frame = Key::new("jungfrau/raw");
+    /// let event = Event::new(7).with(frame, ArrayD::from_elem(vec![2, 2], 1100u16));
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let out = Arc::clone(&seen);
+    /// timely::example(move |scope| {
+    ///     vec![event].to_stream(scope).container::<Vec<_>>()
+    ///         .calibrate(frame, Arc::new(vec![module]), None)
+    ///         .ordered("Collect", move |_, events: &[Event]| out.lock().unwrap().extend_from_slice(events));
+    /// });
+    /// let events = seen.lock().unwrap();
+    /// let calibrated = events[0].array::<f32>(frame).unwrap();
+    /// assert!(calibrated.iter().all(|v| *v == 10.0));
+    /// assert_eq!(events[0].get::<u64>(Key::new("jungfrau/raw_invalid_pixels")), Some(0));
+    /// ```
+    fn calibrate(
+        self,
+        frame: Key,
+        modules: Arc<Vec<ModuleConstants>>,
+        cell: Option<Key>,
+    ) -> StreamVec<'scope, Batch, Event>;
+}
+
+impl<'scope> Calibrate<'scope> for StreamVec<'scope, Batch, Event> {
+    fn calibrate(
+        self,
+        frame: Key,
+        modules: Arc<Vec<ModuleConstants>>,
+        cell: Option<Key>,
+    ) -> StreamVec<'scope, Batch, Event> {
+        let invalid = Key::new(&format!("{}_invalid_pixels", frame.name()));
+        let mut failed = false;
+        self.map(move |mut event| {
+            if failed {
+                return event;
+            }
+            match calibrate_event(&mut event, frame, &modules, cell, invalid) {
+                Ok(()) => {}
+                Err(message) => {
+                    failed = true;
+                    fail(format!(
+                        "calibrating {} of event {}: {message}",
+                        frame.name(),
+                        event.id
+                    ));
+                }
+            }
+            event
+        })
+    }
+}
+
+/// Calibrates `event`'s `frame` in place.
+fn calibrate_event(
+    event: &mut Event,
+    frame: Key,
+    modules: &[ModuleConstants],
+    cell: Option<Key>,
+    invalid: Key,
+) -> Result<(), String> {
+    let Some(value) = event.value(frame) else {
+        return Ok(());
+    };
+    let Some(Array::U16(raw)) = value.as_array() else {
+        return Err(format!(
+            "{} data where raw u16 frames were expected",
+            value.dtype().numpy_name()
+        ));
+    };
+    let cell = match cell {
+        Some(key) => match event.get_f64(key) {
+            Some(c) if c >= 0.0 && c.fract() == 0.0 => c as usize,
+            Some(c) => return Err(format!("cell {c} in {}", key.name())),
+            None => 0,
+        },
+        None => 0,
+    };
+    let Some(first) = modules.first() else {
+        return Err("no module constants".into());
+    };
+    let per_module = match first {
+        ModuleConstants::Agipd(_) => 3,
+        _ => 2,
+    };
+    let (rows, cols) = first.pixels();
+    let shape = raw.shape().to_vec();
+    let stacked = shape.len() == per_module + 1;
+    let count = if stacked { shape[0] } else { 1 };
+    if (shape.len() != per_module && !stacked) || count != modules.len() {
+        return Err(format!(
+            "data of shape {shape:?} for {} module(s) of {} constants",
+            modules.len(),
+            first.detector()
+        ));
+    }
+    let mut out = Array3::<f32>::zeros((count, rows, cols));
+    let mut bad = 0;
+    for (m, constants) in modules.iter().enumerate() {
+        let module = if stacked {
+            raw.index_axis(Axis(0), m)
+        } else {
+            raw.view()
+        };
+        bad += constants
+            .calibrate(module, cell, out.index_axis_mut(Axis(0), m))
+            .map_err(|e| format!("module {m}: {e}"))?;
+    }
+    let calibrated: ArrayD<f32> = if stacked {
+        out.into_dyn()
+    } else {
+        out.index_axis_move(Axis(0), 0).into_dyn()
+    };
+    event.set(frame, calibrated);
+    event.set(invalid, Value::U64(bad));
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Calibration on the stream and constants from files: the operator at 1, 2 and 3 workers
+//! against calibrating every event directly (sequential), the HDF5 layout read back by h5py,
+//! and bad constants files named with what is wrong.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use ndarray::{Array2, Array3, Array4, ArrayD, Axis};
+use rand::{Rng, SeedableRng};
+use shotflow::calibrate::constants_file::{load, save};
+use shotflow::calibrate::Calibrate;
+use shotflow::prelude::*;
+use shotflow_operators::gain::agipd::AgipdConstants;
+use shotflow_operators::gain::epix10ka::Epix10kaConstants;
+use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
+use shotflow_operators::gain::ModuleConstants;
+use timely::dataflow::operators::ToStream;
+
+const ROWS: usize = 32;
+const COLS: usize = 64;
+
+fn jungfrau(seed: u64, cells: usize) -> ModuleConstants {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let pedestal = Array4::from_shape_fn((3, cells, ROWS, COLS), |(s, ..)| {
+        [3000.0, 14000.0, 14500.0][s] + rng.gen_range(-50.0..50.0f32)
+    });
+    let gain = Array4::from_shape_fn((3, cells, ROWS, COLS), |(s, ..)| {
+        [40.0, 1.5, 0.1][s] * rng.gen_range(0.95..1.05f32)
+    });
+    let mask = Array2::from_shape_fn((ROWS, COLS), |_| (rng.gen::<f32>() > 0.02) as u8);
+    ModuleConstants::Jungfrau(
+        JungfrauConstants::new(pedestal, gain.view(), Some(mask), Unit::Energy).unwrap(),
+    )
+}
+
+fn agipd(seed: u64, cells: usize) -> ModuleConstants {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    ModuleConstants::Agipd(AgipdConstants {
+        thresholds: Array4::from_shape_fn((cells, 2, ROWS, COLS), |(_, t, ..)| {
+            [5200.0, 6800.0][t] + rng.gen_range(-40.0..40.0f32)
+        }),
+        offset: Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
+            [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
+        }),
+        relative_gain: Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
+            [1.0, 45.0, 1000.0][s] * rng.gen_range(0.98..1.02f32)
+        }),
+        bad: Array3::from_shape_fn((cells, ROWS, COLS), |_| rng.gen::<f32>() < 0.005),
+    })
+}
+
+fn epix10ka(seed: u64) -> ModuleConstants {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let pedestal = Array3::from_shape_fn((7, ROWS, COLS), |_| rng.gen_range(1400.0..1600.0f32));
+    let gain = Array3::from_shape_fn((7, ROWS, COLS), |(r, ..)| {
+        [16.4, 5.5, 0.16, 16.4, 5.5, 0.16, 0.16][r] * rng.gen_range(0.97..1.03f32)
+    });
+    let config = Array2::from_shape_fn((ROWS, COLS), |_| [28u8, 12, 8, 16, 0][rng.gen_range(0..5)]);
+    ModuleConstants::Epix10ka(Epix10kaConstants::new(pedestal, gain.view(), None, config).unwrap())
+}
+
+/// Events with `modules` raw frames stacked (AGIPD: analog and gain planes) and a cell id.
+fn events(n: u64, modules: usize, agipd: bool, cells: u64) -> Vec<Event> {
+    let (frame, cell) = (Key::new("det/raw"), Key::new("det/cellId"));
+    (0..n)
+        .map(|id| {
+            let mut rng = rand_pcg::Pcg64::seed_from_u64(1000 + id);
+            let data = if agipd {
+                ArrayD::from_shape_fn(vec![modules, 2, ROWS, COLS], |ix| {
+                    if ix[1] == 0 {
+                        rng.gen_range(3800..9000u16)
+                    } else {
+                        [4700u16, 6000, 7600][rng.gen_range(0..3)]
+                    }
+                })
+            } else {
+                ArrayD::from_shape_fn(vec![modules, ROWS, COLS], |_| {
+                    let code = [0u16, 0, 0, 0, 0, 0, 0, 1, 3, 2][rng.gen_range(0..10)];
+                    (code << 14) | rng.gen_range(0..1u16 << 14)
+                })
+            };
+            Event::new(id).with(frame, data).with(cell, id % cells)
+        })
+        .collect()
+}
+
+/// The stream operator equals calibrating each event directly, at 1, 2 and 3 workers, for
+/// 2-module JUNGFRAU (2 storage cells) and 2-module AGIPD (8 memory cells) data.
+#[test]
+fn the_operator_equals_direct_calibration_at_any_worker_count() {
+    let (frame, cell) = (Key::new("det/raw"), Key::new("det/cellId"));
+    let invalid = Key::new("det/raw_invalid_pixels");
+    for (name, modules, agipd_data, cells) in [
+        (
+            "jungfrau",
+            vec![jungfrau(1, 2), jungfrau(2, 2)],
+            false,
+            2u64,
+        ),
+        ("agipd", vec![agipd(3, 8), agipd(4, 8)], true, 8),
+    ] {
+        let input = events(60, 2, agipd_data, cells);
+        // The sequential reference: each module of each event through the operators crate.
+        let reference: Vec<(Array3<f32>, u64)> = input
+            .iter()
+            .map(|e| {
+                let raw = e.array::<u16>(frame).unwrap();
+                let c = e.get::<u64>(cell).unwrap() as usize;
+                let mut out = Array3::<f32>::zeros((2, ROWS, COLS));
+                let mut bad = 0;
+                for (m, constants) in modules.iter().enumerate() {
+                    bad += constants
+                        .calibrate(
+                            raw.index_axis(Axis(0), m),
+                            c,
+                            out.index_axis_mut(Axis(0), m),
+                        )
+                        .unwrap();
+                }
+                (out, bad)
+            })
+            .collect();
+        let modules = Arc::new(modules);
+        for workers in [1u16, 2, 3] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (out, m, input) = (Arc::clone(&seen), Arc::clone(&modules), input.clone());
+            execute(&Launch::threads(workers), move |worker| {
+                let (out, m) = (Arc::clone(&out), Arc::clone(&m));
+                let mine: Vec<Event> = input
+                    .iter()
+                    .filter(|e| e.id as usize % worker.peers() == worker.index())
+                    .cloned()
+                    .collect();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    mine.to_stream(scope)
+                        .container::<Vec<_>>()
+                        .calibrate(frame, m, Some(cell))
+                        .ordered("Collect", move |_, events: &[Event]| {
+                            out.lock().unwrap().extend_from_slice(events)
+                        });
+                });
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap();
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), reference.len(), "{name}, {workers} workers");
+            for (event, (expected, bad)) in seen.iter().zip(&reference) {
+                let got = event.array::<f32>(frame).unwrap();
+                assert_eq!(got.shape(), &[2, ROWS, COLS]);
+                assert!(
+                    got.iter()
+                        .zip(expected.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{name}, {workers} workers, event {}",
+                    event.id
+                );
+                assert_eq!(event.get::<u64>(invalid), Some(*bad));
+            }
+            let bad: u64 = reference.iter().map(|r| r.1).sum();
+            assert!(bad > 0);
+            eprintln!(
+                "{name}, {workers} worker(s): {} events × 2 modules × {ROWS}×{COLS} equal the direct calibration, {bad} invalid pixels",
+                seen.len()
+            );
+        }
+    }
+}
+
+/// Each detector's constants file, written, read back by h5py (the documented layout) and by
+/// `load` (the same constants).
+#[test]
+fn constants_files_have_the_documented_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, module) in [
+        ("jungfrau", jungfrau(5, 2)),
+        ("epix10ka", epix10ka(6)),
+        ("agipd", agipd(7, 4)),
+    ] {
+        let path = dir.path().join(format!("{name}.h5"));
+        save(&path, &module).unwrap();
+        let script = "import sys, h5py, json\nf = h5py.File(sys.argv[1], 'r')\n\
+             print(json.dumps({'detector': f.attrs['detector'], \
+             'datasets': {k: [list(v.shape), str(v.dtype)] for k, v in f.items()}}))";
+        let out = std::process::Command::new(common::python())
+            .args(["-c", script])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen["detector"], name);
+        let expected: &[(&str, Vec<usize>, &str)] = match name {
+            "jungfrau" => &[
+                ("pedestal", vec![3, 2, ROWS, COLS], "float32"),
+                ("gain", vec![3, 2, ROWS, COLS], "float32"),
+                ("mask", vec![ROWS, COLS], "uint8"),
+            ],
+            "epix10ka" => &[
+                ("pedestal", vec![7, ROWS, COLS], "float32"),
+                ("gain", vec![7, ROWS, COLS], "float32"),
+                ("config", vec![ROWS, COLS], "uint8"),
+                ("mask", vec![ROWS, COLS], "uint8"),
+            ],
+            _ => &[
+                ("thresholds", vec![4, 2, ROWS, COLS], "float32"),
+                ("offset", vec![4, 3, ROWS, COLS], "float32"),
+                ("relative_gain", vec![4, 3, ROWS, COLS], "float32"),
+                ("bad", vec![4, ROWS, COLS], "uint8"),
+            ],
+        };
+        for (dataset, shape, dtype) in expected {
+            assert_eq!(
+                seen["datasets"][dataset],
+                serde_json::json!([shape, dtype]),
+                "{name}: {dataset}"
+            );
+        }
+        // Read back, it calibrates as the original does.
+        let back = load(&path).unwrap();
+        let input = events(4, 1, name == "agipd", 2);
+        for e in &input {
+            let raw = e.array::<u16>(Key::new("det/raw")).unwrap();
+            let raw = raw.index_axis(Axis(0), 0);
+            let (mut a, mut b) = (Array2::zeros((ROWS, COLS)), Array2::zeros((ROWS, COLS)));
+            let na = module.calibrate(raw.clone(), 1, a.view_mut()).unwrap();
+            let nb = back.calibrate(raw, 1, b.view_mut()).unwrap();
+            assert_eq!((a, na), (b, nb), "{name}");
+        }
+        eprintln!(
+            "{name}: {} datasets as documented, calibrates as before",
+            expected.len()
+        );
+    }
+}
+
+/// A constants file that cannot be used is an error naming the file and what is wrong.
+#[test]
+fn bad_constants_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, f: &dyn Fn(&hdf5::File)| {
+        let path = dir.path().join(name);
+        let file = hdf5::File::create(&path).unwrap();
+        f(&file);
+        file.close().unwrap();
+        path
+    };
+    let detector = |file: &hdf5::File, name: &str| {
+        let v: hdf5::types::VarLenUnicode = name.parse().unwrap();
+        file.new_attr::<hdf5::types::VarLenUnicode>()
+            .create("detector")
+            .unwrap()
+            .write_scalar(&v)
+            .unwrap();
+    };
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (write("no-detector.h5", &|_| {}), "attribute detector"),
+        (
+            write("lambda.h5", &|f| detector(f, "lambda")),
+            "detector \"lambda\"",
+        ),
+        (
+            write("no-gain.h5", &|f| {
+                detector(f, "jungfrau");
+                f.new_dataset_builder()
+                    .with_data(&Array4::<f32>::zeros((3, 1, 4, 4)))
+                    .create("pedestal")
+                    .unwrap();
+            }),
+            "gain",
+        ),
+        (
+            write("shapes.h5", &|f| {
+                detector(f, "jungfrau");
+                f.new_dataset_builder()
+                    .with_data(&Array4::<f32>::zeros((3, 1, 4, 4)))
+                    .create("pedestal")
+                    .unwrap();
+                f.new_dataset_builder()
+                    .with_data(&Array4::<f32>::zeros((3, 1, 4, 5)))
+                    .create("gain")
+                    .unwrap();
+            }),
+            "[3, 1, 4, 5]",
+        ),
+    ];
+    let not_hdf5 = dir.path().join("text.h5");
+    std::fs::write(&not_hdf5, "not HDF5").unwrap();
+    for (path, needle) in cases.iter().chain([&(not_hdf5.clone(), "open")]) {
+        let message = load(path).unwrap_err().to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(needle),
+            "{}: {message}",
+            path.display()
+        );
+    }
+    eprintln!("{} bad constants files named", cases.len() + 1);
+}
