@@ -300,3 +300,95 @@ fn bad_constants_files_are_named() {
     }
     eprintln!("{} bad constants files named", cases.len() + 1);
 }
+
+/// `shotflow extract --calibrate jungfrau/raw/raw --constants FILE` of a simulated XTC2 run,
+/// at 2 workers: every frame equals psana's `calib_jungfrau` of the same raw frames (extracted
+/// without calibration, at 1 worker) with the same constants file, bit for bit.
+#[test]
+fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
+    const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let ok = |args: &[&str]| {
+        let out = std::process::Command::new(SHOTFLOW)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&[
+        "simulate",
+        "--format",
+        "xtc2",
+        run.to_str().unwrap(),
+        "--events",
+        "12",
+    ]);
+    // Constants for the simulated 512×1024 module, one storage cell.
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(11);
+    let pedestal = Array4::from_shape_fn((3, 1, 512, 1024), |(s, ..)| {
+        [100.0, 14000.0, 14500.0][s] + rng.gen_range(-5.0..5.0f32)
+    });
+    let gain = Array4::from_shape_fn((3, 1, 512, 1024), |(s, ..)| {
+        [40.0, 1.5, 0.1][s] * rng.gen_range(0.95..1.05f32)
+    });
+    let mask = Array2::from_shape_fn((512, 1024), |_| (rng.gen::<f32>() > 0.02) as u8);
+    let constants = dir.path().join("jungfrau-constants.h5");
+    save(
+        &constants,
+        &ModuleConstants::Jungfrau(
+            JungfrauConstants::new(pedestal, gain.view(), Some(mask), Unit::Energy).unwrap(),
+        ),
+    )
+    .unwrap();
+    let (raw, calibrated) = (dir.path().join("raw.h5"), dir.path().join("calibrated.h5"));
+    let common = ["--select", "jungfrau", "--no-progress", "--no-report"];
+    ok(&[
+        &[
+            "extract",
+            run.to_str().unwrap(),
+            "--output",
+            raw.to_str().unwrap(),
+        ][..],
+        &common,
+    ]
+    .concat());
+    ok(&[
+        &[
+            "extract",
+            run.to_str().unwrap(),
+            "--output",
+            calibrated.to_str().unwrap(),
+            "--calibrate",
+            "jungfrau/raw/raw",
+            "--constants",
+            constants.to_str().unwrap(),
+            "--workers",
+            "2",
+        ][..],
+        &common,
+    ]
+    .concat());
+    let out = std::process::Command::new(common::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/check_jungfrau_extract.py"
+        ))
+        .args([&raw, &calibrated, &constants])
+        .env("PS_PARALLEL", "none")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["events"], 12);
+    eprintln!("extract --calibrate: {seen} compared with psana bit for bit");
+}

@@ -93,4 +93,5 @@ def main():
     print(f"{FRAMES} frames of {SEGMENTS} segments of {ROWS}x{COLS} calibrated by psana")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,14 @@ pub struct ExtractArgs {
     pub(crate) run_number: Option<u32>,
     #[command(flatten)]
     pub(crate) geometry: crate::cli::profile::GeometryArgs,
+    /// Calibrate this raw frame field (XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`) with
+    /// --constants before anything else reads it; its output is the calibrated float32 frames.
+    #[arg(long, requires = "constants", value_name = "FIELD")]
+    pub(crate) calibrate: Option<String>,
+    /// Calibration constants, one HDF5 file per module in module order (the layout of
+    /// `shotflow::calibrate::constants_file`). Repeatable.
+    #[arg(long, requires = "calibrate", value_name = "FILE")]
+    pub(crate) constants: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) durability: crate::cli::Durability,
     #[command(flatten)]
@@ -62,6 +70,12 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
+    if args.calibrate.is_some() {
+        anyhow::bail!(
+            "--calibrate works on XTC2 runs today; EuXFEL frames come per train (pulses × rows × \
+             columns per module source) and need the per-frame cell ids"
+        );
+    }
     let run = Arc::new(ExdfRun::open(&args.run)?);
     if run.suspect_trains > 0 {
         eprintln!(

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
+use shotflow::calibrate::Calibrate;
 use shotflow::event::Key;
 use shotflow::runtime::execute_with;
 use shotflow::smalldata::{SmallData, SmallDataExt};
@@ -120,6 +121,11 @@ fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
         ("select".into(), args.select.join(" ")),
         ("run number".into(), format!("{:?}", args.run_number)),
         ("events_per_batch".into(), args.events_per_batch.to_string()),
+        ("calibrate".into(), format!("{:?}", args.calibrate)),
+        (
+            "constants".into(),
+            crate::cli::files_digest(args.constants.iter().map(|p| p.as_path())),
+        ),
     ]
     .into_iter()
     .chain(args.geometry.fingerprint())
@@ -186,6 +192,17 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
     }
     let per = args.events_per_batch;
     let strings = Arc::new(strings);
+    let calibration = match &args.calibrate {
+        Some(field) => {
+            let modules = args
+                .constants
+                .iter()
+                .map(|path| shotflow::calibrate::constants_file::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((Key::new(field), Arc::new(modules)))
+        }
+        None => None,
+    };
     let outcome = execute_with(&plan, settings, move |worker| {
         let (run, selectors, output, strings, profile) = (
             Arc::clone(&run),
@@ -194,9 +211,14 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
             Arc::clone(&strings),
             profile.clone(),
         );
+        let calibration = calibration.clone();
         worker.dataflow(|scope| {
-            scope
-                .xtc2(run, selectors, per)
+            let events = scope.xtc2(run, selectors, per);
+            let events = match calibration {
+                Some((field, modules)) => events.calibrate(field, modules, None),
+                None => events,
+            };
+            events
                 .map(move |mut event| {
                     for key in strings.iter() {
                         event.remove(*key);
