@@ -3,7 +3,6 @@
 
 mod common;
 
-use common::python;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -133,7 +132,7 @@ fn our_client_reads_karabo_bridge_serve_files_like_extra_data() {
     let port = free_port();
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let _server = Guard(
-        Command::new(python())
+        common::python_command()
             .args(["-c", "import sys; from extra_data.cli.serve_files import main; sys.argv[0] = \"karabo-bridge-serve-files\"; sys.exit(main())"])
             .arg(&run_dir)
             .arg(&endpoint)
@@ -201,7 +200,7 @@ for tid, train in run.trains(require_all=False):
 assert n == len(run.train_ids), n
 print("ok", n)
 "#;
-        let out = Command::new(python())
+        let out = common::python_command()
             .args(["-c", check])
             .arg(&run_dir)
             .arg(&endpoint)
@@ -221,7 +220,7 @@ print("ok", n)
 fn our_client_reads_the_reference_simulator() {
     let port = free_port();
     let _sim = Guard(
-        Command::new(python())
+        common::python_command()
             .args(["-c", "import sys; from karabo_bridge.cli.simulation import main; sys.argv[0] = \"karabo-bridge-server-sim\"; sys.exit(main())", &port.to_string(), "-d", "AGIPD", "-z", "REP", "-p", "2.2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -391,7 +390,7 @@ for parts in answers:
     sock.recv()
     sock.send_multipart(parts)
 "#;
-    let server = Command::new(python())
+    let server = common::python_command()
         .args(["-c", script, &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -182,7 +182,7 @@ fn constants_files_have_the_documented_layout() {
         let script = "import sys, h5py, json\nf = h5py.File(sys.argv[1], 'r')\n\
              print(json.dumps({'detector': f.attrs['detector'], \
              'datasets': {k: [list(v.shape), str(v.dtype)] for k, v in f.items()}}))";
-        let out = std::process::Command::new(common::python())
+        let out = common::python_command()
             .args(["-c", script])
             .arg(&path)
             .output()
@@ -373,7 +373,7 @@ fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
         &common,
     ]
     .concat());
-    let out = std::process::Command::new(common::python())
+    let out = common::python_command()
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/check_jungfrau_extract.py"

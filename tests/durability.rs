@@ -508,7 +508,7 @@ fn a_reader_reopening_the_master_sees_a_growing_consistent_prefix() {
     let (reference_path, _) = reference(dir.path(), EVENTS);
     let path = dir.path().join("live.h5");
     let child = spawn(SHOTFLOW, &demo_args(&path, EVENTS, &[]));
-    let reader = std::process::Command::new(common::python())
+    let reader = common::python_command()
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/check_live_reader.py"
@@ -551,7 +551,7 @@ fn compaction_keeps_a_long_runs_files_few_and_its_datasets_identical() {
         let (commits, compactions) = (attr("commits"), attr("compactions"));
         // The files the master maps, as h5py sees them.
         let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r')\ns=set()\nf.visititems(lambda n,o: s.update(v.file_name for v in o.virtual_sources()) if isinstance(o,h5py.Dataset) and o.is_virtual else None)\nprint('\\n'.join(sorted(s)))\n";
-        let out = std::process::Command::new(common::python())
+        let out = common::python_command()
             .args(["-c", script])
             .arg(path)
             .output()
@@ -791,7 +791,7 @@ fn losses_are_committed_with_their_batches_and_survive_a_resume() {
     let run = simulate_run(dir.path());
     // Train 1210 of the detector's third file repeats an earlier one: suspect, skipped.
     let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[210]=t[208]\nf['INDEX/trainId'][:]=t\n";
-    let o = std::process::Command::new(common::python())
+    let o = common::python_command()
         .args(["-c", script])
         .arg(run.join("RAW-R0001-AGIPD00-S00002.h5"))
         .output()

@@ -4,7 +4,6 @@
 
 mod common;
 
-use common::python;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,7 +22,7 @@ fn mock_runs() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(python())
+        let out = common::python_command()
             .arg(script())
             .arg("make")
             .arg(dir.path())
@@ -152,7 +151,7 @@ fn compare(run: &Path, selectors: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let dumped = dir.path().join("dump.h5");
     dump(&events, &selected, &dumped);
-    let out = Command::new(python())
+    let out = common::python_command()
         .arg(script())
         .arg("compare")
         .arg(run)
@@ -250,7 +249,7 @@ fn simulated_runs_pass_extra_data_validate_and_read_the_same() {
     let run = dir.path().join("r0001");
     simulated(&run, &[]);
     // `extra-data-validate` is this module's console script; calling the module avoids PATH.
-    let out = Command::new(python())
+    let out = common::python_command()
         .args(["-m", "extra_data.validation"])
         .arg(&run)
         .output()
@@ -307,7 +306,7 @@ np.testing.assert_array_equal(f[src + "/image.data.sum"][:], sums)
 np.testing.assert_array_equal(f["SPB_IRU_MOTORS/MDL/DELAY/actualPosition.value"][:], run["SPB_IRU_MOTORS/MDL/DELAY", "actualPosition.value"].ndarray())
 print("ok")
 "#;
-    let o = Command::new(python())
+    let o = common::python_command()
         .args(["-c", check])
         .arg(&run)
         .arg(&output)
@@ -366,7 +365,7 @@ fn out_of_order_trains_are_skipped_with_a_count() {
     simulated(&run, &["--modules", "1"]);
     let path = run.join("RAW-R0001-AGIPD00-S00000.h5");
     let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[5]=t[3]\nf['INDEX/trainId'][:]=t\n";
-    let o = Command::new(python())
+    let o = common::python_command()
         .args(["-c", script])
         .arg(&path)
         .output()
@@ -394,7 +393,7 @@ fn corrected_format_1_2_equals_extra_data() {
 
 /// Runs `script` (Python with h5py) on `path`.
 fn h5py(script: &str, path: &Path) {
-    let o = Command::new(python())
+    let o = common::python_command()
         .args(["-c", script])
         .arg(path)
         .output()
@@ -445,7 +444,7 @@ fn a_dtype_that_differs_between_files_is_an_error_unless_exact() {
     h5py(&retype("int16"), &second);
     let (events, _) = read_events(&run, &selector, &Plan::Thread);
     let script = format!("import sys,h5py\nf=h5py.File(sys.argv[1])\nprint(f['{key}'][0,0])\n");
-    let o = Command::new(python())
+    let o = common::python_command()
         .args(["-c", &script])
         .arg(&second)
         .output()
@@ -592,7 +591,7 @@ fn stacked_modules_equal_extra_datas_stack_detector_data() {
             .unwrap();
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_stacked_modules.py");
-    let out = Command::new(python())
+    let out = common::python_command()
         .arg(script)
         .arg(&run_dir)
         .arg(&path)

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{cluster_args, datasets, python, spawn, wait_bounded};
+use common::{cluster_args, datasets, spawn, wait_bounded};
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::geometry;
 
@@ -35,7 +35,7 @@ fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
         quad_pos=[(-520, 630), (-545, -5), (525, -155), (545, 480)])\n\
         g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n";
     ok(
-        Command::new(python())
+        common::python_command()
             .args(["-c", write])
             .arg(&geom)
             .output()
@@ -138,7 +138,7 @@ fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
     let (lo, hi) = map.range();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_extract_azimuthal.py");
     let report = ok(
-        Command::new(python())
+        common::python_command()
             .arg(script)
             .arg(&run)
             .arg(&geom)

@@ -13,7 +13,7 @@ use shotflow_operators::gain::jungfrau::{CommonMode, JungfrauConstants, StageCou
 fn jungfrau_equals_psana() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jungfrau.h5");
-    let out = std::process::Command::new(common::python())
+    let out = common::python_command()
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/check_jungfrau.py"
@@ -159,7 +159,7 @@ fn agipd_equals_the_published_correction_in_numpy() {
     use shotflow_operators::gain::agipd::AgipdConstants;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agipd.h5");
-    let out = std::process::Command::new(common::python())
+    let out = common::python_command()
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_agipd.py"))
         .arg(&path)
         .output()
@@ -248,7 +248,7 @@ fn epix10ka_equals_psana() {
     use shotflow_operators::gain::epix10ka::{Epix10kaConstants, RangeCounts};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("epix10ka.h5");
-    let out = std::process::Command::new(common::python())
+    let out = common::python_command()
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/check_epix10ka.py"

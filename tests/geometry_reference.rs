@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use shotflow_operators::azimuthal::{self, AzimuthalMap, Corrections, Radial, SplitMap};
 use shotflow_operators::geometry;
@@ -18,7 +17,7 @@ fn references() -> &'static tempfile::TempDir {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_geometry.py");
-        let out = Command::new(common::python())
+        let out = common::python_command()
             .arg(script)
             .arg(dir.path())
             .output()
@@ -230,7 +229,7 @@ fn compare_with_pyfai(
         geometry_attrs(&file);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_azimuthal_geometry.py");
-    let out = Command::new(common::python())
+    let out = common::python_command()
         .arg(script)
         .arg(&path)
         .output()

@@ -7,10 +7,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cluster_args, python, spawn, wait_bounded};
+use common::{cluster_args, spawn, wait_bounded};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 
@@ -116,7 +115,7 @@ fn every_worker_of_every_process_reaches_the_report_and_the_output() {
              'rows': int(f['shotflow'].attrs['committed_events'])}}))",
             output.display().to_string()
         );
-        let out = Command::new(python())
+        let out = common::python_command()
             .args(["-c", &script])
             .output()
             .unwrap();
@@ -333,7 +332,7 @@ fn metrics_are_prometheus_text_that_the_official_parser_reads() {
         assert_eq!(status, 200);
         let path = dir.path().join(format!("metrics-{n}.txt"));
         std::fs::write(&path, body).unwrap();
-        let out = Command::new(python())
+        let out = common::python_command()
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/check_metrics.py"
@@ -474,7 +473,7 @@ fn the_graph_is_drawn_as_svg() {
              print(len([e for e in t.iter() if e.tag.endswith('rect')]))",
             svg.display().to_string()
         );
-        let parsed = Command::new(python())
+        let parsed = common::python_command()
             .args(["-c", &script])
             .output()
             .unwrap();
@@ -563,7 +562,7 @@ fn the_dashboard_works_in_headless_chromium() {
     let child = spawn(SHOTFLOW, &args);
     wait_for_server(port);
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png");
-    let check = Command::new(python())
+    let check = common::python_command()
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/check_dashboard.py"

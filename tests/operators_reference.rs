@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::python;
 use std::path::Path;
-use std::process::Command;
 
 use ndarray::Array2;
 use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
@@ -14,7 +12,7 @@ fn run_check(script: &str, file: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
-    let out = Command::new(python())
+    let out = common::python_command()
         .arg(script)
         .arg(file)
         .output()

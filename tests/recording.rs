@@ -568,7 +568,7 @@ fn a_recording_keeps_the_losses_of_the_run_it_recorded() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Train 110 of the detector's third file repeats an earlier one: suspect, skipped.
     let script = "import sys,h5py\nf=h5py.File(sys.argv[1],'r+')\nt=f['INDEX/trainId'][:]\nt[10]=t[8]\nf['INDEX/trainId'][:]=t\n";
-    let o = std::process::Command::new(common::python())
+    let o = common::python_command()
         .args(["-c", script])
         .arg(run.join("RAW-R0001-AGIPD00-S00002.h5"))
         .output()

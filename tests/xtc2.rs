@@ -35,7 +35,7 @@ fn run_ok(command: &mut Command, what: &str) -> String {
 /// psana's `site-packages/bin`, where the wheel puts xtcwriter and smdwriter.
 fn psana_bin() -> PathBuf {
     let out = run_ok(
-        Command::new(python()).args([
+        common::python_command().args([
             "-c",
             "import os,psana;print(os.path.normpath(os.path.join(os.path.dirname(psana.__file__),'..','bin')))",
         ]),
@@ -64,7 +64,7 @@ fn xtcwriter_run(dir: &Path) -> PathBuf {
 fn dgramedit_run(dir: &Path) -> PathBuf {
     let run = dir.join("dgramedit");
     run_ok(
-        Command::new(python())
+        common::python_command()
             .arg(shared().join("make_synthetic_xtc2.py"))
             .arg(&run)
             .arg("9")
@@ -95,7 +95,7 @@ fn psana(path: &Path, dir: &Path) -> Json {
     eprint!(
         "{}",
         run_ok(
-            Command::new(python()).arg(script).arg(path).arg(&out),
+            common::python_command().arg(script).arg(path).arg(&out),
             "check_xtc2.py"
         )
     );
@@ -408,7 +408,10 @@ fn extract_equals_psana(run: &Path, dir: &Path, what: &str) {
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_xtc2_smalldata.py");
     let report = run_ok(
-        Command::new(python()).arg(script).arg(&one).arg(&reference),
+        common::python_command()
+            .arg(script)
+            .arg(&one)
+            .arg(&reference),
         "check_xtc2_smalldata.py",
     );
     eprint!("{what}: {report}");
