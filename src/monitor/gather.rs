@@ -9,8 +9,9 @@
 //!   are gone, then sends a last snapshot and ends, so the hub ends the run with every worker's
 //!   final figures.
 //!
-//! A run of one process builds no such dataflow: a dataflow beside the program's, even an idle
-//! one, cost 5–9 % of the pipeline bench at 2 workers (it changes how workers park and wake).
+//! A run of one process builds no such dataflow: it is not needed there, and with one beside
+//! the program's the pipeline bench at 2 workers ran 5–9 % slower with twice the context
+//! switches, in measurements this machine's noise made hard to trust.
 
 use std::cell::RefCell;
 use std::rc::Rc;
