@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Geometry, Radial};
-use shotflow_operators::calibration::{Calibration, CommonMode};
+use shotflow_operators::calibration::{Calibration, CommonMode, Median};
 use shotflow_operators::droplets::{droplets, Connectivity};
 use shotflow_operators::geometry::{AgipdLayout, Assembly};
 use shotflow_operators::photons::{count_photons, PhotonCounter};
@@ -125,6 +125,11 @@ fn main() {
         cal.common_mode = CommonMode::Row { max_adu: 30.0 };
         report(
             "calibration (pedestal, gain, cm)",
+            measure(&frames, |f| cal.apply(f.view())[[0, 0]] as f64),
+        );
+        cal.median = Median::Histogram { bin: 0.5 };
+        report(
+            "calibration, cm by histogram median",
             measure(&frames, |f| cal.apply(f.view())[[0, 0]] as f64),
         );
     }
