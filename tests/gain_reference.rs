@@ -6,27 +6,35 @@ mod common;
 use ndarray::{s, Array2, Array3, Axis};
 use shotflow_operators::gain::jungfrau::{CommonMode, JungfrauConstants, StageCounts, Unit};
 
-/// JUNGFRAU, 3 frames of 2 segments of 512×1024 with mixed stages and invalid gain codes:
-/// every pixel equals psana's, bit for bit (the same float32 operations in the same order),
-/// and the stage counts equal numpy's.
-#[test]
-fn jungfrau_equals_psana() {
+/// Runs the reference script `script` (psana or numpy) into a fresh HDF5 file; the directory
+/// holding it lives as long as the returned guard.
+fn reference(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jungfrau.h5");
+    let path = dir.path().join("reference.h5");
     let out = common::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/check_jungfrau.py"
-        ))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
         .arg(&path)
         .env("PS_PARALLEL", "none")
         .output()
         .expect("python");
     assert!(
         out.status.success(),
-        "psana's reference failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (dir, path)
+}
+
+/// JUNGFRAU, 3 frames of 2 segments of 512×1024 with mixed stages and invalid gain codes:
+/// every pixel equals psana's, bit for bit (the same float32 operations in the same order),
+/// and the stage counts equal numpy's.
+#[test]
+fn jungfrau_equals_psana() {
+    let (_dir, path) = reference("check_jungfrau.py");
     let file = hdf5::File::open(&path).unwrap();
     let read4 = |name: &str| {
         file.dataset(name)
@@ -157,18 +165,7 @@ fn jungfrau_equals_psana() {
 #[test]
 fn agipd_equals_the_published_correction_in_numpy() {
     use shotflow_operators::gain::agipd::AgipdConstants;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agipd.h5");
-    let out = common::python_command()
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_agipd.py"))
-        .arg(&path)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "the numpy reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, path) = reference("check_agipd.py");
     let file = hdf5::File::open(&path).unwrap();
     let read4 = |name: &str| {
         file.dataset(name)
@@ -246,22 +243,7 @@ fn agipd_equals_the_published_correction_in_numpy() {
 #[test]
 fn epix10ka_equals_psana() {
     use shotflow_operators::gain::epix10ka::{Epix10kaConstants, RangeCounts};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("epix10ka.h5");
-    let out = common::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/check_epix10ka.py"
-        ))
-        .arg(&path)
-        .env("PS_PARALLEL", "none")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "psana's reference failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, path) = reference("check_epix10ka.py");
     let file = hdf5::File::open(&path).unwrap();
     let peds = file
         .dataset("pedestals")

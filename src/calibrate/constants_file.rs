@@ -156,101 +156,64 @@ pub fn load(path: &Path) -> Result<ModuleConstants, ConstantsError> {
     Ok(module)
 }
 
+/// Writes `data` as dataset `name` of `file`.
+fn put<'d, T: hdf5::H5Type + 'd, D: ndarray::Dimension>(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    data: ndarray::ArrayView<'d, T, D>,
+) -> Result<(), ConstantsError> {
+    file.new_dataset_builder()
+        .with_data(data)
+        .create(name)
+        .map(drop)
+        .map_err(hdf5_error(path, name))
+}
+
+/// Writes the scalar attribute `name` of `file`.
+fn put_attr<T: hdf5::H5Type>(
+    file: &hdf5::File,
+    path: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(), ConstantsError> {
+    file.new_attr::<T>()
+        .create(name)
+        .and_then(|a| a.write_scalar(value))
+        .map_err(hdf5_error(path, &format!("attribute {name}")))
+}
+
 /// Writes one module's constants in the layout [`load`] reads. JUNGFRAU and ePix10ka gains
 /// are written back from their factors (`1 / factor`; a factor of 0 writes a gain of 0).
 pub fn save(path: &Path, module: &ModuleConstants) -> Result<(), ConstantsError> {
     let file = hdf5::File::create(path).map_err(hdf5_error(path, "create"))?;
     let text = |s: &str| -> hdf5::types::VarLenUnicode { s.parse().expect("no NUL") };
-    file.new_attr::<hdf5::types::VarLenUnicode>()
-        .create("detector")
-        .and_then(|a| a.write_scalar(&text(module.detector())))
-        .map_err(hdf5_error(path, "attribute detector"))?;
+    put_attr(&file, path, "detector", &text(module.detector()))?;
     let inverse = |f: f32| if f != 0.0 { 1.0 / f } else { 0.0 };
-    let write = |name: &str, result: hdf5::Result<hdf5::Dataset>| {
-        result.map(drop).map_err(hdf5_error(path, name))
-    };
     match module {
         ModuleConstants::Jungfrau(c) => {
-            write(
-                "pedestal",
-                file.new_dataset_builder()
-                    .with_data(&c.pedestal)
-                    .create("pedestal"),
-            )?;
-            write(
-                "gain",
-                file.new_dataset_builder()
-                    .with_data(&c.gain_factor.mapv(inverse))
-                    .create("gain"),
-            )?;
-            write(
-                "mask",
-                file.new_dataset_builder().with_data(&c.mask).create("mask"),
-            )?;
-            let (unit, energy) = match c.unit {
-                Unit::Energy => ("keV", None),
-                Unit::Photons { energy } => ("photons", Some(energy)),
-            };
-            file.new_attr::<hdf5::types::VarLenUnicode>()
-                .create("unit")
-                .and_then(|a| a.write_scalar(&text(unit)))
-                .map_err(hdf5_error(path, "attribute unit"))?;
-            if let Some(energy) = energy {
-                file.new_attr::<f32>()
-                    .create("photon_energy")
-                    .and_then(|a| a.write_scalar(&energy))
-                    .map_err(hdf5_error(path, "attribute photon_energy"))?;
+            put(&file, path, "pedestal", c.pedestal.view())?;
+            put(&file, path, "gain", c.gain_factor.mapv(inverse).view())?;
+            put(&file, path, "mask", c.mask.view())?;
+            match c.unit {
+                Unit::Energy => put_attr(&file, path, "unit", &text("keV"))?,
+                Unit::Photons { energy } => {
+                    put_attr(&file, path, "unit", &text("photons"))?;
+                    put_attr(&file, path, "photon_energy", &energy)?;
+                }
             }
         }
         ModuleConstants::Epix10ka(c) => {
-            write(
-                "pedestal",
-                file.new_dataset_builder()
-                    .with_data(&c.pedestal)
-                    .create("pedestal"),
-            )?;
-            write(
-                "gain",
-                file.new_dataset_builder()
-                    .with_data(&c.gain_factor.mapv(inverse))
-                    .create("gain"),
-            )?;
-            write(
-                "mask",
-                file.new_dataset_builder().with_data(&c.mask).create("mask"),
-            )?;
-            write(
-                "config",
-                file.new_dataset_builder()
-                    .with_data(&c.config)
-                    .create("config"),
-            )?;
+            put(&file, path, "pedestal", c.pedestal.view())?;
+            put(&file, path, "gain", c.gain_factor.mapv(inverse).view())?;
+            put(&file, path, "mask", c.mask.view())?;
+            put(&file, path, "config", c.config.view())?;
         }
         ModuleConstants::Agipd(c) => {
-            write(
-                "thresholds",
-                file.new_dataset_builder()
-                    .with_data(&c.thresholds)
-                    .create("thresholds"),
-            )?;
-            write(
-                "offset",
-                file.new_dataset_builder()
-                    .with_data(&c.offset)
-                    .create("offset"),
-            )?;
-            write(
-                "relative_gain",
-                file.new_dataset_builder()
-                    .with_data(&c.relative_gain)
-                    .create("relative_gain"),
-            )?;
-            write(
-                "bad",
-                file.new_dataset_builder()
-                    .with_data(&c.bad.mapv(|b| b as u8))
-                    .create("bad"),
-            )?;
+            put(&file, path, "thresholds", c.thresholds.view())?;
+            put(&file, path, "offset", c.offset.view())?;
+            put(&file, path, "relative_gain", c.relative_gain.view())?;
+            put(&file, path, "bad", c.bad.mapv(|b| b as u8).view())?;
         }
     }
     Ok(())
