@@ -302,7 +302,6 @@ fn smalldata_h5py_reads_the_master() {
     let _serial = serial();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
-        .env("HDF5_USE_FILE_LOCKING", "FALSE")
         .args(["-c", "import h5py, numpy"])
         .output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
@@ -316,7 +315,6 @@ fn smalldata_h5py_reads_the_master() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_smalldata.py");
     let check = |master: &Path| {
         let o = Command::new(&python)
-            .env("HDF5_USE_FILE_LOCKING", "FALSE")
             .arg(&script)
             .arg(master)
             .arg(EVENTS.to_string())
@@ -488,7 +486,6 @@ fn groups_ragged_arrays_and_merged_rows_at_1_2_3_workers() {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_grouped.py");
             let o = Command::new(&python)
-                .env("HDF5_USE_FILE_LOCKING", "FALSE")
                 .arg(&script)
                 .arg(&path)
                 .arg(EVENTS.to_string())

@@ -18,14 +18,10 @@ pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// A command running [`python`] that does not lock HDF5 files. Tests run in parallel threads,
-/// and libhdf5 opens files without close-on-exec: a Python started by one test inherits the
-/// descriptor, and the lock, of a file another test has open, and a second Python then cannot
-/// lock that file after its writer closed it ("unable to lock file, errno = 11").
+/// A command running [`python`]. (It does not lock HDF5 files: `.cargo/config.toml` says
+/// why.)
 pub fn python_command() -> Command {
-    let mut command = Command::new(python());
-    command.env("HDF5_USE_FILE_LOCKING", "FALSE");
-    command
+    Command::new(python())
 }
 
 /// A demo configuration small enough for debug builds.
