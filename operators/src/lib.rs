@@ -19,6 +19,7 @@ pub mod azimuthal;
 pub mod binning;
 pub mod calibration;
 pub mod droplets;
+pub mod fused;
 pub mod gain;
 pub mod geometry;
 pub mod histogram;
@@ -27,5 +28,6 @@ pub mod peaks;
 pub mod photons;
 pub mod pixel;
 pub mod roi;
+pub mod simd;
 
 pub use pixel::Pixel;

@@ -3,10 +3,12 @@
 
 use ndarray::ArrayView2;
 
+use crate::simd::{self, Isa};
 use crate::Pixel;
 
 /// Counts photons in `frame`: each pixel contributes `round((value - pedestal) / adu_per_photon)`
-/// if that is positive. Rounding at half a photon is the standard threshold choice for
+/// if that is positive (at most [`simd::MAX_PHOTONS_PER_PIXEL`]), on the CPU's best vector
+/// instructions ([`simd::photons`]). Rounding at half a photon is the standard threshold choice for
 /// direct-detection detectors at low occupancy.
 ///
 /// # Examples
@@ -24,30 +26,22 @@ pub fn count_photons<T: Pixel>(
     pedestal: f64,
     adu_per_photon: f64,
 ) -> u64 {
-    // Truncating x + 0.5 rounds half up for x ≥ 0; negative signals are below one photon.
-    // In f32 with a saturating cast the loop vectorises (5× faster than f64 and `round`);
-    // 16-bit pixels are exact in f32.
     let inverse = (1.0 / adu_per_photon) as f32;
     let offset = (0.5 - pedestal / adu_per_photon) as f32;
-    let photons = |px: &T| (px.to_f32() * inverse + offset).max(0.0) as i32 as u32;
-    let sum = |pixels: &[T]| -> u64 {
-        // Per-chunk u32 sums keep the vector lanes narrow; 4096 pixels of at most 2^16 photons
-        // each cannot overflow them.
-        pixels
-            .chunks(1 << 12)
-            .map(|chunk| chunk.iter().map(photons).sum::<u32>() as u64)
-            .sum()
-    };
+    let isa = Isa::detect();
     match frame.as_slice_memory_order() {
-        Some(pixels) => sum(pixels),
-        None => frame.iter().map(|px| photons(px) as u64).sum(),
+        Some(pixels) => simd::photons(isa, pixels, inverse, offset),
+        None => frame
+            .rows()
+            .into_iter()
+            .map(|row| simd::photons(isa, &row.to_vec(), inverse, offset))
+            .sum(),
     }
 }
 
-/// A photon counter for a fixed pedestal and photon energy. For raw 16-bit frames it looks
-/// the photon number of every possible value up in a table made once (128 KiB, cache
-/// resident), which is 2–3× faster than the arithmetic; other pixel types use
-/// [`count_photons`]. Both give the same counts.
+/// A photon counter for a fixed pedestal and photon energy: [`count_photons`] with its
+/// settings kept. (It once looked raw values up in a 128 KiB table; once the arithmetic
+/// vectorised, the table was the slower of the two, 2.1× against 1.35× a plain pass.)
 ///
 /// # Examples
 ///
@@ -64,37 +58,20 @@ pub fn count_photons<T: Pixel>(
 pub struct PhotonCounter {
     pedestal: f64,
     adu_per_photon: f64,
-    table: Vec<u16>,
 }
 
 impl PhotonCounter {
     /// A counter for `pedestal` and `adu_per_photon`.
-    pub fn new(pedestal: f64, adu_per_photon: f64) -> PhotonCounter {
-        let one = |v: u16| {
-            let frame = ndarray::Array2::from_elem((1, 1), v);
-            count_photons(frame.view(), pedestal, adu_per_photon).min(u16::MAX as u64) as u16
-        };
+    pub const fn new(pedestal: f64, adu_per_photon: f64) -> PhotonCounter {
         PhotonCounter {
             pedestal,
             adu_per_photon,
-            table: (0..=u16::MAX).map(one).collect(),
         }
     }
 
     /// Photons in `frame`.
     pub fn count<T: Pixel>(&self, frame: ArrayView2<'_, T>) -> u64 {
-        match frame.as_slice_memory_order().and_then(T::as_u16) {
-            Some(pixels) => pixels
-                .chunks(1 << 12)
-                .map(|chunk| {
-                    chunk
-                        .iter()
-                        .map(|&v| self.table[v as usize] as u32)
-                        .sum::<u32>() as u64
-                })
-                .sum(),
-            None => count_photons(frame, self.pedestal, self.adu_per_photon),
-        }
+        count_photons(frame, self.pedestal, self.adu_per_photon)
     }
 }
 

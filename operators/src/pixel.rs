@@ -20,6 +20,11 @@ pub trait Pixel: Copy + Send + Sync + 'static {
         let _ = pixels;
         None
     }
+    /// The slice as calibrated `f32` values, when that is what it is (vectorised paths).
+    fn as_f32(pixels: &[Self]) -> Option<&[f32]> {
+        let _ = pixels;
+        None
+    }
 }
 
 macro_rules! pixel {
@@ -32,7 +37,21 @@ macro_rules! pixel {
         }
     )*};
 }
-pixel!(u8, u32, u64, i8, i16, i32, i64, f32, f64);
+pixel!(u8, u32, u64, i8, i16, i32, i64, f64);
+
+impl Pixel for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn as_f32(pixels: &[f32]) -> Option<&[f32]> {
+        Some(pixels)
+    }
+}
 
 impl Pixel for u16 {
     #[inline(always)]

@@ -448,10 +448,92 @@ impl AzimuthalMap {
         if let (Some(raw), false) = (T::as_u16(pixels), self.index.is_empty()) {
             // Raw 16-bit frames: integer banks are exact and their adds have 1-cycle latency.
             scatter_u16(raw, &self.index[range], sums);
-        } else if self.wide.is_empty() {
-            scatter(pixels, &self.index[range], u16::MAX, sums);
         } else {
-            scatter(pixels, &self.wide[range], u32::MAX, sums);
+            let mut acc = self.accumulator();
+            acc.add(offset, pixels);
+            acc.finish(sums);
+        }
+    }
+
+    /// The frame shape the map is for.
+    pub fn shape(&self) -> (usize, usize) {
+        self.shape
+    }
+
+    /// Bins × sectors: how many sums the map accumulates into.
+    pub fn bins_total(&self) -> usize {
+        self.bins * self.sectors
+    }
+}
+
+/// Per-bin sums of one frame's pixels, added in parts in any order of parts: pixel `k` of the
+/// frame adds into bank `k % 8` whichever part brings it, so a frame added whole and a frame
+/// added block by block give the same bits.
+///
+/// ```
+/// use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+///
+/// let geometry = Geometry { distance: 0.1, poni1: 0.0, poni2: 0.0, pixel1: 1e-4, pixel2: 1e-4, energy_kev: 9.3 }
+///     .with_center(8.0, 8.0);
+/// let map = AzimuthalMap::new((16, 16), &geometry, Radial::RadiusMm, 6, None, None, 1).unwrap();
+/// let image: Vec<f32> = (0..256).map(|k| (k % 13) as f32 * 0.37).collect();
+/// let mut acc = map.accumulator();
+/// acc.add(0, &image[..96]);
+/// acc.add(96, &image[96..]);
+/// let mut parts = vec![0.0; 6];
+/// acc.finish(&mut parts);
+/// let mut whole = vec![0.0; 6];
+/// map.accumulate_slice(&image, &mut whole);
+/// assert_eq!(parts, whole);
+/// ```
+pub struct Accumulator<'m> {
+    map: &'m AzimuthalMap,
+    banks: Vec<f64>,
+}
+
+impl AzimuthalMap {
+    /// An empty [`Accumulator`] of this map.
+    pub fn accumulator(&self) -> Accumulator<'_> {
+        Accumulator {
+            map: self,
+            banks: vec![0.0; kernels::BANKS * (self.bins * self.sectors + 1)],
+        }
+    }
+}
+
+impl Accumulator<'_> {
+    /// Adds `pixels`, those at `offset..offset + pixels.len()` of the frame.
+    ///
+    /// # Panics
+    ///
+    /// If the part reaches beyond the map's pixels.
+    pub fn add<T: Pixel>(&mut self, offset: usize, pixels: &[T]) {
+        let map = self.map;
+        let range = offset..offset + pixels.len();
+        assert!(
+            range.end <= map.shape.0 * map.shape.1,
+            "pixels {range:?} lie beyond the map's {}",
+            map.shape.0 * map.shape.1
+        );
+        if map.wide.is_empty() {
+            scatter(pixels, &map.index[range], offset, &mut self.banks);
+        } else {
+            scatter(pixels, &map.wide[range], offset, &mut self.banks);
+        }
+    }
+
+    /// Adds the sums into `sums` (one per bin and sector).
+    pub fn finish(self, sums: &mut [f64]) {
+        let stride = sums.len() + 1;
+        assert_eq!(
+            self.banks.len(),
+            kernels::BANKS * stride,
+            "sums are not the map's bins"
+        );
+        for (b, s) in sums.iter_mut().enumerate() {
+            *s += (0..kernels::BANKS)
+                .map(|k| self.banks[k * stride + b])
+                .sum::<f64>();
         }
     }
 }

@@ -16,6 +16,8 @@ use ndarray::{Array3, Array4, ArrayView2, ArrayViewMut2, Axis};
 
 use super::jungfrau::StageCounts;
 use super::GainError;
+use crate::fused::{reduce, reduce_frame, Reduced, Reductions};
+use crate::simd::Isa;
 
 /// The constants of one AGIPD module.
 #[derive(Clone, Debug)]
@@ -122,6 +124,46 @@ impl AgipdConstants {
                 cells: self.cells(),
             });
         }
+        if let (Some(planes), Some(a), Some(g), Some(o)) = (
+            self.planes(cell),
+            analog.as_slice(),
+            gain.as_slice(),
+            out.as_slice_mut(),
+        ) {
+            let mut counts = [0u64; 4];
+            let stages = match stages.as_mut() {
+                Some(s) => Some(s.as_slice_mut().ok_or_else(|| {
+                    GainError::Shape("AGIPD stage map not in row-major order".into())
+                })?),
+                None => None,
+            };
+            calibrate_part(
+                Isa::detect(),
+                &planes,
+                (a, g),
+                0..a.len(),
+                o,
+                stages,
+                &mut counts,
+            );
+            return Ok(StageCounts {
+                stages: [counts[0], counts[1], counts[2]],
+                invalid: counts[3],
+            });
+        }
+        Ok(self.calibrate_scalar(analog, gain, cell, out, stages))
+    }
+
+    /// [`AgipdConstants::calibrate`] pixel by pixel, for frames or constants that are not
+    /// contiguous (and as the reference the vector kernels are tested against).
+    fn calibrate_scalar(
+        &self,
+        analog: ArrayView2<'_, u16>,
+        gain: ArrayView2<'_, u16>,
+        cell: usize,
+        mut out: ArrayViewMut2<'_, f32>,
+        mut stages: Option<ArrayViewMut2<'_, u8>>,
+    ) -> StageCounts {
         let thresholds = self.thresholds.index_axis(Axis(0), cell);
         let offset = self.offset.index_axis(Axis(0), cell);
         let relative = self.relative_gain.index_axis(Axis(0), cell);
@@ -149,6 +191,372 @@ impl AgipdConstants {
                 s[[r, c]] = code;
             }
         }
-        Ok(counts)
+        counts
+    }
+}
+
+impl AgipdConstants {
+    /// Calibrates a frame and reduces it in one pass ([`crate::fused`]): the calibrated frame
+    /// is only ever a block of rows in `scratch`. The same bits as [`AgipdConstants::calibrate`]
+    /// followed by [`crate::fused::reduce_frame`].
+    ///
+    /// ```
+    /// use ndarray::{Array2, Array3, Array4};
+    /// use shotflow_operators::fused::{reduce_frame, Reductions};
+    /// use shotflow_operators::gain::agipd::AgipdConstants;
+    /// use shotflow_operators::roi::Roi;
+    /// use shotflow_operators::simd::Isa;
+    ///
+    /// let c = AgipdConstants {
+    ///     thresholds: Array4::from_elem((2, 2, 8, 16), 5000.0),
+    ///     offset: Array4::from_elem((2, 3, 8, 16), 4000.0),
+    ///     relative_gain: Array4::ones((2, 3, 8, 16)),
+    ///     bad: Array3::from_elem((2, 8, 16), false),
+    /// };
+    /// let analog = Array2::from_shape_fn((8, 16), |(r, c)| 4000 + (r * c) as u16);
+    /// let gain = Array2::from_elem((8, 16), 4500u16);
+    /// let reductions = Reductions { adu_per_photon: Some(10.0), rois: vec![(Roi::new(0..4, 0..8), None)], azimuthal: None };
+    /// let (fused, counts) = c
+    ///     .calibrate_reduce(Isa::detect(), analog.view(), gain.view(), 1, &reductions, &mut Vec::new())
+    ///     .unwrap();
+    /// let mut frame = Array2::zeros((8, 16));
+    /// c.calibrate(analog.view(), gain.view(), 1, frame.view_mut(), None).unwrap();
+    /// assert_eq!(fused, reduce_frame(Isa::detect(), frame.view(), &reductions));
+    /// assert_eq!(counts.stages[0], 128);
+    /// ```
+    pub fn calibrate_reduce(
+        &self,
+        isa: Isa,
+        analog: ArrayView2<'_, u16>,
+        gain: ArrayView2<'_, u16>,
+        cell: usize,
+        reductions: &Reductions<'_>,
+        scratch: &mut Vec<f32>,
+    ) -> Result<(Reduced, StageCounts), GainError> {
+        self.check()?;
+        let shape = analog.dim();
+        if cell >= self.cells() {
+            return Err(GainError::Cell {
+                cell,
+                cells: self.cells(),
+            });
+        }
+        let (Some(planes), Some(a), Some(g)) =
+            (self.planes(cell), analog.as_slice(), gain.as_slice())
+        else {
+            // Not contiguous: calibrate the whole frame, then reduce it.
+            let mut frame = ndarray::Array2::zeros(shape);
+            let counts = self.calibrate(analog, gain, cell, frame.view_mut(), None)?;
+            return Ok((reduce_frame(isa, frame.view(), reductions), counts));
+        };
+        let pixels = &self.thresholds.shape()[2..];
+        if analog.shape() != pixels || gain.shape() != pixels {
+            return Err(GainError::Shape(format!(
+                "AGIPD frame {:?}, gain {:?} for constants of {pixels:?}",
+                analog.shape(),
+                gain.shape()
+            )));
+        }
+        let mut counts = [0u64; 4];
+        let reduced = reduce(isa, shape, 1, reductions, scratch, |range, out| {
+            calibrate_part(isa, &planes, (a, g), range, out, None, &mut counts)
+        });
+        Ok((
+            reduced,
+            StageCounts {
+                stages: [counts[0], counts[1], counts[2]],
+                invalid: counts[3],
+            },
+        ))
+    }
+}
+
+/// One memory cell's constants as contiguous planes of the frame's pixels.
+pub(crate) struct CellPlanes<'a> {
+    thresholds: [&'a [f32]; 2],
+    offset: [&'a [f32]; 3],
+    relative: [&'a [f32]; 3],
+    bad: &'a [bool],
+}
+
+impl AgipdConstants {
+    /// Cell `cell`'s planes, when the constants are in standard (C) layout, as loaded.
+    fn planes(&self, cell: usize) -> Option<CellPlanes<'_>> {
+        fn plane(a: &Array4<f32>, cell: usize, k: usize) -> Option<&[f32]> {
+            a.view()
+                .index_axis_move(Axis(0), cell)
+                .index_axis_move(Axis(0), k)
+                .to_slice()
+        }
+        Some(CellPlanes {
+            thresholds: [
+                plane(&self.thresholds, cell, 0)?,
+                plane(&self.thresholds, cell, 1)?,
+            ],
+            offset: [
+                plane(&self.offset, cell, 0)?,
+                plane(&self.offset, cell, 1)?,
+                plane(&self.offset, cell, 2)?,
+            ],
+            relative: [
+                plane(&self.relative_gain, cell, 0)?,
+                plane(&self.relative_gain, cell, 1)?,
+                plane(&self.relative_gain, cell, 2)?,
+            ],
+            bad: self.bad.view().index_axis_move(Axis(0), cell).to_slice()?,
+        })
+    }
+}
+
+crate::dispatched! {
+    /// Calibrates pixels `range` of a frame (`raw`: contiguous analog and gain values of the
+    /// whole frame) into `out` (`range.len()` values), and stage codes into `stages` when given;
+    /// adds the pixels per stage (and bad ones, last) into `counts`.
+    pub(crate) fn calibrate_part(
+        planes: &CellPlanes<'_>,
+        raw: (&[u16], &[u16]),
+        range: std::ops::Range<usize>,
+        out: &mut [f32],
+        stages: Option<&mut [u8]>,
+        counts: &mut [u64; 4],
+    ) -> () => calibrate_kernel;
+}
+
+/// One block's pixels and constants, all of the same length.
+struct Block<'a> {
+    a: &'a [u16],
+    g: &'a [u16],
+    t: [&'a [f32]; 2],
+    o: [&'a [f32]; 3],
+    r: [&'a [f32]; 3],
+    bad: &'a [bool],
+}
+
+impl<'a> Block<'a> {
+    fn of(planes: &CellPlanes<'a>, a: &'a [u16], g: &'a [u16], at: std::ops::Range<usize>) -> Self {
+        Block {
+            a: &a[at.clone()],
+            g: &g[at.clone()],
+            t: planes.thresholds.map(|p| &p[at.clone()]),
+            o: planes.offset.map(|p| &p[at.clone()]),
+            r: planes.relative.map(|p| &p[at.clone()]),
+            bad: &planes.bad[at],
+        }
+    }
+
+    /// Whether every pixel is good and in high gain.
+    #[inline(always)]
+    fn high(&self) -> bool {
+        let (g, t0, bad) = (self.g, self.t[0], self.bad);
+        let n = g.len();
+        let (t0, bad) = (&t0[..n], &bad[..n]);
+        (0..n).fold(true, |all, k| all & ((g[k] as f32) < t0[k]) & !bad[k])
+    }
+
+    /// High gain only: reads the first stage's planes alone.
+    #[inline(always)]
+    fn calibrate_high(&self, out: &mut [f32]) {
+        let n = out.len();
+        let (a, o0, r0) = (&self.a[..n], &self.o[0][..n], &self.r[0][..n]);
+        for k in 0..n {
+            out[k] = (a[k] as f32 - o0[k]) * r0[k];
+        }
+    }
+
+    /// Any stages: every stage's constants by selection, without branches, so that it
+    /// vectorises too. Returns the pixels in medium and low gain, and the bad ones.
+    #[inline(always)]
+    fn calibrate_mixed(&self, out: &mut [f32]) -> [u32; 3] {
+        let n = out.len();
+        let (a, g, bad) = (&self.a[..n], &self.g[..n], &self.bad[..n]);
+        let (t0, t1) = (&self.t[0][..n], &self.t[1][..n]);
+        let (o0, o1, o2) = (&self.o[0][..n], &self.o[1][..n], &self.o[2][..n]);
+        let (r0, r1, r2) = (&self.r[0][..n], &self.r[1][..n], &self.r[2][..n]);
+        let (mut medium, mut low, mut invalid) = (0u32, 0u32, 0u32);
+        for k in 0..n {
+            let gv = g[k] as f32;
+            // Not `g >= t`: "not below" is the stage the pixel loop gives, for any threshold.
+            let (below0, below1) = (gv < t0[k], gv < t1[k]);
+            let above0 = !below0;
+            let above1 = above0 & !below1;
+            let offset = if above1 {
+                o2[k]
+            } else if above0 {
+                o1[k]
+            } else {
+                o0[k]
+            };
+            let relative = if above1 {
+                r2[k]
+            } else if above0 {
+                r1[k]
+            } else {
+                r0[k]
+            };
+            let value = (a[k] as f32 - offset) * relative;
+            out[k] = if bad[k] { 0.0 } else { value };
+            medium += (above0 & !above1 & !bad[k]) as u32;
+            low += (above1 & !bad[k]) as u32;
+            invalid += bad[k] as u32;
+        }
+        [medium, low, invalid]
+    }
+
+    /// Each pixel's stage code (255 for bad pixels).
+    #[inline(always)]
+    fn codes(&self, codes: &mut [u8]) {
+        let n = codes.len();
+        let (g, bad, t0, t1) = (
+            &self.g[..n],
+            &self.bad[..n],
+            &self.t[0][..n],
+            &self.t[1][..n],
+        );
+        for k in 0..n {
+            let gv = g[k] as f32;
+            let (below0, below1) = (gv < t0[k], gv < t1[k]);
+            let (above0, above1) = (!below0, !below1);
+            codes[k] = if bad[k] {
+                u8::MAX
+            } else {
+                above0 as u8 + (above0 & above1) as u8
+            };
+        }
+    }
+}
+
+#[inline(always)]
+fn calibrate_kernel(
+    planes: &CellPlanes<'_>,
+    (analog, gain): (&[u16], &[u16]),
+    range: std::ops::Range<usize>,
+    out: &mut [f32],
+    mut stages: Option<&mut [u8]>,
+    counts: &mut [u64; 4],
+) {
+    use crate::simd::LANES;
+    let n = range.len();
+    assert_eq!(out.len(), n, "output of the wrong size");
+    // Most pixels of most frames sit in the high-gain stage: a block of pixels that all do
+    // reads only the first stage's planes, and the others are left to the memory they are in.
+    // Blocks not all in high gain are sparse (bright spots), so the lines of the other
+    // stages' planes they read are out of sequence: each would wait a full memory latency.
+    // Looking AHEAD blocks ahead, such a block's lines are asked for early.
+    const AHEAD: usize = 8 * LANES;
+    let mut start = 0;
+    while start < n {
+        let len = LANES.min(n - start);
+        let at = range.start + start..range.start + start + len;
+        let block = Block::of(planes, analog, gain, at.clone());
+        let out = &mut out[start..start + len];
+        if start + AHEAD + LANES <= n {
+            let later = at.start + AHEAD..at.end + AHEAD;
+            if !Block::of(planes, analog, gain, later.clone()).high() {
+                for plane in [planes.thresholds[1], planes.offset[1], planes.offset[2]] {
+                    crate::simd::prefetch(&plane[later.start]);
+                }
+                for plane in [planes.relative[1], planes.relative[2]] {
+                    crate::simd::prefetch(&plane[later.start]);
+                }
+            }
+        }
+        // Full blocks as fixed-size arrays: the compiler then unrolls and vectorises them.
+        if len == LANES && block.high() {
+            let out: &mut [f32; LANES] = out.try_into().expect("a full block");
+            block.calibrate_high(out);
+            counts[0] += LANES as u64;
+        } else {
+            let [medium, low, invalid] = block.calibrate_mixed(out);
+            counts[0] += (len as u32 - medium - low - invalid) as u64;
+            counts[1] += medium as u64;
+            counts[2] += low as u64;
+            counts[3] += invalid as u64;
+        }
+        if let Some(s) = stages.as_deref_mut() {
+            block.codes(&mut s[start..start + len]);
+        }
+        start += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+
+    /// Every instruction set gives the bits, stage codes and counts of the pixel-by-pixel
+    /// loop, on frames with blocks all in high gain and blocks of mixed stages and bad pixels.
+    #[test]
+    fn every_instruction_set_calibrates_like_the_pixel_loop() {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+        let (cells, rows, cols) = (3, 16, 40);
+        let c = AgipdConstants {
+            thresholds: Array4::from_shape_fn((cells, 2, rows, cols), |(_, t, ..)| {
+                [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
+            }),
+            offset: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
+                [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
+            }),
+            relative_gain: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
+                [1.0, 45.0, 1000.0][s] * rng.gen_range(0.9..1.1f32)
+            }),
+            bad: Array3::from_shape_fn((cells, rows, cols), |_| rng.gen::<f32>() < 0.02),
+        };
+        let mut pixels = 0;
+        for cell in 0..cells {
+            // Rows 0..8 all in high gain; the rest mixed.
+            let gain = Array2::from_shape_fn((rows, cols), |(r, _)| {
+                if r < 8 {
+                    4500
+                } else {
+                    [4500u16, 5500, 7000][rng.gen_range(0..3)]
+                }
+            });
+            let analog = Array2::from_shape_fn((rows, cols), |_| rng.gen_range(3900..9000u16));
+            let mut expected = Array2::zeros((rows, cols));
+            let mut expected_stages = Array2::zeros((rows, cols));
+            let want = c.calibrate_scalar(
+                analog.view(),
+                gain.view(),
+                cell,
+                expected.view_mut(),
+                Some(expected_stages.view_mut()),
+            );
+            assert!(want.stages.iter().all(|n| *n > 0) && want.invalid > 0);
+            let planes = c.planes(cell).unwrap();
+            for isa in Isa::available() {
+                let mut out = vec![0.0f32; rows * cols];
+                let mut codes = vec![0u8; rows * cols];
+                let mut counts = [0u64; 4];
+                calibrate_part(
+                    isa,
+                    &planes,
+                    (analog.as_slice().unwrap(), gain.as_slice().unwrap()),
+                    0..rows * cols,
+                    &mut out,
+                    Some(&mut codes),
+                    &mut counts,
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&out),
+                    bits(expected.as_slice().unwrap()),
+                    "{}",
+                    isa.name()
+                );
+                assert_eq!(codes, expected_stages.as_slice().unwrap(), "{}", isa.name());
+                assert_eq!(counts[..3], want.stages, "{}", isa.name());
+                assert_eq!(counts[3], want.invalid, "{}", isa.name());
+                pixels += out.len();
+            }
+        }
+        eprintln!(
+            "{pixels} pixels compared over {:?}",
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+        );
     }
 }

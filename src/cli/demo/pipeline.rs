@@ -192,8 +192,10 @@ thread_local! {
     static PROFILES: std::cell::RefCell<Vec<Arc<Profile>>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Flat panels per frame shape, for the synthetic shots.
     static FLAT: std::cell::RefCell<Vec<([usize; 2], Arc<Detector>)>> = const { std::cell::RefCell::new(Vec::new()) };
-    static COUNTER: PhotonCounter = PhotonCounter::new(PEDESTAL as f64, PHOTON_ADU as f64);
 }
+
+/// The demo's photon counter.
+const COUNTER: PhotonCounter = PhotonCounter::new(PEDESTAL as f64, PHOTON_ADU as f64);
 
 /// The flat panel of a frame shape, made once per worker.
 fn flat(shape: &[usize; 2]) -> Arc<Detector> {
@@ -266,7 +268,7 @@ fn frame_stats(
             [rows, columns],
             "module frames of the detector's shape"
         );
-        photons += COUNTER.with(|c| c.count(*frame));
+        photons += COUNTER.count(*frame);
         roi_sum += roi_stats(*frame, demo_roi(shape), Some(threshold)).sum;
         let pixels = frame.as_slice().expect("frames in standard layout");
         profile
