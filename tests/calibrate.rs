@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array3, Array4, ArrayD, Axis};
@@ -391,4 +392,176 @@ fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["events"], 12);
     eprintln!("extract --calibrate: {seen} compared with psana bit for bit");
+}
+
+/// A whole AGIPD module's constants (512×128), stages at the levels the mock run's frames are
+/// filled with (tests/check_agipd_extract.py): thresholds near 5200 and 6800.
+fn agipd_module(seed: u64, cells: usize) -> ModuleConstants {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut normal = |mean: f32, spread: f32| mean + spread * (rng.gen::<f32>() - 0.5) * 2.0;
+    let thresholds = Array4::from_shape_fn((cells, 2, 512, 128), |(_, t, ..)| {
+        normal([5200.0, 6800.0][t], 40.0)
+    });
+    let offset = Array4::from_shape_fn((cells, 3, 512, 128), |(_, s, ..)| {
+        normal([4000.0, 5000.0, 5500.0][s], 30.0)
+    });
+    let relative_gain = Array4::from_shape_fn((cells, 3, 512, 128), |(_, s, ..)| {
+        normal([1.0, 45.0, 1000.0][s], [0.02, 1.0, 20.0][s])
+    });
+    let bad = Array3::from_shape_fn((cells, 512, 128), |_| normal(0.5, 0.5) < 0.005);
+    ModuleConstants::Agipd(AgipdConstants {
+        thresholds,
+        offset,
+        relative_gain,
+        bad,
+    })
+}
+
+/// `shotflow extract --calibrate SOURCE/image.data --constants FILE` of extra-data's mock SPB
+/// run (module 0 filled with mixed-stage raw data), each frame with its cell from
+/// `image.cellId`, at 1, 2 and 3 workers and with 2 processes: every train's sum and mean of
+/// the calibrated frames equal numpy's published AGIPD correction of the frames extra-data
+/// reads. Then the errors: a field that is not selected, two constants files, and cells the
+/// constants do not have.
+#[test]
+fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
+    const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("spb");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_agipd_extract.py");
+    let python = |args: &[&str]| {
+        let out = common::python_command()
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reference {args:?} failed (is extra-data installed?):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    };
+    python(&["setup", run.to_str().unwrap()]);
+    let constants = dir.path().join("agipd-constants.h5");
+    save(&constants, &agipd_module(21, 64)).unwrap();
+    let source = "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf";
+    let field = format!("{source}/image.data");
+    let shotflow = |output: &Path, extra: &[&str]| {
+        std::process::Command::new(SHOTFLOW)
+            .args(["extract", run.to_str().unwrap(), "--select"])
+            .arg(format!("{source}:image.data"))
+            .args([
+                "--output",
+                output.to_str().unwrap(),
+                "--no-progress",
+                "--no-report",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let args = |output: &Path| -> Vec<String> {
+        [
+            "extract",
+            run.to_str().unwrap(),
+            "--select",
+            &format!("{source}:image.data"),
+            "--output",
+            output.to_str().unwrap(),
+            "--no-progress",
+            "--no-report",
+            "--calibrate",
+            field.as_str(),
+            "--constants",
+            constants.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    for name in ["1 worker", "2 workers", "3 workers", "2 processes"] {
+        let output = dir
+            .path()
+            .join(format!("calibrated-{}.h5", name.replace(' ', "-")));
+        let outputs = if name == "2 processes" {
+            let rendezvous = tempfile::tempdir().unwrap();
+            let children: Vec<_> = (0..2)
+                .map(|p| {
+                    let launch = common::cluster_args(2, p, 1, rendezvous.path());
+                    common::spawn(SHOTFLOW, &[args(&output), launch].concat())
+                })
+                .collect();
+            children
+                .into_iter()
+                .map(|c| common::wait_bounded(c, std::time::Duration::from_secs(300)))
+                .collect()
+        } else {
+            let workers = name.split(' ').next().unwrap().to_string();
+            let launch = vec!["--workers".to_string(), workers];
+            let child = common::spawn(SHOTFLOW, &[args(&output), launch].concat());
+            vec![common::wait_bounded(
+                child,
+                std::time::Duration::from_secs(300),
+            )]
+        };
+        for out in outputs {
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        python(&[
+            "check",
+            run.to_str().unwrap(),
+            constants.to_str().unwrap(),
+            output.to_str().unwrap(),
+            name,
+        ]);
+    }
+    // Bad requests, named.
+    let bad = dir.path().join("bad.h5");
+    let few_cells = dir.path().join("agipd-8-cells.h5");
+    save(&few_cells, &agipd_module(22, 8)).unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec![
+                "--calibrate",
+                "SPB_DET_AGIPD1M-1/DET/1CH0:xtdf/image.data",
+                "--constants",
+                constants.to_str().unwrap(),
+            ],
+            "not among the selected fields",
+        ),
+        (
+            vec![
+                "--calibrate",
+                field.as_str(),
+                "--constants",
+                constants.to_str().unwrap(),
+                "--constants",
+                constants.to_str().unwrap(),
+            ],
+            "one constants file calibrates one source",
+        ),
+        (
+            vec![
+                "--calibrate",
+                field.as_str(),
+                "--constants",
+                few_cells.to_str().unwrap(),
+            ],
+            "storage cell",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let out = shotflow(&bad, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+    eprintln!("{} bad requests named", cases.len());
 }

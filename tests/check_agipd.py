@@ -57,4 +57,5 @@ def main():
     print(f"{FRAMES} AGIPD frames of {ROWS}x{COLS}, {CELLS} cells, corrected in numpy")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -23,8 +23,11 @@ pub trait Calibrate<'scope> {
     /// per module in `modules`: a `(rows, cols)` frame (or `(2, rows, cols)` for AGIPD) for one
     /// module, `(modules, rows, cols)` (AGIPD `(modules, 2, rows, cols)`) for several; the
     /// result is `(rows, cols)` or `(modules, rows, cols)`. The memory or storage cell comes
-    /// from the u16/u32/u64 scalar field `cell` (EXDF `image.cellId`), 0 without one. The pixels
-    /// that had no valid gain stage are counted in the u64 field `<frame>_invalid_pixels`.
+    /// from the integer field `cell`, 0 without one: a scalar for the whole event, or an array
+    /// of one cell per frame (EXDF's `image.cellId`, `(frames,)` or `(frames, 1)`), when the
+    /// data are one module's frames `(frames, rows, cols)` (AGIPD `(frames, 2, rows, cols)`),
+    /// calibrated into `(frames, rows, cols)`. The pixels that had no valid gain stage are
+    /// counted in the u64 field `<frame>_invalid_pixels`.
     ///
     /// An event whose data do not fit the constants ends the run with a message naming the
     /// event, the field and the shapes. Events without the field pass unchanged.
@@ -110,14 +113,25 @@ fn calibrate_event(
             value.dtype().numpy_name()
         ));
     };
-    let cell = match cell {
-        Some(key) => match event.get_f64(key) {
-            Some(c) if c >= 0.0 && c.fract() == 0.0 => c as usize,
-            Some(c) => return Err(format!("cell {c} in {}", key.name())),
-            None => 0,
-        },
-        None => 0,
+    // One cell for the event (a scalar), or one per frame (an array: EXDF's `image.cellId`,
+    // `(frames,)` or `(frames, 1)`, beside `(frames, [2,] rows, cols)` data of one module).
+    let cells: Vec<usize> = match cell.map(|key| (key, event.value(key))) {
+        None | Some((_, None)) => vec![0],
+        Some((key, Some(value))) => {
+            let numbers = match value.as_array() {
+                Some(a) => a.to_f64_vec(),
+                None => value.as_f64().into_iter().collect(),
+            };
+            numbers
+                .into_iter()
+                .map(|c| match c >= 0.0 && c.fract() == 0.0 {
+                    true => Ok(c as usize),
+                    false => Err(format!("cell {c} in {}", key.name())),
+                })
+                .collect::<Result<_, _>>()?
+        }
     };
+    let per_frame = cell.is_some_and(|key| event.value(key).and_then(Value::as_array).is_some());
     let Some(first) = modules.first() else {
         return Err("no module constants".into());
     };
@@ -129,24 +143,45 @@ fn calibrate_event(
     let shape = raw.shape().to_vec();
     let stacked = shape.len() == per_module + 1;
     let count = if stacked { shape[0] } else { 1 };
-    if (shape.len() != per_module && !stacked) || count != modules.len() {
-        return Err(format!(
-            "data of shape {shape:?} for {} module(s) of {} constants",
-            modules.len(),
-            first.detector()
-        ));
+    let fits = if per_frame {
+        stacked && modules.len() == 1 && count == cells.len()
+    } else {
+        (shape.len() == per_module || stacked) && count == modules.len()
+    };
+    if !fits {
+        return Err(if per_frame {
+            format!(
+                "data of shape {shape:?} with {} per-frame cells in {}, for {} module(s) of {} \
+                 constants: per-frame cells need one module's frames, one cell each",
+                cells.len(),
+                cell.map_or("", |k| k.name()),
+                modules.len(),
+                first.detector()
+            )
+        } else {
+            format!(
+                "data of shape {shape:?} for {} module(s) of {} constants",
+                modules.len(),
+                first.detector()
+            )
+        });
     }
     let mut out = Array3::<f32>::zeros((count, rows, cols));
     let mut bad = 0;
-    for (m, constants) in modules.iter().enumerate() {
-        let module = if stacked {
-            raw.index_axis(Axis(0), m)
+    for k in 0..count {
+        let frame = if stacked {
+            raw.index_axis(Axis(0), k)
         } else {
             raw.view()
         };
+        let (constants, cell, what) = if per_frame {
+            (first, cells[k], "frame")
+        } else {
+            (&modules[k], cells[0], "module")
+        };
         bad += constants
-            .calibrate(module, cell, out.index_axis_mut(Axis(0), m))
-            .map_err(|e| format!("module {m}: {e}"))?;
+            .calibrate(frame, cell, out.index_axis_mut(Axis(0), k))
+            .map_err(|e| format!("{what} {k}: {e}"))?;
     }
     let calibrated: ArrayD<f32> = if stacked {
         out.into_dyn()

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
+use shotflow::calibrate::Calibrate;
 use shotflow::event::{Event, Key, Value};
 use shotflow::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
 use shotflow::runtime::{execute_with, Launch};
 use shotflow::smalldata::{SmallData, SmallDataExt};
+use shotflow_operators::gain::ModuleConstants;
 use timely::dataflow::operators::vec::Map;
 
 /// A selected field, and for pulse-resolved arrays the keys of its per-train sum and mean.
@@ -38,8 +40,11 @@ pub struct ExtractArgs {
     pub(crate) run_number: Option<u32>,
     #[command(flatten)]
     pub(crate) geometry: crate::cli::profile::GeometryArgs,
-    /// Calibrate this raw frame field (XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`) with
-    /// --constants before anything else reads it; its output is the calibrated float32 frames.
+    /// Calibrate this raw frame field with --constants before anything else reads it; its
+    /// output is the calibrated float32 frames. XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`.
+    /// EuXFEL: one module's `SOURCE/image.data` (AGIPD `(pulses, 2, rows, cols)`, JUNGFRAU
+    /// `(frames, rows, cols)`), each frame with its memory cell from the source's
+    /// `image.cellId`, which is read for it.
     #[arg(long, requires = "constants", value_name = "FIELD")]
     pub(crate) calibrate: Option<String>,
     /// Calibration constants, one HDF5 file per module in module order (the layout of
@@ -66,16 +71,15 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
         ("trains_per_batch".into(), args.trains_per_batch.to_string()),
     ];
     fingerprint.extend(args.geometry.fingerprint());
+    fingerprint.push(("calibrate".into(), format!("{:?}", args.calibrate)));
+    fingerprint.push((
+        "constants".into(),
+        crate::cli::files_digest(args.constants.iter().map(|p| p.as_path())),
+    ));
     fingerprint
 }
 
 pub fn run(args: ExtractArgs) -> Result<()> {
-    if args.calibrate.is_some() {
-        anyhow::bail!(
-            "--calibrate works on XTC2 runs today; EuXFEL frames come per train (pulses × rows × \
-             columns per module source) and need the per-frame cell ids"
-        );
-    }
     let run = Arc::new(ExdfRun::open(&args.run)?);
     if run.suspect_trains > 0 {
         eprintln!(
@@ -83,12 +87,37 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             run.suspect_trains
         );
     }
-    let selectors = args
+    let mut selectors = args
         .select
         .iter()
         .map(|s| Selector::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let selected = Arc::new(run.select(&selectors)?);
+    let mut selected = run.select(&selectors)?;
+    let calibration = match &args.calibrate {
+        Some(field) => {
+            let (calibration, cells) = calibration(field, &args.constants, &selected)?;
+            if !selected.iter().any(|s| s.field == cells) {
+                let (source, key) = cells
+                    .name()
+                    .rsplit_once('/')
+                    .expect("a <source>/<key> field");
+                selectors.push(Selector::exact(source, key));
+                selected = run.select(&selectors)?;
+                if !selected.iter().any(|s| s.field == cells) {
+                    anyhow::bail!(
+                        "--calibrate {field}: the run has no {key} for {source}, which gives \
+                         each frame's memory cell"
+                    );
+                }
+                // Read for the calibration only, not extracted.
+                Some((calibration, cells, false))
+            } else {
+                Some((calibration, cells, true))
+            }
+        }
+        None => None,
+    };
+    let selected = Arc::new(selected);
     let profile = args.geometry.profile(&selected)?;
     if let Some(p) = &profile {
         let centers = p.centers();
@@ -102,9 +131,14 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         );
     }
     // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
+    let unextracted = match &calibration {
+        Some((_, cells, false)) => Some(*cells),
+        _ => None,
+    };
     let reduce: Arc<Vec<Plan>> = Arc::new(
         selected
             .iter()
+            .filter(|s| Some(s.field) != unextracted)
             .map(|s| {
                 let per_pulse = s.kind == SourceKind::Instrument && !s.key.shape.is_empty();
                 let name = s.field.name();
@@ -139,9 +173,14 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             output.clone(),
             profile.clone(),
         );
+        let calibration = calibration.clone();
         worker.dataflow(|scope| {
-            scope
-                .exdf(run, selected, per)
+            let events = scope.exdf(run, selected, per);
+            let events = match calibration {
+                Some(((field, modules), cells, _)) => events.calibrate(field, modules, Some(cells)),
+                None => events,
+            };
+            events
                 .map(move |event| {
                     let mut row = Event::with_capacity(event.id, reduce.len() * 2);
                     for (field, reduced) in reduce.iter() {
@@ -178,4 +217,37 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         outln!("{}: {} trains", result.master.display(), result.rows);
     }
     Ok(())
+}
+
+/// The field `--calibrate` names among the selected ones, its constants (one module), and the
+/// field of its memory cells (`<source>/image.cellId`).
+#[allow(clippy::type_complexity)]
+fn calibration(
+    field: &str,
+    constants: &[PathBuf],
+    selected: &[shotflow::exdf::Selected],
+) -> Result<((Key, Arc<Vec<ModuleConstants>>), Key)> {
+    let Some(target) = selected.iter().find(|s| s.field.name() == field) else {
+        anyhow::bail!(
+            "--calibrate {field}: not among the selected fields ({})",
+            selected
+                .iter()
+                .map(|s| s.field.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    if constants.len() != 1 {
+        anyhow::bail!(
+            "--calibrate {field}: EuXFEL keeps each module in its own source, so one constants \
+             file calibrates one source's frames; {} were given",
+            constants.len()
+        );
+    }
+    let modules = constants
+        .iter()
+        .map(|path| shotflow::calibrate::constants_file::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cells = Key::new(&format!("{}/image.cellId", target.source));
+    Ok(((target.field, Arc::new(modules)), cells))
 }

@@ -116,6 +116,27 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// The one key `key` of the one source `source`, names taken literally.
+    ///
+    /// ```
+    /// use shotflow::exdf::Selector;
+    ///
+    /// let s = Selector::exact("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf", "image.cellId");
+    /// assert!(s.source.matches("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"));
+    /// assert!(!s.source.matches("SPB_DET_AGIPD1M-1/DET/10CH0:xtdf"));
+    /// ```
+    pub fn exact(source: &str, key: &str) -> Selector {
+        let literal = |text: &str| {
+            glob::Pattern::new(&glob::Pattern::escape(text)).expect("an escaped pattern")
+        };
+        Selector {
+            source: literal(source),
+            key: literal(key),
+            whole: None,
+            text: format!("{source}:{key}"),
+        }
+    }
+
     /// Parses `SOURCE_GLOB[:KEY_GLOB]`.
     pub fn parse(text: &str) -> Result<Selector, ExdfError> {
         let bad = |e: glob::PatternError| ExdfError::Select(format!("--select {text:?}: {e}"));
