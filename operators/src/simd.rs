@@ -235,6 +235,34 @@ fn sum_above_u16_kernel(values: &[u16], threshold: u32) -> (u64, u64, u16) {
 }
 
 dispatched! {
+    /// The sum of `values` in `f64`, in [`LANES`] lanes: the same bits on every instruction
+    /// set (NaN and infinities propagate as in any sum).
+    ///
+    /// ```
+    /// use shotflow_operators::simd::{sum_f32, Isa};
+    ///
+    /// assert_eq!(sum_f32(Isa::detect(), &[1.5, -0.25, 2.0]), 3.25);
+    /// assert!(sum_f32(Isa::detect(), &[1.0, f32::NAN]).is_nan());
+    /// ```
+    pub fn sum_f32(values: &[f32]) -> f64 => sum_f32_kernel;
+}
+
+#[inline(always)]
+fn sum_f32_kernel(values: &[f32]) -> f64 {
+    let mut sums = [0.0f64; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for k in 0..LANES {
+            sums[k] += chunk[k] as f64;
+        }
+    }
+    for (k, &v) in chunks.remainder().iter().enumerate() {
+        sums[k] += v as f64;
+    }
+    sums.iter().sum()
+}
+
+dispatched! {
     /// The sum of `values` in `f64`, in [`LANES`] lanes (the same bits on every instruction
     /// set), the number of values at or above `threshold` (the sum counts only those), and
     /// the maximum of all values (`−∞` for none).
@@ -352,6 +380,10 @@ mod tests {
             assert_eq!(sum_words(isa, &bytes), words, "{}", isa.name());
             // The same lanes, so the same bits as the baseline, and within f64 rounding of a
             // sequential sum.
+            let all = sum_f32(isa, &values);
+            assert_eq!(all.to_bits(), sum_f32(Isa::baseline(), &values).to_bits());
+            let sequential: f64 = values.iter().map(|&v| v as f64).sum();
+            assert!((all - sequential).abs() <= sequential.abs() * 1e-12);
             let got = sum_above_f32(isa, &values, 10.0);
             assert_eq!(got.0.to_bits(), base.0.to_bits(), "{}", isa.name());
             assert_eq!((got.1, got.2), (base.1, base.2), "{}", isa.name());

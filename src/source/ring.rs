@@ -97,13 +97,9 @@ impl Ring {
     pub fn hits(&self, rng: &mut impl Rng, photons: usize) -> Vec<(usize, usize)> {
         let mut hits = Vec::with_capacity(photons);
         for _ in 0..photons {
-            let two_theta = self.two_theta.sample(rng);
-            let phi = rng.gen_range(0.0..std::f64::consts::TAU);
-            let d = [
-                two_theta.sin() * phi.cos(),
-                two_theta.sin() * phi.sin(),
-                two_theta.cos(),
-            ];
+            let (sin_t, cos_t) = self.two_theta.sample(rng).sin_cos();
+            let (sin_p, cos_p) = rng.gen_range(0.0..std::f64::consts::TAU).sin_cos();
+            let d = [sin_t * cos_p, sin_t * sin_p, cos_t];
             if let Some(hit) = self.targets.iter().find_map(|t| self.cross(t, d)) {
                 hits.push(hit);
             }
