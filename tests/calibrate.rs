@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use shotflow::calibrate::constants_file::{load, save};
 use shotflow::calibrate::Calibrate;
 use shotflow::prelude::*;
+use shotflow::source::synthetic::PHOTON_ADU;
 use shotflow_operators::gain::agipd::AgipdConstants;
 use shotflow_operators::gain::epix10ka::Epix10kaConstants;
 use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
@@ -564,4 +565,118 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
         );
     }
     eprintln!("{} bad requests named", cases.len());
+}
+
+/// `shotflow demo --constants FILE` with the demo's own constants (`--write-constants`)
+/// calibrates every module frame into photons before reducing it, and gives what the raw
+/// reductions give: the same curve and per-shot photon counts, and the same azimuthal profile
+/// in photons instead of ADU above the pedestal; for synthetic shots, a simulated EuXFEL run of
+/// two modules (one file for both) and a simulated XTC2 run, calibrated at 2 and 3 workers
+/// against raw at 1. Constants of another shape are named.
+#[test]
+fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
+    const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+    let dir = tempfile::tempdir().unwrap();
+    let constants = dir.path().join("demo-constants.h5");
+    let run = |args: &[String]| {
+        let out = std::process::Command::new(SHOTFLOW)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "demo".into(),
+        "--write-constants".into(),
+        constants.display().to_string(),
+        "--frame".into(),
+        "64x32".into(),
+    ]);
+    let xtc2: Vec<String> = common::small_run_args()
+        .into_iter()
+        .map(|a| if a == "run" { "xtc2".to_string() } else { a })
+        .collect();
+    let mut compared = (0, 0);
+    for (name, base, workers) in [
+        ("synthetic", common::small_demo_args(), 2),
+        ("run", common::small_run_args(), 3),
+        ("xtc2", xtc2, 2),
+    ] {
+        let base: Vec<String> = base.into_iter().filter(|a| a != "--no-output").collect();
+        let output = |tag: &str| -> Vec<String> {
+            let file = dir.path().join(format!("{name}-{tag}.h5"));
+            let plot = dir.path().join(format!("{name}-{tag}.png"));
+            vec![
+                "--output".into(),
+                file.display().to_string(),
+                "--plot".into(),
+                plot.display().to_string(),
+            ]
+        };
+        let raw = run(&[base.clone(), output("raw")].concat());
+        let calibrated = run(&[
+            base.clone(),
+            output("calibrated"),
+            vec!["--constants".into(), constants.display().to_string()],
+            // The calibrated runs at other worker counts than the raw one's (1).
+            vec!["--workers".into(), workers.to_string()],
+        ]
+        .concat());
+        let curve = |stdout: &[u8]| {
+            let json: serde_json::Value = serde_json::from_slice(stdout).unwrap();
+            json["points"].clone()
+        };
+        assert_eq!(curve(&raw), curve(&calibrated), "{name}: the curves differ");
+        let read = |tag: &str| {
+            let file = hdf5::File::open(dir.path().join(format!("{name}-{tag}.h5"))).unwrap();
+            let photons = file.dataset("photons").unwrap().read_raw::<u64>().unwrap();
+            let azav = file.dataset("azav").unwrap().read_2d::<f32>().unwrap();
+            (photons, azav)
+        };
+        let ((p_raw, a_raw), (p_cal, a_cal)) = (read("raw"), read("calibrated"));
+        assert_eq!(p_raw, p_cal, "{name}: photons per shot differ");
+        assert_eq!(a_raw.dim(), a_cal.dim());
+        for (r, c) in a_raw.iter().zip(a_cal.iter()) {
+            // ADU above the pedestal against photons of 60 ADU.
+            let adu = *c as f64 * PHOTON_ADU as f64;
+            assert!(
+                (adu - *r as f64).abs() <= 1e-4 * (r.abs() as f64).max(1.0),
+                "{name}: profile {r} ADU against {c} photons"
+            );
+        }
+        compared.0 += p_raw.len();
+        compared.1 += a_raw.len();
+        eprintln!(
+            "{name} at {workers} workers: {} shots, {} profile bins equal",
+            p_raw.len(),
+            a_raw.len()
+        );
+    }
+    // Constants of another shape are named.
+    let other = dir.path().join("other.h5");
+    run(&[
+        "demo".into(),
+        "--write-constants".into(),
+        other.display().to_string(),
+    ]);
+    let out = std::process::Command::new(SHOTFLOW)
+        .args(common::small_demo_args())
+        .arg("--constants")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("other.h5") && stderr.contains("64×32"),
+        "{stderr}"
+    );
+    eprintln!(
+        "{} shots and {} profile values compared",
+        compared.0, compared.1
+    );
 }

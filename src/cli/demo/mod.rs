@@ -9,6 +9,7 @@ use pipeline::DemoConfig;
 use shotflow::exdf::simulate::Simulation;
 use shotflow::runtime::Launch;
 use shotflow::source::Synthetic;
+use shotflow_operators::gain::ModuleConstants;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Input {
@@ -76,6 +77,16 @@ pub struct DemoArgs {
     /// Print the result as JSON (exact values) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Calibrate the raw module frames with these constants before reducing them: one HDF5
+    /// file per module in module order, or one for all (`shotflow::calibrate::constants_file`).
+    /// Photons, ROI sums and profiles are then in the constants' unit, with no pedestal.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE")]
+    constants: Vec<std::path::PathBuf>,
+    /// Write constants that calibrate the simulated detector into photons (the frame shape of
+    /// --frame) to FILE, and stop: `demo --constants FILE` then gives the same curve.
+    #[arg(long, value_name = "FILE")]
+    write_constants: Option<std::path::PathBuf>,
     /// Fail on purpose at this event id (to see how a failing worker ends a run).
     #[arg(long, hide = true)]
     fail_at: Option<u64>,
@@ -116,6 +127,10 @@ impl DemoArgs {
             ("frame", self.frame.clone()),
             ("photons", self.photons.to_string()),
             ("energy_cut", self.energy_cut.to_string()),
+            (
+                "constants",
+                crate::cli::files_digest(self.constants.iter().map(|p| p.as_path())),
+            ),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_string(), v))
@@ -144,7 +159,58 @@ pub(crate) fn parse_frame(text: &str) -> Result<Option<[usize; 2]>> {
     Ok(Some([rows, cols]))
 }
 
+/// The constants of `--constants`, checked against the demo's modules.
+fn load_constants(
+    paths: &[std::path::PathBuf],
+    modules: usize,
+    frame: Option<[usize; 2]>,
+) -> Result<Option<std::sync::Arc<Vec<ModuleConstants>>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let Some([rows, cols]) = frame else {
+        bail!("--constants calibrates frames, but the shots have none (--frame none)");
+    };
+    if paths.len() != 1 && paths.len() != modules {
+        bail!(
+            "--constants: {} files for {modules} modules (give one per module, or one for all)",
+            paths.len()
+        );
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        let constants = shotflow::calibrate::constants_file::load(path)?;
+        if constants.pixels() != (rows, cols) || matches!(constants, ModuleConstants::Agipd(_)) {
+            bail!(
+                "{}: {} constants of {:?} pixels, for the demo's raw {rows}×{cols} frames \
+                 (single u16 frames: JUNGFRAU or ePix10ka constants of that shape; \
+                 `shotflow demo --write-constants FILE` writes the demo's own)",
+                path.display(),
+                constants.detector(),
+                constants.pixels()
+            );
+        }
+        out.push(constants);
+    }
+    Ok(Some(std::sync::Arc::new(out)))
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
+    if let Some(path) = &args.write_constants {
+        let Some(shape) = parse_frame(&args.frame)? else {
+            bail!("--write-constants needs a frame shape (--frame ROWSxCOLS)");
+        };
+        shotflow::calibrate::constants_file::save(path, &pipeline::demo_constants(shape))?;
+        outln!(
+            "{}: constants of the demo's {}×{} modules (pedestal {}, {} ADU a photon)",
+            path.display(),
+            shape[0],
+            shape[1],
+            shotflow::source::synthetic::PEDESTAL,
+            shotflow::source::synthetic::PHOTON_ADU
+        );
+        return Ok(());
+    }
     if args.rate.is_some() && args.source != Input::Synthetic {
         bail!("--rate paces synthetic shots: give it with --source synthetic");
     }
@@ -172,6 +238,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         None => None,
     };
+    let modules = match args.source {
+        Input::Run => args.modules as usize,
+        Input::Synthetic | Input::Xtc2 => 1,
+    };
+    let frame_shape = match args.source {
+        Input::Synthetic => frame,
+        Input::Run | Input::Xtc2 => Some(frame.unwrap_or([512, 128])),
+    };
+    let constants = load_constants(&args.constants, modules, frame_shape)?;
     let run = (args.source == Input::Run).then(|| Simulation {
         trains: args.trains,
         modules: args.modules as usize,
@@ -210,6 +285,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         energy_cut: args.energy_cut,
         fail_at: args.fail_at,
         geometry: geometry.filter(|_| args.source == Input::Synthetic),
+        constants,
         output: (!args.no_output).then(|| {
             args.durability
                 .apply(pipeline::demo_output(&args.output), args.fingerprint())

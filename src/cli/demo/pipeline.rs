@@ -33,9 +33,11 @@ use shotflow::source::{Synthetic, SyntheticSource};
 use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Source};
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::binning::{ScanAxis, ScanBins};
+use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
+use shotflow_operators::gain::ModuleConstants;
 use shotflow_operators::geometry::{AgipdLayout, Detector, GeometryError, Poni};
 use shotflow_operators::histogram::Histogram;
-use shotflow_operators::photons::PhotonCounter;
+use shotflow_operators::photons::{count_photons, PhotonCounter};
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
 
@@ -60,6 +62,28 @@ pub struct DemoConfig {
     /// panel 12 cm from the sample, beam at its centre ([`flat_detector`]). A simulated run's
     /// detector is its [`Simulation::geometry`] (default: [`run_detector`]).
     pub geometry: Option<Arc<Detector>>,
+    /// Calibrate the raw module frames with these constants (one per module, or one for all)
+    /// before reducing them: then photons, ROI sums and profiles are in the constants' unit
+    /// (photons for [`demo_constants`]) and no pedestal is subtracted.
+    pub constants: Option<Arc<Vec<ModuleConstants>>>,
+}
+
+/// Constants that calibrate the simulated detector into photons: JUNGFRAU's layout (one
+/// storage cell, every pixel in high gain), the pedestal [`PEDESTAL`] and a gain of
+/// [`PHOTON_ADU`] per photon of [`ENERGY_KEV`] (in ADU/keV), output in photons. A demo run
+/// with them gives the same curve as without (`shotflow demo --write-constants FILE`).
+pub fn demo_constants(shape: [usize; 2]) -> ModuleConstants {
+    let pedestal = ndarray::Array4::from_elem((3, 1, shape[0], shape[1]), PEDESTAL as f32);
+    let gain = ndarray::Array4::from_elem(
+        (3, 1, shape[0], shape[1]),
+        (PHOTON_ADU as f64 / ENERGY_KEV) as f32,
+    );
+    let unit = Unit::Photons {
+        energy: ENERGY_KEV as f32,
+    };
+    ModuleConstants::Jungfrau(
+        JungfrauConstants::new(pedestal, gain.view(), None, unit).expect("matching shapes"),
+    )
 }
 
 impl Default for DemoConfig {
@@ -72,6 +96,7 @@ impl Default for DemoConfig {
             run: None,
             xtc2: None,
             geometry: None,
+            constants: None,
         }
     }
 }
@@ -249,9 +274,14 @@ fn profile(detector: &Arc<Detector>) -> Arc<Profile> {
 /// Photons, the ROI sum (pixels from half a photon up, in the middle half of every module)
 /// and the azimuthal profile (ADU above pedestal per q bin, corrected) of a detector's 2-D u16
 /// module frames, `(module, frame)`; zeros and no profile without a frame.
+///
+/// With `constants`, each module frame is calibrated first (module `m` by `constants[m]`, or
+/// all by the one set given) and reduced in the constants' unit: photons of size 1, the ROI
+/// from half a photon, no pedestal.
 fn frame_stats(
     frames: &[(usize, ArrayView2<'_, u16>)],
     detector: &Arc<Detector>,
+    constants: Option<&[ModuleConstants]>,
 ) -> (u64, f64, Vec<f32>) {
     if frames.is_empty() {
         return (0, 0.0, Vec::new());
@@ -261,6 +291,24 @@ fn frame_stats(
     let threshold = PEDESTAL as f64 + PHOTON_ADU as f64 / 2.0;
     let mut sums = vec![0.0; AZAV_BINS];
     let (mut photons, mut roi_sum) = (0, 0.0);
+    if let Some(constants) = constants {
+        let mut calibrated = ndarray::Array2::<f32>::zeros((rows, columns));
+        for (module, frame) in frames {
+            let c = &constants[if constants.len() == 1 { 0 } else { *module }];
+            if let Err(e) = c.calibrate(frame.into_dyn(), 0, calibrated.view_mut()) {
+                panic!("calibrating module {module}: {e}");
+            }
+            let shape = [rows, columns];
+            photons += count_photons(calibrated.view(), 0.0, 1.0);
+            roi_sum += roi_stats(calibrated.view(), demo_roi(shape), Some(0.5)).sum;
+            let pixels = calibrated.as_slice().expect("a new array");
+            profile
+                .map
+                .accumulate_part(module * rows * columns, pixels, &mut sums);
+        }
+        let azav = profile.map.normalize(&sums);
+        return (photons, roi_sum, azav.iter().map(|v| *v as f32).collect());
+    }
     for (module, frame) in frames {
         let shape = [frame.nrows(), frame.ncols()];
         assert_eq!(
@@ -301,7 +349,11 @@ pub fn reduce(config: &DemoConfig, event: &Event) -> ShotRow {
                 .geometry
                 .clone()
                 .unwrap_or_else(|| flat(&[frame.nrows(), frame.ncols()]));
-            frame_stats(&[(0, frame)], &detector)
+            frame_stats(
+                &[(0, frame)],
+                &detector,
+                config.constants.as_deref().map(Vec::as_slice),
+            )
         }
         None => (0, 0.0, Vec::new()),
     };
@@ -331,6 +383,8 @@ pub struct RunKeys {
     pub shutter: Key,
     /// The detector.
     pub detector: Arc<Detector>,
+    /// Constants to calibrate the module frames with first (see [`DemoConfig::constants`]).
+    pub constants: Option<Arc<Vec<ModuleConstants>>>,
 }
 
 impl RunKeys {
@@ -346,6 +400,7 @@ impl RunKeys {
             delay: Key::new(&format!("{}/actualPosition.value", names::DELAY)),
             shutter: Key::new(&format!("{}/isOpen.value", names::SHUTTER)),
             detector,
+            constants: None,
         }
     }
 
@@ -401,7 +456,8 @@ pub fn reduce_pulse(event: &Event, keys: &RunKeys) -> ShotRow {
             ))
         })
         .collect();
-    let (photons, roi_sum, azav) = frame_stats(&frames, &keys.detector);
+    let constants = keys.constants.as_deref().map(Vec::as_slice);
+    let (photons, roi_sum, azav) = frame_stats(&frames, &keys.detector, constants);
     ShotRow {
         id: event.id,
         pulse_energy: event
@@ -432,6 +488,11 @@ pub fn xtc2_selectors() -> Vec<Xtc2Selector> {
 /// over its flat panel, the pulse energy from the gas monitor, the delay from the scan's step
 /// value, the laser from the event receiver.
 pub fn reduce_xtc2(event: &Event) -> ShotRow {
+    reduce_xtc2_calibrated(event, None)
+}
+
+/// [`reduce_xtc2`], the Jungfrau's frame calibrated with `constants` first.
+pub fn reduce_xtc2_calibrated(event: &Event, constants: Option<&[ModuleConstants]>) -> ShotRow {
     let frame = event
         .array::<u16>(Key::new("jungfrau/raw/raw"))
         .and_then(|f| {
@@ -442,7 +503,7 @@ pub fn reduce_xtc2(event: &Event) -> ShotRow {
     let (photons, roi_sum, azav) = match frame {
         Some(frame) => {
             let detector = flat(&[frame.nrows(), frame.ncols()]);
-            frame_stats(&[(0, frame)], &detector)
+            frame_stats(&[(0, frame)], &detector, constants)
         }
         None => (0, 0.0, Vec::new()),
     };
@@ -624,7 +685,10 @@ pub fn run(
             simulation
                 .write(&dir)
                 .map_err(|e| RunError::Launch(format!("simulating the demo run: {e}")))?;
-            let keys = RunKeys::new(detector);
+            let keys = RunKeys {
+                constants: config.constants.clone(),
+                ..RunKeys::new(detector)
+            };
             let run = ExdfRun::open(&dir).map_err(|e| RunError::Launch(e.to_string()))?;
             let selected = run
                 .select(&keys.selectors())
@@ -667,11 +731,16 @@ pub fn run(
         let (c, p) = (Arc::clone(&curve), Arc::clone(&produced));
         let input = input.clone();
         let xtc2_run = xtc2_run.clone();
+        let constants = config.constants.clone();
         worker.dataflow(|scope| {
             let rows = match (input, xtc2_run) {
-                (_, Some(run)) => scope
-                    .xtc2(run, Arc::new(xtc2_selectors()), 64)
-                    .map(|event| reduce_xtc2(&event)),
+                (_, Some(run)) => {
+                    scope
+                        .xtc2(run, Arc::new(xtc2_selectors()), 64)
+                        .map(move |event| {
+                            reduce_xtc2_calibrated(&event, constants.as_deref().map(Vec::as_slice))
+                        })
+                }
                 (Some((run, selected, keys)), None) => {
                     let per_train = keys.clone();
                     scope
