@@ -228,9 +228,13 @@ pub(crate) fn connect(
             .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
     }
-    if let (Peers::Rendezvous { dir, job, .. }, 0) = (peers, process) {
-        // Every other process has joined process 0, so this launch's files are no longer
-        // needed; another launch's, in a shared directory, stay.
+    if let (Peers::Rendezvous { dir, job, .. }, true) = (peers, process + 1 == processes) {
+        // The last process connects to every other one after each of those has made its own
+        // connections (a process accepts only once it has joined every lower one): when it
+        // is done, every pair is connected, and this launch's files are no longer needed.
+        // (Process 0 cleaning up once everyone had joined *it* removed addresses that higher
+        // processes still needed to join each other: 3 processes failed.) Another launch's
+        // files, in a shared directory, stay.
         for peer in 0..processes {
             let path = dir.join(format!("{peer}.addr"));
             let ours = std::fs::read_to_string(&path)
@@ -240,10 +244,8 @@ pub(crate) fn connect(
             }
         }
         let path = dir.join("token");
-        if written
-            .as_ref()
-            .is_some_and(|t| std::fs::read(&path).is_ok_and(|on_disk| on_disk == t.as_bytes()))
-        {
+        let used = credentials().ok().map(|c| c.token);
+        if used.is_some_and(|t| std::fs::read(&path).is_ok_and(|on_disk| on_disk == t)) {
             let _ = std::fs::remove_file(path);
         }
         if dir

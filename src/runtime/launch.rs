@@ -1,6 +1,7 @@
 //! Where a run executes: one launch configuration from command-line options and the
 //! environment, never from the program's code.
 
+use super::local;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,7 +44,8 @@ pub struct Launch {
     #[arg(short = 'w', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: u16,
     /// Number of processes in the cluster (omit under mpirun/srun, which say it themselves).
-    #[arg(long, requires = "process")]
+    /// Without --process, this process starts the others on this host (process 0 is this one).
+    #[arg(long)]
     pub processes: Option<usize>,
     /// Index of this process, 0..processes.
     #[arg(long, requires = "processes")]
@@ -260,9 +262,21 @@ impl Launch {
         settings
     }
 
-    /// Resolves the plan from these options and the process environment.
+    /// Resolves the plan from these options and the process environment. With `--processes N`
+    /// and no `--process`, outside mpirun/srun, this starts processes 1..N of this command on
+    /// this host ([`super::local`]); the run waits for them at its end.
     pub fn plan(&self) -> Result<Plan, RunError> {
-        self.plan_from(std::env::vars())
+        let plan = self.plan_from(std::env::vars())?;
+        if let Plan::Cluster {
+            launcher: Some(local::LOCAL),
+            processes,
+            peers: Peers::Rendezvous { dir, .. },
+            ..
+        } = &plan
+        {
+            local::start(*processes, dir)?;
+        }
+        Ok(plan)
     }
 
     /// Resolves the plan from these options and the given environment variables.
@@ -281,6 +295,40 @@ impl Launch {
         let (process, processes, launcher): (usize, usize, Option<Launcher>) =
             match (self.processes, self.process, launcher) {
                 (Some(n), Some(i), _) => (i, n, None),
+                (Some(n), None, Some(l)) => {
+                    return Err(RunError::Launch(format!(
+                        "--processes {n} under {}, which starts the processes itself: leave \
+                         --processes out",
+                        l.name
+                    )))
+                }
+                (Some(0), None, None) => {
+                    return Err(RunError::Launch(
+                        "--processes 0: a run needs at least one process".into(),
+                    ))
+                }
+                (Some(1), None, None) => (0, 1, None),
+                (Some(n), None, None) => {
+                    // This process starts the others (`Launch::plan`): it is process 0.
+                    let dir = self
+                        .rendezvous
+                        .clone()
+                        .unwrap_or_else(local::rendezvous_dir);
+                    return Ok(Plan::Cluster {
+                        workers,
+                        process: 0,
+                        processes: n,
+                        peers: Peers::Rendezvous {
+                            dir,
+                            job: format!("explicit-{n}"),
+                            local: true,
+                        },
+                        timeout,
+                        launcher: Some(local::LOCAL),
+                        token: self.token.clone(),
+                        fingerprint: self.fingerprint.clone(),
+                    });
+                }
                 (None, None, Some(l)) => (l.rank, l.size, Some(l)),
                 (None, None, None) => {
                     return Ok(if workers == 1 {
@@ -434,6 +482,44 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("no workers"), "{e}");
+    }
+
+    #[test]
+    fn processes_without_process_start_the_others_here() {
+        let local = |n: usize| Launch {
+            processes: Some(n),
+            ..Launch::threads(2)
+        };
+        match local(3).plan_from(env(&[])).unwrap() {
+            Plan::Cluster {
+                process,
+                processes,
+                peers:
+                    Peers::Rendezvous {
+                        dir, local: true, ..
+                    },
+                launcher,
+                ..
+            } => {
+                assert_eq!((process, processes), (0, 3));
+                assert_eq!(dir, super::local::rendezvous_dir());
+                assert_eq!(launcher, Some(super::local::LOCAL));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            local(1).plan_from(env(&[])).unwrap(),
+            Plan::Process { workers: 2 }
+        );
+        let zero = local(0).plan_from(env(&[])).unwrap_err().to_string();
+        assert!(zero.contains("--processes 0"), "{zero}");
+        let mpirun = env(&[
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
+        ]);
+        let under = local(2).plan_from(mpirun).unwrap_err().to_string();
+        assert!(under.contains("leave --processes out"), "{under}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod environment;
 mod failure;
 mod handshake;
 mod launch;
+mod local;
 mod memory;
 mod stop;
 
@@ -116,6 +117,42 @@ where
 /// reach every worker through its timely configuration ([`Settings::of_worker`]), so they hold
 /// for this run only.
 pub fn execute_with<T, E, F>(plan: &Plan, settings: Settings, func: F) -> Result<Vec<T>, RunError>
+where
+    T: Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Fn(&mut Worker) -> Result<T, E> + Send + Sync + 'static,
+{
+    let result = execute_here(plan, settings, func);
+    let Plan::Cluster {
+        launcher: Some(local::LOCAL),
+        peers: Peers::Rendezvous { dir, .. },
+        ..
+    } = plan
+    else {
+        return result;
+    };
+    // The processes this one started: a failed run stops them too; then they are waited for,
+    // and one that failed fails the run.
+    if result.is_err() {
+        local::forward(libc::SIGTERM);
+    }
+    let waited = local::wait(dir);
+    match (result, waited) {
+        (Ok(values), Ok(())) => Ok(values),
+        (Ok(_), Err(e)) | (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(child)) => {
+            // The run's own error says a connection was lost; which process went is this.
+            eprintln!(
+                "shotflow: {}",
+                child.to_string().trim_start_matches("cannot launch: ")
+            );
+            Err(e)
+        }
+    }
+}
+
+/// [`execute_with`] in this process.
+fn execute_here<T, E, F>(plan: &Plan, settings: Settings, func: F) -> Result<Vec<T>, RunError>
 where
     T: Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,

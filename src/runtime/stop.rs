@@ -125,6 +125,8 @@ pub fn stop_on_signals() -> std::io::Result<()> {
                         let mut stopping = false;
                         for signal in signals.forever() {
                             let reason = StopReason::Signal(signal);
+                            // The processes this one started hear every signal it hears.
+                            super::local::forward(signal);
                             if stopping {
                                 eprintln!(
                                     "shotflow: second {reason}: exiting now; what was committed stays committed"

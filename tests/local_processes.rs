@@ -1,0 +1,237 @@
+//! `--processes N` without `--process`: this command starts the other processes itself, on
+//! this host. Its results equal one process's; a signal to it reaches every process; a process
+//! that dies ends the run with an error naming it; `--processes 0` is an error.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{datasets, small_demo_args, spawn, wait_bounded};
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// The pids of running processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // A zombie (exited, not reaped) has an empty command line.
+            text.contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
+fn demo_with_output(master: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = small_demo_args()
+        .into_iter()
+        .filter(|a| a != "--no-output")
+        .collect();
+    args.extend(["--output".to_string(), master.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Every dataset but the run's own figures (times, the worker layout) of `master`.
+fn data(master: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let mut all = datasets(master);
+    all.retain(|name, _| !name.starts_with("shotflow/report"));
+    all
+}
+
+#[test]
+fn local_processes_give_what_one_process_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.h5");
+    let out = wait_bounded(spawn(SHOTFLOW, &demo_with_output(&one, &[])), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = data(&one);
+    let mut compared = 0;
+    for (processes, workers) in [(2, 1), (3, 2)] {
+        let master = dir.path().join(format!("p{processes}w{workers}.h5"));
+        let args = demo_with_output(
+            &master,
+            &[
+                "--processes",
+                &processes.to_string(),
+                "--workers",
+                &workers.to_string(),
+            ],
+        );
+        let out = wait_bounded(spawn(SHOTFLOW, &args), LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json["plan"].as_str().unwrap(),
+            format!(
+                "{processes} processes × {workers} worker{} (local processes)",
+                if workers == 1 { "" } else { "s" }
+            )
+        );
+        // One writer per process.
+        let prefix = format!("p{processes}w{workers}.seg-");
+        let segments: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        for writer in 0..processes {
+            let tag = format!("-w{writer}-");
+            assert!(segments.iter().any(|n| n.contains(&tag)), "{segments:?}");
+        }
+        let got = data(&master);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>()
+        );
+        for (name, value) in &reference {
+            assert!(
+                got[name] == *value,
+                "{name} differs at {processes} processes"
+            );
+        }
+        compared += reference.len();
+        // The started processes are gone and their rendezvous directory with them.
+        assert!(processes_with(&master.display().to_string()).is_empty());
+    }
+    eprintln!("{compared} datasets equal to one process's at 2 × 1 and 3 × 2");
+}
+
+#[test]
+fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("paced.h5");
+    // About 12 s of shots at 100 per second: the signal comes long before the end.
+    let args = demo_with_output(&master, &["--processes", "2", "--rate", "100"]);
+    let child = spawn(SHOTFLOW, &args);
+    let parent = child.id() as i32;
+    let needle = master.display().to_string();
+    let started = Instant::now();
+    while processes_with(&needle).len() < 2 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(processes_with(&needle).len(), 2, "both processes run");
+    unsafe { libc::kill(parent, libc::SIGTERM) };
+    let out = wait_bounded(child, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    while !processes_with(&needle).is_empty() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        processes_with(&needle).is_empty(),
+        "the started process stopped too"
+    );
+    // What both committed resumes to the whole result.
+    let resumed = wait_bounded(
+        spawn(
+            SHOTFLOW,
+            &[args.clone(), vec!["--resume".to_string()]].concat(),
+        ),
+        LIMIT,
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let whole = dir.path().join("whole.h5");
+    let out = wait_bounded(
+        spawn(SHOTFLOW, &demo_with_output(&whole, &["--rate", "100000"])),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (data(&master), data(&whole));
+    for (name, value) in &b {
+        assert!(
+            a.get(name) == Some(value),
+            "{name} differs after the resume"
+        );
+    }
+    eprintln!(
+        "stopped by SIGTERM, resumed: {} datasets equal an uninterrupted run",
+        b.len()
+    );
+}
+
+#[test]
+fn a_started_process_that_dies_ends_the_run_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("dies.h5");
+    let args = demo_with_output(&master, &["--processes", "2", "--rate", "100"]);
+    let child = spawn(SHOTFLOW, &args);
+    let needle = format!("{} --processes 2 --rate 100 --process 1 ", master.display());
+    let started = Instant::now();
+    let victim = loop {
+        if let Some(pid) = processes_with(&needle).first() {
+            break *pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "process 1 never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let out = wait_bounded(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("process 1 ended with signal: 9"),
+        "{stderr}"
+    );
+    eprintln!(
+        "killed process 1: the run ended with: {}",
+        stderr.lines().last().unwrap_or("")
+    );
+}
+
+#[test]
+fn zero_processes_or_processes_under_a_launcher_are_errors() {
+    let out = std::process::Command::new(SHOTFLOW)
+        .args(small_demo_args())
+        .args(["--processes", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--processes 0"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(SHOTFLOW)
+        .args(small_demo_args())
+        .args(["--processes", "2"])
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("leave --processes out"),
+        "{stderr}"
+    );
+}
