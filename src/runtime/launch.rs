@@ -264,7 +264,7 @@ impl Launch {
 
     /// Resolves the plan from these options and the process environment. With `--processes N`
     /// and no `--process`, outside mpirun/srun, this starts processes 1..N of this command on
-    /// this host ([`super::local`]); the run waits for them at its end.
+    /// this host; the run waits for them at its end (see the README, "Where it runs").
     pub fn plan(&self) -> Result<Plan, RunError> {
         let plan = self.plan_from(std::env::vars())?;
         if let Plan::Cluster {
