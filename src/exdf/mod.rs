@@ -102,6 +102,10 @@ impl ExdfError {
 /// // "...:xtdf" may be a key or the channel of a source: both are tried
 /// let module = Selector::parse("SPB_DET_AGIPD1M-1/DET/*CH0:xtdf").unwrap();
 /// assert!(module.whole.unwrap().matches("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"));
+/// // a source glob without '/' still takes a key
+/// let cells = Selector::parse("*AGIPD*:image.cellId").unwrap();
+/// assert!(cells.source.matches("SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"));
+/// assert!(cells.key.matches("image.cellId") && !cells.key.matches("image.data"));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Selector {
@@ -140,11 +144,13 @@ impl Selector {
     /// Parses `SOURCE_GLOB[:KEY_GLOB]`.
     pub fn parse(text: &str) -> Result<Selector, ExdfError> {
         let bad = |e: glob::PatternError| ExdfError::Select(format!("--select {text:?}: {e}"));
-        // A key never contains '/', a source always does: that tells which ':' may separate
-        // them. `...:xtdf` may still be a channel name: then the whole text is kept as a
-        // source pattern to try when the split matches nothing.
+        // A key never contains '/', a source always does (or is a glob that may span one, as
+        // `*AGIPD*`): that tells which ':' may separate them. `...:xtdf` may still be a channel
+        // name: then the whole text is kept as a source pattern to try when the split matches
+        // nothing.
+        let glob = |part: &str| part.contains(['*', '?', '[']);
         let (source, key, whole) = match text.rsplit_once(':') {
-            Some((source, key)) if source.contains('/') && !key.contains('/') => {
+            Some((source, key)) if (source.contains('/') || glob(source)) && !key.contains('/') => {
                 let whole = if key.contains('.') {
                     None
                 } else {
