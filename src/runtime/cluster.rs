@@ -63,8 +63,16 @@ pub(crate) fn connect(
                     processes
                 )));
             }
-            let listener = TcpListener::bind(&addresses[process])
-                .map_err(|e| err(format!("cannot listen on {}: {e}", addresses[process])))?;
+            // Under the `mpi` feature the listener was opened before its address was published.
+            #[cfg(feature = "mpi")]
+            let prebound = super::mpi_bootstrap::take_listener(&addresses[process]);
+            #[cfg(not(feature = "mpi"))]
+            let prebound: Option<TcpListener> = None;
+            let listener = match prebound {
+                Some(listener) => listener,
+                None => TcpListener::bind(&addresses[process])
+                    .map_err(|e| err(format!("cannot listen on {}: {e}", addresses[process])))?,
+            };
             (listener, addresses[process].clone())
         }
         Peers::Rendezvous { local, .. } => {

@@ -266,6 +266,10 @@ impl Launch {
     /// and no `--process`, outside mpirun/srun, this starts processes 1..N of this command on
     /// this host; the run waits for them at its end (see the README, "Where it runs").
     pub fn plan(&self) -> Result<Plan, RunError> {
+        #[cfg(feature = "mpi")]
+        if let Some(plan) = self.mpi_plan()? {
+            return Ok(plan);
+        }
         let plan = self.plan_from(std::env::vars())?;
         if let Plan::Cluster {
             launcher: Some(local::LOCAL),
@@ -277,6 +281,36 @@ impl Launch {
             local::start(*processes, dir)?;
         }
         Ok(plan)
+    }
+
+    /// Under mpirun with the `mpi` feature, and neither a hostfile nor a rendezvous directory
+    /// given: the cluster's addresses and secret from MPI itself ([`super::mpi_bootstrap`]).
+    #[cfg(feature = "mpi")]
+    fn mpi_plan(&self) -> Result<Option<Plan>, RunError> {
+        let launcher = environment::detect(std::env::vars()).map_err(RunError::Launch)?;
+        let Some(launcher) = launcher.filter(|l| l.name != "SLURM") else {
+            return Ok(None);
+        };
+        if self.processes.is_some() || self.hostfile.is_some() || self.rendezvous.is_some() {
+            return Ok(None);
+        }
+        if launcher.size == 1 {
+            return Ok(None);
+        }
+        let (addresses, token) = super::mpi_bootstrap::exchange(&launcher, self.token.clone())?;
+        Ok(Some(Plan::Cluster {
+            workers: self.workers as usize,
+            process: launcher.rank,
+            processes: launcher.size,
+            peers: Peers::Addresses(addresses),
+            timeout: Duration::from_secs(self.connect_timeout),
+            launcher: Some(match launcher.name {
+                "Open MPI" => "Open MPI, addresses by MPI_Allgather",
+                _ => "PMI, addresses by MPI_Allgather",
+            }),
+            token: Some(token),
+            fingerprint: self.fingerprint.clone(),
+        }))
     }
 
     /// Resolves the plan from these options and the given environment variables.

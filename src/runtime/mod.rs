@@ -34,6 +34,8 @@ mod handshake;
 mod launch;
 mod local;
 mod memory;
+#[cfg(feature = "mpi")]
+mod mpi_bootstrap;
 mod stop;
 
 pub use cluster::Peers;

@@ -1,0 +1,126 @@
+//! The `mpi` feature: under mpirun the processes find each other through MPI itself (an
+//! allgather of addresses, the secret by broadcast), with no rendezvous directory or hostfile.
+//! `cargo test --features mpi --test mpi` (CI runs it; it needs Open MPI and libclang).
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{datasets, small_demo_args, spawn, wait_bounded};
+
+const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn demo(master: &Path, workers: usize) -> Vec<String> {
+    let mut args: Vec<String> = small_demo_args()
+        .into_iter()
+        .filter(|a| a != "--no-output")
+        .collect();
+    args.extend([
+        "--output".to_string(),
+        master.display().to_string(),
+        "--workers".to_string(),
+        workers.to_string(),
+    ]);
+    args
+}
+
+/// Every dataset but the run's own figures (times, the worker layout).
+fn data(master: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let mut all = datasets(master);
+    all.retain(|name, _| !name.starts_with("shotflow/report"));
+    all
+}
+
+#[test]
+fn mpirun_with_mpi_bootstrap_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.h5");
+    let out = wait_bounded(spawn(SHOTFLOW, &demo(&one, 1)), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = data(&one);
+    // No rendezvous directory can be used: the processes' TMPDIR is empty and stays so.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut compared = 0;
+    for (processes, workers) in [(2, 1), (3, 2)] {
+        let master = dir.path().join(format!("mpi-{processes}.h5"));
+        let mut args: Vec<String> = [
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-x",
+            "TMPDIR",
+            "-n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(processes.to_string());
+        args.push(SHOTFLOW.to_string());
+        args.extend(demo(&master, workers));
+        let child = std::process::Command::new("mpirun")
+            .args(&args)
+            .env("TMPDIR", &tmp)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mpirun (Open MPI) is installed by ./run test");
+        let out = wait_bounded(child, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            json["plan"].as_str().unwrap(),
+            format!(
+                "{processes} processes × {workers} worker{} (Open MPI, addresses by MPI_Allgather)",
+                if workers == 1 { "" } else { "s" }
+            )
+        );
+        let got = data(&master);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>()
+        );
+        for (name, value) in &reference {
+            assert!(
+                got[name] == *value,
+                "{name} differs under mpirun -n {processes}"
+            );
+        }
+        compared += reference.len();
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "something used TMPDIR: {left:?}");
+    }
+    eprintln!("{compared} datasets equal to one process's under mpirun -n 2 and -n 3");
+}
+
+/// Open MPI's variables without mpirun: MPI initialises as a singleton (rank 0 of 1) and the
+/// launch is refused with both views named, not hung.
+#[test]
+fn a_mismatched_launch_is_named() {
+    let child = std::process::Command::new(SHOTFLOW)
+        .args(small_demo_args())
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MPI says rank 0 of 1") && stderr.contains("rank 1 of 2"),
+        "{stderr}"
+    );
+}
