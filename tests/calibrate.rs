@@ -184,17 +184,8 @@ fn constants_files_have_the_documented_layout() {
         let script = "import sys, h5py, json\nf = h5py.File(sys.argv[1], 'r')\n\
              print(json.dumps({'detector': f.attrs['detector'], \
              'datasets': {k: [list(v.shape), str(v.dtype)] for k, v in f.items()}}))";
-        let out = common::python_command()
-            .args(["-c", script])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = common::python_reference("h5py", ["-c", script, path.to_str().unwrap()]);
+        let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(seen["detector"], name);
         let expected: &[(&str, Vec<usize>, &str)] = match name {
             "jungfrau" => &[
@@ -375,22 +366,9 @@ fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
         &common,
     ]
     .concat());
-    let out = common::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/check_jungfrau_extract.py"
-        ))
-        .args([&raw, &calibrated, &constants])
-        .env("PS_PARALLEL", "none")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let script = common::reference_script("check_jungfrau_extract.py");
+    let out = common::python_reference("psana", [&script, &raw, &calibrated, &constants]);
+    let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(seen["events"], 12);
     eprintln!("extract --calibrate: {seen} compared with psana bit for bit");
 }
@@ -429,20 +407,11 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
     const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("spb");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_agipd_extract.py");
+    let script = common::reference_script("check_agipd_extract.py");
     let python = |args: &[&str]| {
-        let out = common::python_command()
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "reference {args:?} failed (is extra-data installed?):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        let mut all = vec![script.to_str().unwrap()];
+        all.extend_from_slice(args);
+        eprint!("{}", common::python_reference("extra-data", all));
     };
     python(&["setup", run.to_str().unwrap()]);
     let constants = dir.path().join("agipd-constants.h5");

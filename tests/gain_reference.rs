@@ -11,21 +11,7 @@ use shotflow_operators::gain::jungfrau::{CommonMode, JungfrauConstants, StageCou
 fn reference(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reference.h5");
-    let out = common::python_command()
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests")
-                .join(script),
-        )
-        .arg(&path)
-        .env("PS_PARALLEL", "none")
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python_reference(script, [common::reference_script(script), path.clone()]);
     (dir, path)
 }
 

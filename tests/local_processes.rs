@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{datasets, small_demo_args, spawn, wait_bounded};
+use common::{result_datasets, small_demo_args, small_demo_output_args, spawn, wait_bounded};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 const LIMIT: Duration = Duration::from_secs(240);
@@ -26,38 +25,21 @@ fn processes_with(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-fn demo_with_output(master: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = small_demo_args()
-        .into_iter()
-        .filter(|a| a != "--no-output")
-        .collect();
-    args.extend(["--output".to_string(), master.display().to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-/// Every dataset but the run's own figures (times, the worker layout) of `master`.
-fn data(master: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let mut all = datasets(master);
-    all.retain(|name, _| !name.starts_with("shotflow/report"));
-    all
-}
-
 #[test]
 fn local_processes_give_what_one_process_gives() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one.h5");
-    let out = wait_bounded(spawn(SHOTFLOW, &demo_with_output(&one, &[])), LIMIT);
+    let out = wait_bounded(spawn(SHOTFLOW, &small_demo_output_args(&one, &[])), LIMIT);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reference = data(&one);
+    let reference = result_datasets(&one);
     let mut compared = 0;
     for (processes, workers) in [(2, 1), (3, 2)] {
         let master = dir.path().join(format!("p{processes}w{workers}.h5"));
-        let args = demo_with_output(
+        let args = small_demo_output_args(
             &master,
             &[
                 "--processes",
@@ -91,7 +73,7 @@ fn local_processes_give_what_one_process_gives() {
             let tag = format!("-w{writer}-");
             assert!(segments.iter().any(|n| n.contains(&tag)), "{segments:?}");
         }
-        let got = data(&master);
+        let got = result_datasets(&master);
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             reference.keys().collect::<Vec<_>>()
@@ -114,7 +96,7 @@ fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("paced.h5");
     // About 12 s of shots at 100 per second: the signal comes long before the end.
-    let args = demo_with_output(&master, &["--processes", "2", "--rate", "100"]);
+    let args = small_demo_output_args(&master, &["--processes", "2", "--rate", "100"]);
     let child = spawn(SHOTFLOW, &args);
     let parent = child.id() as i32;
     let needle = master.display().to_string();
@@ -155,7 +137,10 @@ fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
     );
     let whole = dir.path().join("whole.h5");
     let out = wait_bounded(
-        spawn(SHOTFLOW, &demo_with_output(&whole, &["--rate", "100000"])),
+        spawn(
+            SHOTFLOW,
+            &small_demo_output_args(&whole, &["--rate", "100000"]),
+        ),
         LIMIT,
     );
     assert!(
@@ -163,7 +148,7 @@ fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (a, b) = (data(&master), data(&whole));
+    let (a, b) = (result_datasets(&master), result_datasets(&whole));
     for (name, value) in &b {
         assert!(
             a.get(name) == Some(value),
@@ -180,7 +165,7 @@ fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
 fn a_started_process_that_dies_ends_the_run_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("dies.h5");
-    let args = demo_with_output(&master, &["--processes", "2", "--rate", "100"]);
+    let args = small_demo_output_args(&master, &["--processes", "2", "--rate", "100"]);
     let child = spawn(SHOTFLOW, &args);
     let needle = format!("{} --processes 2 --rate 100 --process 1 ", master.display());
     let started = Instant::now();

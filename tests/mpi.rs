@@ -5,46 +5,24 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{datasets, small_demo_args, spawn, wait_bounded};
+use common::{result_datasets, small_demo_args, small_demo_output_args, spawn, wait_bounded};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn demo(master: &Path, workers: usize) -> Vec<String> {
-    let mut args: Vec<String> = small_demo_args()
-        .into_iter()
-        .filter(|a| a != "--no-output")
-        .collect();
-    args.extend([
-        "--output".to_string(),
-        master.display().to_string(),
-        "--workers".to_string(),
-        workers.to_string(),
-    ]);
-    args
-}
-
-/// Every dataset but the run's own figures (times, the worker layout).
-fn data(master: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
-    let mut all = datasets(master);
-    all.retain(|name, _| !name.starts_with("shotflow/report"));
-    all
-}
 
 #[test]
 fn mpirun_with_mpi_bootstrap_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one.h5");
-    let out = wait_bounded(spawn(SHOTFLOW, &demo(&one, 1)), LIMIT);
+    let out = wait_bounded(spawn(SHOTFLOW, &small_demo_output_args(&one, &[])), LIMIT);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reference = data(&one);
+    let reference = result_datasets(&one);
     // No rendezvous directory can be used: the processes' TMPDIR is empty and stays so.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
@@ -63,7 +41,10 @@ fn mpirun_with_mpi_bootstrap_equals_one_process() {
         .collect();
         args.push(processes.to_string());
         args.push(SHOTFLOW.to_string());
-        args.extend(demo(&master, workers));
+        args.extend(small_demo_output_args(
+            &master,
+            &["--workers", &workers.to_string()],
+        ));
         let child = std::process::Command::new("mpirun")
             .args(&args)
             .env("TMPDIR", &tmp)
@@ -85,7 +66,7 @@ fn mpirun_with_mpi_bootstrap_equals_one_process() {
                 if workers == 1 { "" } else { "s" }
             )
         );
-        let got = data(&master);
+        let got = result_datasets(&master);
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             reference.keys().collect::<Vec<_>>()

@@ -24,6 +24,56 @@ pub fn python_command() -> Command {
     Command::new(python())
 }
 
+/// The path of the reference script `tests/<name>`.
+pub fn reference_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
+}
+
+/// Runs a Python reference (`args`: a script and its arguments, or `-c CODE ...`; psana kept
+/// to one process) and returns what it printed, after asserting that it succeeded: a missing
+/// reference package fails the test, with the script's output in the message.
+pub fn python_reference<I, S>(what: &str, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = python_command()
+        .args(args)
+        .env("PS_PARALLEL", "none")
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The arguments of [`small_demo_args`] writing the smalldata output to `master`, plus `extra`.
+pub fn small_demo_output_args(master: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = small_demo_args()
+        .into_iter()
+        .filter(|a| a != "--no-output")
+        .collect();
+    args.extend(["--output".to_string(), master.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Every dataset of a smalldata master but the run's own figures (`shotflow/report`: times and
+/// the worker layout), which differ between runs of the same data.
+pub fn result_datasets(
+    master: &std::path::Path,
+) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let mut all = datasets(master);
+    all.retain(|name, _| !name.starts_with("shotflow/report"));
+    all
+}
+
 /// A demo configuration small enough for debug builds.
 pub fn small_demo() -> DemoConfig {
     DemoConfig {
