@@ -139,12 +139,20 @@ pub fn median_bisection(
     hi: f32,
     within: f32,
 ) -> Option<f32> {
-    let below = |m: f32| -> usize {
-        segments
-            .iter()
-            .map(|(values, bad)| count_below(isa, values, bad, m) as usize)
-            .sum()
-    };
+    bisect(
+        |m| {
+            segments
+                .iter()
+                .map(|(values, bad)| count_below(isa, values, bad, m) as usize)
+                .sum()
+        },
+        hi,
+        within,
+    )
+}
+
+/// [`median_bisection`] of the values that `below(m)` counts below `m`.
+fn bisect(below: impl Fn(f32) -> usize, hi: f32, within: f32) -> Option<f32> {
     let n = below(hi);
     if n == 0 || within.is_nan() || within <= 0.0 || !hi.is_finite() {
         return None;
@@ -368,29 +376,29 @@ impl Calibration {
                 let c1 = (c0 + bank_cols).min(cols);
                 let local = |r: usize| (r - rows.start) * cols + c0..(r - rows.start) * cols + c1;
                 let global = |r: usize| r * cols + c0..r * cols + c1;
-                let baseline = {
-                    let segments: Vec<(&[f32], &[bool])> =
-                        (r0..r1).map(|r| (&out[local(r)], &b[global(r)])).collect();
-                    let estimate = match self.median {
-                        Median::Bisection { within } => {
-                            median_bisection(isa, &segments, max_adu, within)
-                        }
-                        Median::Exact => None,
-                    };
-                    estimate.or_else(|| {
-                        scratch.clear();
-                        for (values, bad) in &segments {
-                            scratch.extend(
-                                values
-                                    .iter()
-                                    .zip(bad.iter())
-                                    .filter(|(v, b)| !**b && **v < max_adu)
-                                    .map(|(v, _)| *v),
-                            );
-                        }
-                        median(&mut scratch)
-                    })
+                // The block's rows are counted where they lie: no list of them per block.
+                let below = |m: f32| -> usize {
+                    (r0..r1)
+                        .map(|r| count_below(isa, &out[local(r)], &b[global(r)], m) as usize)
+                        .sum()
                 };
+                let estimate = match self.median {
+                    Median::Bisection { within } => bisect(below, max_adu, within),
+                    Median::Exact => None,
+                };
+                let baseline = estimate.or_else(|| {
+                    scratch.clear();
+                    for r in r0..r1 {
+                        scratch.extend(
+                            out[local(r)]
+                                .iter()
+                                .zip(&b[global(r)])
+                                .filter(|(v, b)| !**b && **v < max_adu)
+                                .map(|(v, _)| *v),
+                        );
+                    }
+                    median(&mut scratch)
+                });
                 if let Some(baseline) = baseline {
                     for r in r0..r1 {
                         subtract(isa, &mut out[local(r)], &b[global(r)], baseline);

@@ -195,11 +195,11 @@ pub fn reduce_frame(isa: Isa, frame: ArrayView2<'_, f32>, reductions: &Reduction
 mod tests {
     use super::*;
     use crate::azimuthal::{Geometry, Radial};
-    use crate::gain::agipd::AgipdConstants;
+    use crate::gain::agipd::{test_constants, test_frame};
     use crate::photons::count_photons;
     use crate::roi::roi_stats;
-    use ndarray::{Array2, Array3, Array4};
-    use rand::{Rng, SeedableRng};
+    use ndarray::Array2;
+    use rand::SeedableRng;
 
     /// An AGIPD module with mixed stages through calibrate → photons → ROI → azimuthal: fused
     /// equals unfused bit for bit, on every instruction set, and both equal the reductions'
@@ -209,18 +209,7 @@ mod tests {
         let mut rng = rand_pcg::Pcg64::seed_from_u64(9);
         // 129 columns: blocks of 31 rows start at every offset modulo 4 of the banks.
         let (cells, rows, cols) = (4, 64, 129);
-        let c = AgipdConstants {
-            thresholds: Array4::from_shape_fn((cells, 2, rows, cols), |(_, t, ..)| {
-                [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
-            }),
-            offset: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
-                [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
-            }),
-            relative_gain: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
-                [1.0, 45.0, 1000.0][s] * rng.gen_range(0.9..1.1f32)
-            }),
-            bad: Array3::from_shape_fn((cells, rows, cols), |_| rng.gen::<f32>() < 0.01),
-        };
+        let c = test_constants(&mut rng, (cells, rows, cols), 0.01);
         let geometry = Geometry {
             distance: 0.2,
             poni1: 0.0,
@@ -244,14 +233,7 @@ mod tests {
         };
         let mut frames = 0;
         for cell in 0..cells {
-            let gain = Array2::from_shape_fn((rows, cols), |(r, _)| {
-                if r < 32 {
-                    4500
-                } else {
-                    [4500u16, 5500, 7000][rng.gen_range(0..3)]
-                }
-            });
-            let analog = Array2::from_shape_fn((rows, cols), |_| rng.gen_range(3900..9000u16));
+            let (analog, gain) = test_frame(&mut rng, (rows, cols), 32);
             let mut frame = Array2::zeros((rows, cols));
             c.calibrate(analog.view(), gain.view(), cell, frame.view_mut(), None)
                 .unwrap();

@@ -452,10 +452,10 @@ fn calibrate_kernel(
         if start + AHEAD + LANES <= n {
             let later = at.start + AHEAD..at.end + AHEAD;
             if !Block::of(planes, analog, gain, later.clone()).high() {
-                for plane in [planes.thresholds[1], planes.offset[1], planes.offset[2]] {
-                    crate::simd::prefetch(&plane[later.start]);
-                }
-                for plane in [planes.relative[1], planes.relative[2]] {
+                let [_, t1] = planes.thresholds;
+                let [_, o1, o2] = planes.offset;
+                let [_, r1, r2] = planes.relative;
+                for plane in [t1, o1, o2, r1, r2] {
                     crate::simd::prefetch(&plane[later.start]);
                 }
             }
@@ -479,11 +479,52 @@ fn calibrate_kernel(
     }
 }
 
+/// Random constants of `(cells, rows, cols)` around typical levels, with a fraction `bad` of bad
+/// pixels (for the tests here and of the fused passes).
+#[cfg(test)]
+pub(crate) fn test_constants(
+    rng: &mut impl rand::Rng,
+    (cells, rows, cols): (usize, usize, usize),
+    bad: f32,
+) -> AgipdConstants {
+    AgipdConstants {
+        thresholds: Array4::from_shape_fn((cells, 2, rows, cols), |(_, t, ..)| {
+            [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
+        }),
+        offset: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
+            [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
+        }),
+        relative_gain: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
+            [1.0, 45.0, 1000.0][s] * rng.gen_range(0.9..1.1f32)
+        }),
+        bad: Array3::from_shape_fn((cells, rows, cols), |_| rng.gen::<f32>() < bad),
+    }
+}
+
+/// A random frame `(analog, gain)` for [`test_constants`]: rows `..high` all in high gain (whole
+/// blocks take the fast path), the others with stages at random.
+#[cfg(test)]
+pub(crate) fn test_frame(
+    rng: &mut impl rand::Rng,
+    (rows, cols): (usize, usize),
+    high: usize,
+) -> (ndarray::Array2<u16>, ndarray::Array2<u16>) {
+    let gain = ndarray::Array2::from_shape_fn((rows, cols), |(r, _)| {
+        if r < high {
+            4500
+        } else {
+            [4500u16, 5500, 7000][rng.gen_range(0..3)]
+        }
+    });
+    let analog = ndarray::Array2::from_shape_fn((rows, cols), |_| rng.gen_range(3900..9000u16));
+    (analog, gain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::Array2;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
 
     /// Every instruction set gives the bits, stage codes and counts of the pixel-by-pixel
     /// loop, on frames with blocks all in high gain and blocks of mixed stages and bad pixels.
@@ -491,29 +532,10 @@ mod tests {
     fn every_instruction_set_calibrates_like_the_pixel_loop() {
         let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
         let (cells, rows, cols) = (3, 16, 40);
-        let c = AgipdConstants {
-            thresholds: Array4::from_shape_fn((cells, 2, rows, cols), |(_, t, ..)| {
-                [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
-            }),
-            offset: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
-                [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
-            }),
-            relative_gain: Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
-                [1.0, 45.0, 1000.0][s] * rng.gen_range(0.9..1.1f32)
-            }),
-            bad: Array3::from_shape_fn((cells, rows, cols), |_| rng.gen::<f32>() < 0.02),
-        };
+        let c = test_constants(&mut rng, (cells, rows, cols), 0.02);
         let mut pixels = 0;
         for cell in 0..cells {
-            // Rows 0..8 all in high gain; the rest mixed.
-            let gain = Array2::from_shape_fn((rows, cols), |(r, _)| {
-                if r < 8 {
-                    4500
-                } else {
-                    [4500u16, 5500, 7000][rng.gen_range(0..3)]
-                }
-            });
-            let analog = Array2::from_shape_fn((rows, cols), |_| rng.gen_range(3900..9000u16));
+            let (analog, gain) = test_frame(&mut rng, (rows, cols), 8);
             let mut expected = Array2::zeros((rows, cols));
             let mut expected_stages = Array2::zeros((rows, cols));
             let want = c.calibrate_scalar(

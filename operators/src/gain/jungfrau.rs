@@ -303,16 +303,13 @@ impl JungfrauConstants {
                 cells: self.cells(),
             });
         }
-        let scale = match self.unit {
-            Unit::Energy => None,
-            Unit::Photons { energy } => Some(1.0f32 / energy),
-        };
+        let scale = self.scale();
         let pedestal = self.pedestal.index_axis(Axis(1), cell);
         let factor = self.gain_factor.index_axis(Axis(1), cell);
         let mut counts = StageCounts::default();
         let Some(cm) = self.common_mode else {
             if let (Some(planes), Some(v), Some(o)) =
-                (self.planes(cell, scale), raw.as_slice(), out.as_slice_mut())
+                (self.planes(cell), raw.as_slice(), out.as_slice_mut())
             {
                 let mut c = [0u64; 4];
                 calibrate_part(Isa::detect(), &planes, v, 0..v.len(), o, &mut c);
@@ -405,14 +402,9 @@ impl JungfrauConstants {
         reductions: &Reductions<'_>,
         scratch: &mut Vec<f32>,
     ) -> Result<(Reduced, StageCounts), GainError> {
-        let scale = match self.unit {
-            Unit::Energy => None,
-            Unit::Photons { energy } => Some(1.0f32 / energy),
-        };
         let pixels = &self.pedestal.shape()[2..];
-        let planes = self.planes(cell.min(self.cells().saturating_sub(1)), scale);
-        match (self.common_mode, planes, raw.as_slice()) {
-            (None, Some(planes), Some(v)) if raw.shape() == pixels && cell < self.cells() => {
+        match (self.common_mode, self.planes(cell), raw.as_slice()) {
+            (None, Some(planes), Some(v)) if raw.shape() == pixels => {
                 let mut c = [0u64; 4];
                 let reduced = reduce(isa, raw.dim(), 1, reductions, scratch, |range, out| {
                     calibrate_part(isa, &planes, v, range, out, &mut c)
@@ -533,8 +525,20 @@ fn calibrate_kernel(
 }
 
 impl JungfrauConstants {
-    /// Cell `cell`'s planes, when the constants are in standard (C) layout, as loaded.
-    fn planes(&self, cell: usize, scale: Option<f32>) -> Option<CellPlanes<'_>> {
+    /// What energies are multiplied by for the output unit (`None`: keV as they are).
+    fn scale(&self) -> Option<f32> {
+        match self.unit {
+            Unit::Energy => None,
+            Unit::Photons { energy } => Some(1.0f32 / energy),
+        }
+    }
+
+    /// Cell `cell`'s planes, when the cell exists and the constants are in standard (C)
+    /// layout, as loaded.
+    fn planes(&self, cell: usize) -> Option<CellPlanes<'_>> {
+        if cell >= self.cells() {
+            return None;
+        }
         fn plane(a: &Array4<f32>, stage: usize, cell: usize) -> Option<&[f32]> {
             a.view()
                 .index_axis_move(Axis(0), stage)
@@ -553,7 +557,7 @@ impl JungfrauConstants {
                 plane(&self.gain_factor, 2, cell)?,
             ],
             mask: self.mask.as_slice()?,
-            scale,
+            scale: self.scale(),
         })
     }
 }
@@ -604,7 +608,7 @@ mod kernel_tests {
                         scale.map_or(value, |k| value * k).to_bits()
                     })
                     .collect();
-                let planes = c.planes(cell, scale).unwrap();
+                let planes = c.planes(cell).unwrap();
                 for isa in crate::simd::Isa::available() {
                     let mut out = vec![0.0f32; rows * cols];
                     let mut counts = [0u64; 4];
