@@ -215,6 +215,8 @@ struct Profile {
 thread_local! {
     /// Maps per detector: built once per worker, used for every frame.
     static PROFILES: std::cell::RefCell<Vec<Arc<Profile>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calibrated module frame (`--constants`), reused from frame to frame.
+    static CALIBRATED: std::cell::RefCell<ndarray::Array2<f32>> = std::cell::RefCell::new(ndarray::Array2::zeros((0, 0)));
     /// Flat panels per frame shape, for the synthetic shots.
     static FLAT: std::cell::RefCell<Vec<([usize; 2], Arc<Detector>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -292,20 +294,23 @@ fn frame_stats(
     let mut sums = vec![0.0; AZAV_BINS];
     let (mut photons, mut roi_sum) = (0, 0.0);
     if let Some(constants) = constants {
-        let mut calibrated = ndarray::Array2::<f32>::zeros((rows, columns));
-        for (module, frame) in frames {
-            let c = &constants[if constants.len() == 1 { 0 } else { *module }];
-            if let Err(e) = c.calibrate(frame.into_dyn(), 0, calibrated.view_mut()) {
-                panic!("calibrating module {module}: {e}");
+        CALIBRATED.with_borrow_mut(|calibrated| {
+            if calibrated.dim() != (rows, columns) {
+                *calibrated = ndarray::Array2::zeros((rows, columns));
             }
-            let shape = [rows, columns];
-            photons += count_photons(calibrated.view(), 0.0, 1.0);
-            roi_sum += roi_stats(calibrated.view(), demo_roi(shape), Some(0.5)).sum;
-            let pixels = calibrated.as_slice().expect("a new array");
-            profile
-                .map
-                .accumulate_part(module * rows * columns, pixels, &mut sums);
-        }
+            for (module, frame) in frames {
+                let c = &constants[if constants.len() == 1 { 0 } else { *module }];
+                c.calibrate(frame.into_dyn(), 0, calibrated.view_mut())
+                    .expect("constants checked against the frames' shape at start");
+                let shape = [rows, columns];
+                photons += count_photons(calibrated.view(), 0.0, 1.0);
+                roi_sum += roi_stats(calibrated.view(), demo_roi(shape), Some(0.5)).sum;
+                let pixels = calibrated.as_slice().expect("a standard-layout array");
+                profile
+                    .map
+                    .accumulate_part(module * rows * columns, pixels, &mut sums);
+            }
+        });
         let azav = profile.map.normalize(&sums);
         return (photons, roi_sum, azav.iter().map(|v| *v as f32).collect());
     }
