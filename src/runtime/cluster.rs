@@ -283,11 +283,11 @@ fn connect_once(address: &str) -> Result<TcpStream, String> {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())
 }
 
-fn hostname() -> Result<String, String> {
+pub(crate) fn hostname() -> Result<String, String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::env::var("HOSTNAME"))
         .map(|h| h.trim().to_string())
-        .map_err(|_| "cannot tell this host's name for the rendezvous".to_string())
+        .map_err(|_| "cannot tell this host's name".to_string())
 }
 
 /// Publishes this process's address in the rendezvous directory; process 0 first writes the

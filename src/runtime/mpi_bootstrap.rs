@@ -62,10 +62,7 @@ pub(crate) fn exchange(
     let host = if local {
         "127.0.0.1".to_string()
     } else {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .map(|h| h.trim().to_string())
-            .map_err(|_| err("cannot tell this host's name".into()))?
+        super::cluster::hostname().map_err(err)?
     };
     let me = format!("{host}:{port}");
     if me.len() > SLOT {

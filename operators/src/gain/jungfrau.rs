@@ -416,7 +416,7 @@ impl JungfrauConstants {
                 Ok((reduced, counts))
             }
             _ => {
-                scratch.clear();
+                // `calibrate` writes every pixel: no zeroing.
                 scratch.resize(raw.len(), 0.0);
                 let mut frame = ArrayViewMut2::from_shape(raw.dim(), scratch.as_mut_slice())
                     .expect("sized to the frame");
