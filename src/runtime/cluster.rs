@@ -85,7 +85,7 @@ pub(crate) fn connect(
             let host = if *local {
                 "127.0.0.1".to_string()
             } else {
-                hostname().map_err(err)?
+                super::environment::hostname().map_err(err)?
             };
             (listener, format!("{host}:{port}"))
         }
@@ -281,13 +281,6 @@ fn connect_once(address: &str) -> Result<TcpStream, String> {
         .next()
         .ok_or_else(|| "no address".to_string())?;
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())
-}
-
-pub(crate) fn hostname() -> Result<String, String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .map(|h| h.trim().to_string())
-        .map_err(|_| "cannot tell this host's name".to_string())
 }
 
 /// Publishes this process's address in the rendezvous directory; process 0 first writes the

@@ -104,6 +104,14 @@ pub fn detect(
     }
 }
 
+/// This host's name, as the other hosts of a cluster reach it.
+pub(crate) fn hostname() -> Result<String, String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|h| h.trim().to_string())
+        .map_err(|_| "cannot tell this host's name".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,7 +62,7 @@ pub(crate) fn exchange(
     let host = if local {
         "127.0.0.1".to_string()
     } else {
-        super::cluster::hostname().map_err(err)?
+        super::environment::hostname().map_err(err)?
     };
     let me = format!("{host}:{port}");
     if me.len() > SLOT {
