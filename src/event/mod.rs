@@ -15,7 +15,7 @@ mod value;
 pub use key::Key;
 pub use random::event_rng;
 #[cfg_attr(not(feature = "hdf5"), allow(unused_imports))]
-pub(crate) use value::each_array;
+pub(crate) use value::{each_array, each_scalar};
 pub use value::{Array, DType, Element, Missing, Value};
 
 use ndarray::ArrayViewD;

@@ -213,6 +213,7 @@ macro_rules! each_scalar {
         }
     };
 }
+pub(crate) use each_scalar;
 
 fn dtype_of_element<T: Element>(_: &T) -> DType {
     T::DTYPE

@@ -249,15 +249,12 @@ impl Copy {
                         group: planned.group.clone(),
                         rows,
                         keys: Vec::new(),
+                        unaligned: planned.unaligned,
                     });
                     schema.len() - 1
                 }
             };
-            let stamp = match &planned.group {
-                Some(g) => format!("{g}/timestamp"),
-                None => "timestamp".into(),
-            };
-            if key != stamp {
+            if !planned.timestamp {
                 schema[group].keys.push(KeySchema {
                     name: key.clone(),
                     dtype: planned.dtype,

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::part_file::{GroupCounts, PartSchema};
 use super::run_summary::{Reduced, Summary};
+use super::saved::SavedTotal;
 use super::SmallDataError;
 use crate::event::EventId;
 use crate::flow::Batch;
 
 /// Version of the manifest layout: a master written by another layout cannot be resumed (2:
-/// compacted files).
-pub(crate) const FORMAT: u32 = 2;
+/// compacted files; 3: saved summaries).
+pub(crate) const FORMAT: u32 = 3;
 
 /// Where one batch's rows are: which segment of the manifest, how many per group. A block of
 /// a compacted file stands for every batch the file holds, up to `batch`.
@@ -59,6 +60,8 @@ pub(crate) struct Manifest {
     pub commits: u64,
     /// Events dropped or skipped in the committed batches: source, reason, events.
     pub losses: Vec<(String, String, u64)>,
+    /// The saved summaries folded over the committed batches in batch order.
+    pub saved: Vec<SavedTotal>,
 }
 
 impl Manifest {
@@ -78,6 +81,7 @@ impl Manifest {
             totals: summaries.iter().map(Reduced::empty).collect(),
             commits: 0,
             losses: Vec::new(),
+            saved: Vec::new(),
         }
     }
 

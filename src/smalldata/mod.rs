@@ -62,6 +62,8 @@ mod manifest;
 mod part_file;
 mod row;
 mod run_summary;
+mod save_per_batch;
+mod saved;
 mod virtual_master;
 mod writer;
 
@@ -76,6 +78,8 @@ pub use compaction::Compaction;
 pub use part_file::{GroupCounts, GroupSchema, KeySchema, PartSchema};
 pub use row::Row;
 pub use run_summary::{histogram_with_flows, Reduced, Summary};
+pub use save_per_batch::SavePerBatch;
+pub use saved::{Reduce, Saved, SavedError, SavedTotal};
 
 use crate::event::{Event, EventId};
 use crate::flow::read_ahead::SourcesEnded;
@@ -131,6 +135,31 @@ pub enum SmallDataError {
         other: String,
         /// That field's length.
         other_entries: usize,
+    },
+    /// An `unaligned_` key under a `var_` path: a ragged key is aligned through its `_len`.
+    #[error(
+        "key {key:?} is both unaligned (unaligned_) and ragged (var_); it can be one or the other"
+    )]
+    UnalignedRagged {
+        /// The key's path.
+        key: String,
+    },
+    /// An alignment group has the path of an `unaligned_` key.
+    #[error("{name:?} names both an alignment group and an unaligned_ key; rename one")]
+    UnalignedClash {
+        /// The path.
+        name: String,
+    },
+    /// Contributions to a saved summary cannot be combined.
+    #[error(transparent)]
+    Saved(#[from] SavedError),
+    /// A saved summary's path is taken.
+    #[error("saved summary {name:?} collides with {other}; give it another name")]
+    SavedCollides {
+        /// The saved summary.
+        name: String,
+        /// What has that path (or one above or below it).
+        other: String,
     },
     /// Appending to a segment failed. The segment is not committed; the output keeps what was.
     #[error(
@@ -232,6 +261,9 @@ pub struct SmallDataResult {
     pub rows: u64,
     /// The summaries, in the order they were requested.
     pub summaries: Vec<(Summary, Reduced)>,
+    /// The saved summaries contributed during the run ([`Row::saved`]), in order of first
+    /// contribution.
+    pub saved: Vec<SavedTotal>,
     /// Every batch of the run is in the master.
     pub complete: bool,
     /// Batches `0..batches` are committed (`Batch::MAX` when complete).
@@ -262,6 +294,7 @@ pub struct SmallData {
     writers: Option<usize>,
     cache_bytes: usize,
     summaries: Vec<Summary>,
+    saved: Vec<(String, Saved)>,
     commit_interval: Duration,
     durable: bool,
     compaction: Compaction,
@@ -291,6 +324,7 @@ impl SmallData {
             writers: None,
             cache_bytes: part_file::CACHE_BYTES,
             summaries: Vec::new(),
+            saved: Vec::new(),
             commit_interval: COMMIT_INTERVAL,
             durable: false,
             compaction: Compaction::default(),
@@ -442,6 +476,28 @@ impl SmallData {
             hi,
             bins: bins.max(1),
         });
+        self
+    }
+
+    /// Saves `value` at `name` in the master (psana's `save_summary` of a value computed up
+    /// front): a number, an array or a string, written by worker 0 into every master. Nested
+    /// names make groups (`"calibration/gain"`). Values contributed during the run are
+    /// [`Row::saved`]. A later call with the same name replaces the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shotflow::smalldata::SmallData;
+    ///
+    /// let output = SmallData::new("run.h5")
+    ///     .save("n_workers", 4u64)
+    ///     .save("command", "shotflow demo --workers 4")
+    ///     .save("calibration/gain", vec![1.0f64, 0.98]);
+    /// ```
+    pub fn save(mut self, name: &str, value: impl Into<Saved>) -> SmallData {
+        let name = name.trim_matches('/').to_string();
+        self.saved.retain(|(n, _)| *n != name);
+        self.saved.push((name, value.into()));
         self
     }
 

@@ -9,6 +9,10 @@
 //! Ragged keys (a path component starting with `var_`, psana's convention) are stored
 //! concatenated along their first axis, with an aligned `<var_parent>_len` (int64, 0 when the
 //! event lacks it).
+//!
+//! Unaligned keys (the last path component starts with `unaligned_`, tjlane/smalldata's
+//! convention) are never backfilled: each is a group of its own, whose one dataset sits at the
+//! key's path and whose event ids sit beside it at `<path>_timestamp`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +54,34 @@ pub struct GroupSchema {
     pub rows: u64,
     /// Its datasets, `timestamp` excluded.
     pub keys: Vec<KeySchema>,
+    /// The group of one `unaligned_` key (named by the key's path).
+    #[serde(default)]
+    pub unaligned: bool,
+}
+
+impl GroupSchema {
+    /// Where the group's event ids are: see [`timestamp_path`].
+    pub fn timestamp_path(&self) -> String {
+        timestamp_path(self.group.as_deref(), self.unaligned)
+    }
+}
+
+/// Where a group's event ids are: `timestamp` at the root, `<group>/timestamp` for an
+/// alignment group, `<path>_timestamp` beside an `unaligned_` key.
+pub fn timestamp_path(group: Option<&str>, unaligned: bool) -> String {
+    match group {
+        None => "timestamp".into(),
+        Some(path) if unaligned => format!("{path}_timestamp"),
+        Some(group) => format!("{group}/timestamp"),
+    }
+}
+
+/// Whether a key is unaligned: its last path component starts with `unaligned_`
+/// (`andor/unaligned_img`, not `unaligned_grp/x`).
+pub fn is_unaligned(name: &str) -> bool {
+    name.rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with("unaligned_"))
 }
 
 /// What a finished part file holds, as the master needs it.
@@ -192,6 +224,11 @@ fn append_rows(
 /// The rows of one alignment group in one part file.
 struct GroupWriter {
     group: Option<String>,
+    /// The group of one `unaligned_` key.
+    unaligned: bool,
+    /// This group's `unaligned_` keys and their full paths: their values go to groups of their
+    /// own.
+    forwarded: Vec<(Key, Key)>,
     prefix: String,
     columns: Vec<Column>,
     index: HashMap<Key, usize>,
@@ -210,11 +247,19 @@ impl GroupWriter {
         file: &hdf5::File,
         path: &Path,
         group: Option<String>,
+        unaligned: bool,
     ) -> Result<GroupWriter, SmallDataError> {
-        let prefix = group.as_ref().map(|g| format!("{g}/")).unwrap_or_default();
-        create_dataset::<i64>(file, path, &format!("{prefix}timestamp"), &[], 0, -99_999)?;
+        // An unaligned group's one key is named by its full path already.
+        let prefix = match &group {
+            Some(g) if !unaligned => format!("{g}/"),
+            _ => String::new(),
+        };
+        let stamps = timestamp_path(group.as_deref(), unaligned);
+        create_dataset::<i64>(file, path, &stamps, &[], 0, -99_999)?;
         Ok(GroupWriter {
             group,
+            unaligned,
+            forwarded: Vec::new(),
             prefix,
             columns: Vec::new(),
             index: HashMap::new(),
@@ -227,11 +272,14 @@ impl GroupWriter {
         })
     }
 
+    /// Appends `event`'s fields, except its `unaligned_` ones: those are listed in `forward`
+    /// (full path, position among the fields) for their own groups.
     fn append(
         &mut self,
         file: &hdf5::File,
         path: &Path,
         event: &Event,
+        forward: &mut Vec<(Key, usize)>,
     ) -> Result<(), SmallDataError> {
         if self.last_id.is_some_and(|last| event.id <= last) {
             return Err(SmallDataError::Order {
@@ -254,7 +302,13 @@ impl GroupWriter {
                 .map(|_| position);
             let at = match guess.or_else(|| self.index.get(key).copied()) {
                 Some(at) => at,
-                None => self.add_column(file, path, *key, value, event.id)?,
+                None => match self.forwarded_path(*key)? {
+                    Some(full) => {
+                        forward.push((full, position));
+                        continue;
+                    }
+                    None => self.add_column(file, path, *key, value, event.id)?,
+                },
             };
             let column = &mut self.columns[at];
             if column.ragged {
@@ -302,6 +356,24 @@ impl GroupWriter {
         }
         self.rows += 1;
         Ok(())
+    }
+
+    /// The full path of `key` when it is an `unaligned_` key of this group (not itself an
+    /// unaligned group's key).
+    fn forwarded_path(&mut self, key: Key) -> Result<Option<Key>, SmallDataError> {
+        if let Some((_, full)) = self.forwarded.iter().find(|(k, _)| *k == key) {
+            return Ok(Some(*full));
+        }
+        if self.unaligned || !is_unaligned(key.name()) {
+            return Ok(None);
+        }
+        let full = format!("{}{}", self.prefix, key.name());
+        if var_parent(&full).is_some() {
+            return Err(SmallDataError::UnalignedRagged { key: full });
+        }
+        let full = Key::new(&full);
+        self.forwarded.push((key, full));
+        Ok(Some(full))
     }
 
     fn add_column(
@@ -392,7 +464,7 @@ impl GroupWriter {
         append_rows(
             file,
             path,
-            &format!("{}timestamp", self.prefix),
+            &timestamp_path(self.group.as_deref(), self.unaligned),
             &[],
             from,
             to - from,
@@ -442,6 +514,7 @@ impl GroupWriter {
             group: self.group.clone(),
             rows: self.written as u64,
             keys,
+            unaligned: self.unaligned,
         }
     }
 }
@@ -465,7 +538,7 @@ pub(crate) struct PartFile {
 impl PartFile {
     pub fn create(path: &Path, cache_bytes: usize) -> Result<PartFile, SmallDataError> {
         let file = hdf5::File::create(path).map_err(|e| SmallDataError::hdf5(path, "create", e))?;
-        let root = GroupWriter::new(&file, path, None)?;
+        let root = GroupWriter::new(&file, path, None, false)?;
         Ok(PartFile {
             file,
             path: path.to_path_buf(),
@@ -482,17 +555,16 @@ impl PartFile {
             .iter()
             .map(|g| (g.rows, g.ragged_cached()))
             .collect();
+        let mut forward = Vec::new();
         for row in rows {
-            let name = row.group.map(|g| g.name().to_string());
-            let at = match self.groups.iter().position(|g| g.group == name) {
-                Some(at) => at,
-                None => {
-                    let group = GroupWriter::new(&self.file, &self.path, name)?;
-                    self.groups.push(group);
-                    self.groups.len() - 1
-                }
-            };
-            self.groups[at].append(&self.file, &self.path, &row.event)?;
+            let at = self.group(row.group.map(|g| g.name()), false)?;
+            self.groups[at].append(&self.file, &self.path, &row.event, &mut forward)?;
+            for (full, position) in forward.drain(..) {
+                let value = &row.event.fields()[position].1;
+                let event = Event::new(row.event.id).with(full, value.clone());
+                let at = self.group(Some(full.name()), true)?;
+                self.groups[at].append(&self.file, &self.path, &event, &mut Vec::new())?;
+            }
         }
         let counts = self
             .groups
@@ -529,6 +601,21 @@ impl PartFile {
             self.flush()?;
         }
         Ok(counts)
+    }
+
+    /// The index of group `name`, created on first sight.
+    fn group(&mut self, name: Option<&str>, unaligned: bool) -> Result<usize, SmallDataError> {
+        if let Some(at) = self.groups.iter().position(|g| g.group.as_deref() == name) {
+            if self.groups[at].unaligned != unaligned {
+                return Err(SmallDataError::UnalignedClash {
+                    name: name.unwrap_or_default().to_string(),
+                });
+            }
+            return Ok(at);
+        }
+        let group = GroupWriter::new(&self.file, &self.path, name.map(str::to_string), unaligned)?;
+        self.groups.push(group);
+        Ok(self.groups.len() - 1)
     }
 
     /// Writes every cache to the file.

@@ -18,6 +18,7 @@ use super::column_cache::{describe, with_data, Data, Fill};
 use super::manifest::{Block, Manifest};
 use super::part_file::{create_groups, rows, var_parent, GroupCounts, PartSchema};
 use super::run_summary::{histogram_with_flows, Reduced, Summary};
+use super::saved::Saved;
 use super::SmallDataError;
 use crate::event::DType;
 use crate::flow::Batch;
@@ -84,6 +85,10 @@ pub(crate) struct Planned {
     pub shape: Vec<usize>,
     pub ragged: bool,
     pub group: Option<String>,
+    /// Its group is an `unaligned_` key's.
+    pub unaligned: bool,
+    /// It is its group's event ids.
+    pub timestamp: bool,
     first: String,
 }
 
@@ -114,7 +119,7 @@ impl Planned {
             .find(|k| k.name == name);
         key.map(|k| k.rows).or_else(|| {
             // `timestamp` datasets are not listed among the keys
-            name.ends_with("timestamp").then(|| {
+            self.timestamp.then(|| {
                 part.groups
                     .iter()
                     .find(|g| g.group == self.group)
@@ -153,14 +158,8 @@ pub(crate) fn plan(parts: &[PartSchema], blocks: &[Block]) -> Result<Plan, Small
             if !groups.contains(&group.group) {
                 groups.push(group.group.clone());
             }
-            let prefix = group
-                .group
-                .as_ref()
-                .map(|g| format!("{g}/"))
-                .unwrap_or_default();
-            let stamp = format!("{prefix}timestamp");
             let stamp_schema = super::part_file::KeySchema {
-                name: stamp,
+                name: group.timestamp_path(),
                 dtype: DType::I64,
                 shape: vec![],
                 ragged: false,
@@ -188,6 +187,8 @@ pub(crate) fn plan(parts: &[PartSchema], blocks: &[Block]) -> Result<Plan, Small
                                 shape: key.shape.clone(),
                                 ragged: key.ragged,
                                 group: group.group.clone(),
+                                unaligned: group.unaligned,
+                                timestamp: std::ptr::eq(key, &stamp_schema),
                                 first: part.file.clone(),
                             },
                         );
@@ -231,6 +232,8 @@ pub(crate) fn plan(parts: &[PartSchema], blocks: &[Block]) -> Result<Plan, Small
         shape: vec![],
         ragged: false,
         group: None,
+        unaligned: false,
+        timestamp: true,
         first: String::new(),
     });
     Ok(Plan {
@@ -277,17 +280,56 @@ fn map_datasets(
     Ok(mappings)
 }
 
+/// A saved summary may not share a path with an event dataset, the run summaries, the run
+/// metadata or another saved summary, nor sit above or below one.
+fn check_saved_names(saved: &[(String, Saved)], plan: &Plan) -> Result<(), SmallDataError> {
+    let clash = |a: &str, b: &str| {
+        a == b
+            || a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+            || b.strip_prefix(a).is_some_and(|r| r.starts_with('/'))
+    };
+    for (at, (name, _)) in saved.iter().enumerate() {
+        let taken = plan
+            .datasets
+            .keys()
+            .map(|d| (d.as_str(), "an event dataset"))
+            .chain([
+                ("summary", "the run summaries"),
+                ("shotflow", "the run metadata"),
+            ])
+            .chain(
+                saved[..at]
+                    .iter()
+                    .map(|(n, _)| (n.as_str(), "another saved summary")),
+            );
+        for (other, what) in taken {
+            if name.is_empty() || name.starts_with('/') || clash(name, other) {
+                return Err(SmallDataError::SavedCollides {
+                    name: name.clone(),
+                    other: format!("{what} {other:?}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the master of `manifest` to `path`. Returns the number of events of the root group.
 pub(crate) fn write_master(
     path: &Path,
     manifest: &Manifest,
+    saved: &[(String, Saved)],
     info: &RunInfo,
 ) -> Result<u64, SmallDataError> {
     let plan = plan(&manifest.segments, &manifest.blocks)?;
+    check_saved_names(saved, &plan)?;
     let context = |what: &str, e: hdf5::Error| SmallDataError::hdf5(path, what, e);
     {
         let file = hdf5::File::create(path).map_err(|e| context("create", e))?;
         map_datasets(&file, path, &manifest.segments, &manifest.blocks, &plan)?;
+        for (name, value) in saved {
+            super::saved::write(&file, name, value).map_err(|e| context(name, e))?;
+        }
         for (summary, result) in manifest.summaries.iter().zip(&manifest.totals) {
             let base = format!("summary/{}", summary.key());
             create_groups(&file, &format!("{base}/x")).map_err(|e| context(&base, e))?;

@@ -31,6 +31,7 @@ use super::manifest::{Block, Manifest};
 use super::part_file::{GroupCounts, PartFile, PartSchema};
 use super::row::{merge_same_event, Row};
 use super::run_summary::{Reduced, Summary};
+use super::saved::{fold, fold_all, Saved, SavedTotal};
 use super::virtual_master::{write_master, RunInfo};
 use super::{SmallData, SmallDataError, SmallDataResult};
 use crate::event::{EventId, HasEventId};
@@ -49,6 +50,7 @@ pub(crate) enum Report {
         seq: u64,
         counts: Vec<GroupCounts>,
         partials: Vec<Reduced>,
+        saved: Vec<SavedTotal>,
         last_event: Option<EventId>,
     },
     /// Every batch of `writer` before `upto` (`Batch::MAX`: all) is in a closed segment;
@@ -194,6 +196,21 @@ impl OrderedSink<Row> for PartWriter {
             self.open = Some(Segment { file, tmp, name });
         }
         let segment = self.open.as_mut().expect("opened");
+        let (contributions, rows): (Vec<Row>, Vec<Row>) = if rows.iter().any(|r| r.saved.is_some())
+        {
+            rows.into_iter().partition(|r| r.saved.is_some())
+        } else {
+            (Vec::new(), rows)
+        };
+        // In event-id order (rows come sorted), whichever worker made them.
+        let mut saved = Vec::new();
+        for row in &contributions {
+            let reduce = row.saved.expect("partitioned");
+            for (key, value) in row.event.fields() {
+                fold(&mut saved, key.name(), reduce, value)
+                    .map_err(|e| failed(SmallDataError::Saved(e)))?;
+            }
+        }
         let rows = merge_same_event(rows);
         let counts = segment.file.append(&rows).map_err(|e| {
             failed(SmallDataError::Append {
@@ -213,6 +230,7 @@ impl OrderedSink<Row> for PartWriter {
             seq: self.seq,
             counts,
             partials,
+            saved,
             // Rows come sorted by event id.
             last_event: rows.last().map(|r| r.event.id),
         });
@@ -259,6 +277,7 @@ struct Pending {
     seq: u64,
     counts: Vec<GroupCounts>,
     partials: Vec<Reduced>,
+    saved: Vec<SavedTotal>,
     last_event: Option<EventId>,
 }
 
@@ -562,6 +581,7 @@ impl MasterWriter {
             for (total, partial) in self.manifest.totals.iter_mut().zip(&block.partials) {
                 total.combine(partial);
             }
+            fold_all(&mut self.manifest.saved, &block.saved)?;
             self.manifest.blocks.push(Block {
                 batch,
                 segment,
@@ -591,7 +611,13 @@ impl MasterWriter {
             figures: crate::monitor::current_figures(),
         };
         let tmp = path.with_extension("h5.tmp");
-        let rows = write_master(&tmp, &self.manifest, &info)?;
+        let saved: Vec<(String, Saved)> = (self.config.saved.iter().cloned())
+            .chain(
+                (self.manifest.saved.iter())
+                    .map(|t| (t.name.clone(), Saved::Value(t.value.clone()))),
+            )
+            .collect();
+        let rows = write_master(&tmp, &self.manifest, &saved, &info)?;
         if let Some(pause) = test_pause() {
             // Lets a test kill the process while a master is half-way to its name.
             std::thread::sleep(pause);
@@ -615,6 +641,7 @@ impl MasterWriter {
                 .cloned()
                 .zip(self.manifest.totals.iter().cloned())
                 .collect(),
+            saved: self.manifest.saved.clone(),
             complete,
             batches: self.manifest.batches,
             last_event: self.manifest.last_event,
@@ -644,6 +671,7 @@ impl OrderedSink<Report> for MasterWriter {
                     seq,
                     counts,
                     partials,
+                    saved,
                     last_event,
                 } => {
                     if batch < self.resumed_from {
@@ -658,6 +686,7 @@ impl OrderedSink<Report> for MasterWriter {
                             seq,
                             counts,
                             partials,
+                            saved,
                             last_event,
                         },
                     );

@@ -319,7 +319,14 @@ pub fn datasets(
                 format!("{prefix}/{name}")
             };
             if let Ok(d) = group.dataset(&name) {
+                let text = d.dtype().unwrap().to_descriptor().unwrap();
                 let bytes = match d.dtype().unwrap().size() {
+                    _ if matches!(text, hdf5::types::TypeDescriptor::VarLenUnicode) => d
+                        .read_raw::<hdf5::types::VarLenUnicode>()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|s| s.as_bytes().to_vec())
+                        .collect(),
                     1 => d.read_raw::<u8>().unwrap(),
                     2 => d
                         .read_raw::<u16>()

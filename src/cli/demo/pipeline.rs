@@ -27,7 +27,7 @@ use shotflow::flow::Settings;
 use shotflow::monitor::{publish, Plot};
 use shotflow::runtime::{execute_with, Plan, RunError};
 use shotflow::sink::SinkExt;
-use shotflow::smalldata::{SmallData, SmallDataExt};
+use shotflow::smalldata::{Reduce, Row, SavePerBatch, SmallData, SmallDataExt};
 use shotflow::source::synthetic::{PEDESTAL, PHOTON_ADU};
 use shotflow::source::{Synthetic, SyntheticSource};
 use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Source};
@@ -40,6 +40,7 @@ use shotflow_operators::histogram::Histogram;
 use shotflow_operators::photons::{count_photons, PhotonCounter};
 use shotflow_operators::roi::{roi_stats, Roi};
 use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::Concat;
 
 /// Options of the demo pipeline.
 #[derive(Clone, Debug)]
@@ -605,6 +606,80 @@ impl Curve {
     }
 }
 
+/// The delays the demo's scan visits, in increasing order: the axis of the pump-probe curve
+/// it saves into its output.
+pub fn delay_set_points(config: &DemoConfig) -> Vec<f64> {
+    let mut delays: Vec<f64> = if let Some(x) = &config.xtc2 {
+        let steps = x.events.div_ceil(x.events_per_step.max(1));
+        (0..steps).map(|s| x.delay(s)).collect()
+    } else if let Some(run) = &config.run {
+        (0..run.trains).map(|t| run.delay(t)).collect()
+    } else {
+        let source = &config.source;
+        let steps = source.delay_steps.max(1) as u64;
+        let per_step = source.events.div_ceil(steps).max(1);
+        (0..steps)
+            .map(|s| s * per_step)
+            .take_while(|&i| i < source.events)
+            .map(|i| source.delay_of(i))
+            .collect()
+    };
+    delays.sort_by(f64::total_cmp);
+    delays.dedup_by(|a, b| a.to_bits() == b.to_bits());
+    delays
+}
+
+/// One batch's share of the pump-probe curve over fixed delays: what the demo contributes to
+/// the saved summaries `pump_probe/{n_on,sum_on,n_off,sum_off}` (reduced by sum).
+#[derive(Clone, Debug, Default)]
+pub struct CurveSums {
+    n_on: Vec<u64>,
+    sum_on: Vec<f64>,
+    n_off: Vec<u64>,
+    sum_off: Vec<f64>,
+}
+
+impl CurveSums {
+    /// Adds one row at its delay's place among `delays`. A delay off the scan's set points
+    /// (none in the demo's own data) adds nothing; the printed curve still has it.
+    pub fn add(&mut self, delays: &[f64], row: &ShotRow) {
+        if self.n_on.len() != delays.len() {
+            *self = CurveSums::sized(delays.len());
+        }
+        let Some(k) = delays
+            .iter()
+            .position(|d| d.to_bits() == row.delay.to_bits())
+        else {
+            return;
+        };
+        let signal = row.photons as f64 / row.pulse_energy;
+        if row.laser_on {
+            self.n_on[k] += 1;
+            self.sum_on[k] += signal;
+        } else {
+            self.n_off[k] += 1;
+            self.sum_off[k] += signal;
+        }
+    }
+
+    fn sized(n: usize) -> CurveSums {
+        CurveSums {
+            n_on: vec![0; n],
+            sum_on: vec![0.0; n],
+            n_off: vec![0; n],
+            sum_off: vec![0.0; n],
+        }
+    }
+
+    /// The saved summaries' fields.
+    pub fn fields(self, event: &mut Event) {
+        event.set(Key::new("pump_probe/n_on"), self.n_on);
+        event.set(Key::new("pump_probe/sum_on"), self.sum_on);
+        event.set(Key::new("pump_probe/n_off"), self.n_off);
+        event.set(Key::new("pump_probe/sum_off"), self.sum_off);
+    }
+}
+
 /// Upper edge of the dashboard's photons-per-shot histogram.
 const PHOTON_BINS_TOP: f64 = 1200.0;
 
@@ -718,7 +793,11 @@ pub fn run(
         None => None,
     };
     let xtc2_run = lcls.as_ref().map(|(_, run)| Arc::clone(run));
-    let shared = config.clone();
+    let delays = Arc::new(delay_set_points(&config));
+    let mut shared = config.clone();
+    shared.output = shared
+        .output
+        .map(|output| output.save("pump_probe/delay", delays.to_vec()));
     // The rate the demo reports is the pipeline's, not the simulator's.
     let simulating = if simulated.is_some() || lcls.is_some() {
         started.elapsed()
@@ -737,6 +816,7 @@ pub fn run(
         let input = input.clone();
         let xtc2_run = xtc2_run.clone();
         let constants = config.constants.clone();
+        let delays = Arc::clone(&delays);
         worker.dataflow(|scope| {
             let rows = match (input, xtc2_run) {
                 (_, Some(run)) => {
@@ -772,7 +852,18 @@ pub fn run(
                 });
             let kept = rows.filter(move |row| row.pulse_energy >= cut);
             if let Some(smalldata) = output {
-                kept.clone().map(|row| row.to_event()).smalldata(smalldata);
+                // The curve's sums go into the output too, one contribution per batch where
+                // the batch was reduced, so a notebook reads the curve from the file.
+                let delays = Arc::clone(&delays);
+                let saved = kept.clone().save_per_batch(
+                    Reduce::Sum,
+                    move |sums: &mut CurveSums, row: &ShotRow| sums.add(&delays, row),
+                    CurveSums::fields,
+                );
+                kept.clone()
+                    .map(|row| Row::from(row.to_event()))
+                    .concat(saved)
+                    .smalldata(smalldata);
             }
             // The dashboard's result plots (when one runs) follow the curve batch by batch.
             let mut photons = Histogram::new(0.0, PHOTON_BINS_TOP, 60);
