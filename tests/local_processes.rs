@@ -55,6 +55,8 @@ fn local_processes_give_what_one_process_gives() {
             String::from_utf8_lossy(&out.stderr)
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // The curve is in the file, as the demo printed it.
+        compared += common::assert_saved_curve(&master, &json);
         assert_eq!(
             json["plan"].as_str().unwrap(),
             format!(
@@ -88,7 +90,7 @@ fn local_processes_give_what_one_process_gives() {
         // The started processes are gone and their rendezvous directory with them.
         assert!(processes_with(&master.display().to_string()).is_empty());
     }
-    eprintln!("{compared} datasets equal to one process's at 2 × 1 and 3 × 2");
+    eprintln!("{compared} datasets and saved curve values equal to one process's and the printed curve at 2 × 1 and 3 × 2");
 }
 
 #[test]

@@ -358,3 +358,38 @@ pub fn datasets(
     walk(&hdf5::File::open(path).unwrap(), "", &mut out);
     out
 }
+
+/// The pump-probe curve the demo saved in `master` (saved summaries `pump_probe/*`) is the
+/// curve it printed (`--json`'s points): the same delays and counts, and sums equal to float
+/// rounding (the file sums per batch, then batches in order; the printed curve adds shot after
+/// shot). Returns the values compared.
+pub fn assert_saved_curve(master: &std::path::Path, json: &serde_json::Value) -> usize {
+    let file = hdf5::File::open(master).unwrap();
+    let f64s = |name: &str| file.dataset(name).unwrap().read_raw::<f64>().unwrap();
+    let u64s = |name: &str| file.dataset(name).unwrap().read_raw::<u64>().unwrap();
+    let (delay, n_on, sum_on) = (
+        f64s("pump_probe/delay"),
+        u64s("pump_probe/n_on"),
+        f64s("pump_probe/sum_on"),
+    );
+    let (n_off, sum_off) = (u64s("pump_probe/n_off"), f64s("pump_probe/sum_off"));
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(points.len(), delay.len(), "{}", master.display());
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+    for (k, p) in points.iter().enumerate() {
+        assert_eq!(p["delay"].as_f64().unwrap().to_bits(), delay[k].to_bits());
+        assert_eq!(p["n_on"].as_u64().unwrap(), n_on[k], "delay {}", delay[k]);
+        assert_eq!(p["n_off"].as_u64().unwrap(), n_off[k], "delay {}", delay[k]);
+        assert!(
+            close(p["sum_on"].as_f64().unwrap(), sum_on[k]),
+            "delay {}",
+            delay[k]
+        );
+        assert!(
+            close(p["sum_off"].as_f64().unwrap(), sum_off[k]),
+            "delay {}",
+            delay[k]
+        );
+    }
+    points.len() * 5
+}

@@ -320,6 +320,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     "  per-shot results: {} (h5py: f['photons'], f['azav'], f['summary/photons/mean'])",
                     args.output.display()
                 );
+                outln!(
+                    "  pump-probe curve: f['pump_probe/delay'], f['pump_probe/sum_on'][:] / f['pump_probe/n_on'][:] (and _off)"
+                );
                 if let Some(r) = result
                     .lock()
                     .unwrap()
@@ -328,7 +331,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 {
                     outln!(
                         "  resumed at batch {}: the events and the curve above are this run's \
-                         batches only; {} holds all {} events",
+                         batches only; {} holds all {} events and the whole run's curve",
                         r.resumed_from,
                         r.master.display(),
                         r.rows
