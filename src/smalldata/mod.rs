@@ -30,7 +30,13 @@
 //! Rows may belong to an alignment group ([`Row::in_group`], psana's `align_group`): the
 //! group's keys live under `<group>/` with their own `<group>/timestamp`, aligned among the
 //! group's events only. Keys with a `var_` path component are ragged: values are concatenated
-//! along their first axis, with an aligned `<var_parent>_len` (psana's layout).
+//! along their first axis, with an aligned `<var_parent>_len` (psana's layout). Keys whose last
+//! path component starts with `unaligned_` (tjlane/smalldata's) are never backfilled: one row
+//! per event that carried them, event ids at `<path>_timestamp`.
+//!
+//! Saved summaries (psana's `save_summary`) are named values at their own paths: given up
+//! front ([`SmallData::save`]) or contributed from the stream ([`Row::saved`],
+//! [`SavePerBatch`]) and reduced per batch in batch order.
 //!
 //! # Examples
 //!

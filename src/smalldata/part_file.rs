@@ -60,15 +60,16 @@ pub struct GroupSchema {
 }
 
 impl GroupSchema {
-    /// Where the group's event ids are: see [`timestamp_path`].
-    pub fn timestamp_path(&self) -> String {
+    /// Where the group's event ids are: `timestamp` at the root, `<group>/timestamp` for an
+    /// alignment group, `<path>_timestamp` beside an `unaligned_` key.
+    pub(crate) fn timestamp_path(&self) -> String {
         timestamp_path(self.group.as_deref(), self.unaligned)
     }
 }
 
 /// Where a group's event ids are: `timestamp` at the root, `<group>/timestamp` for an
 /// alignment group, `<path>_timestamp` beside an `unaligned_` key.
-pub fn timestamp_path(group: Option<&str>, unaligned: bool) -> String {
+pub(crate) fn timestamp_path(group: Option<&str>, unaligned: bool) -> String {
     match group {
         None => "timestamp".into(),
         Some(path) if unaligned => format!("{path}_timestamp"),
@@ -78,7 +79,7 @@ pub fn timestamp_path(group: Option<&str>, unaligned: bool) -> String {
 
 /// Whether a key is unaligned: its last path component starts with `unaligned_`
 /// (`andor/unaligned_img`, not `unaligned_grp/x`).
-pub fn is_unaligned(name: &str) -> bool {
+pub(crate) fn is_unaligned(name: &str) -> bool {
     name.rsplit('/')
         .next()
         .is_some_and(|last| last.starts_with("unaligned_"))
@@ -664,7 +665,21 @@ impl PartFile {
 
 #[cfg(test)]
 mod tests {
-    use super::var_parent;
+    use super::{is_unaligned, timestamp_path, var_parent};
+
+    #[test]
+    fn unaligned_keys_follow_tjlane_and_have_their_own_timestamps() {
+        assert!(is_unaligned("andor/unaligned_img"));
+        assert!(is_unaligned("unaligned_x"));
+        assert!(!is_unaligned("unaligned_grp/x"));
+        assert!(!is_unaligned("andor/img_unaligned_"));
+        assert_eq!(timestamp_path(None, false), "timestamp");
+        assert_eq!(timestamp_path(Some("andor"), false), "andor/timestamp");
+        assert_eq!(
+            timestamp_path(Some("andor/unaligned_img"), true),
+            "andor/unaligned_img_timestamp"
+        );
+    }
 
     #[test]
     fn var_parents_follow_psana() {
