@@ -439,11 +439,7 @@ fn bad_unaligned_and_saved_requests_are_named() {
     );
     let e = failure(
         |id, i| {
-            let v: Value = if i < 100 {
-                Value::U8(200)
-            } else {
-                Value::F64(1.0)
-            };
+            let v = Value::U8(if i == 0 { 200 } else { 100 });
             vec![
                 Row::from(Event::new(id).with(Key::new("i0"), 1.0)),
                 Row::saved(Reduce::Sum, Event::new(id).with(Key::new("total"), v)),
@@ -452,8 +448,29 @@ fn bad_unaligned_and_saved_requests_are_named() {
         None,
     );
     assert!(
-        e.contains("saved summary \"total\" (sum): 200 and 200 overflow uint8"),
+        e.contains("saved summary \"total\" (sum): 200 and 100 overflow uint8"),
         "{e}"
     );
-    println!("4 bad requests named");
+    // Batch 0 gives uint8, batch 1 float64: found where the batches are folded, on worker 0.
+    let e = failure(
+        |id, i| {
+            let v = if i < BATCH {
+                Value::U8(1)
+            } else {
+                Value::F64(1.0)
+            };
+            vec![
+                Row::from(Event::new(id).with(Key::new("i0"), 1.0)),
+                Row::saved(Reduce::Max, Event::new(id).with(Key::new("peak"), v)),
+            ]
+        },
+        None,
+    );
+    assert!(
+        e.contains(
+            "saved summary \"peak\" (max): uint8 [] before, float64 [] now; values are never cast"
+        ),
+        "{e}"
+    );
+    println!("5 bad requests named");
 }

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{each_array, each_scalar, Array, Element, Value};
+use crate::event::{each_array, each_scalar, Array, DType, Element, Value};
 
 /// How contributions to one saved summary combine. Every contribution must have the type and
 /// shape of the first (values are never cast), except with [`Reduce::Last`].
@@ -133,7 +133,7 @@ pub(crate) fn fold(
         // Checked on its own too: a summary seen once must not hold a value its reduction
         // cannot combine.
         if reduce != Reduce::Last {
-            combine(reduce, value, value).map_err(error)?;
+            defined(reduce, value.dtype()).map_err(error)?;
         }
         totals.push(SavedTotal {
             name: name.to_string(),
@@ -190,8 +190,15 @@ fn elements<T: Element>(value: &Value) -> Vec<T> {
     }
 }
 
+/// Whether `reduce` is defined for values of `dtype`.
+fn defined(reduce: Reduce, dtype: DType) -> Result<(), String> {
+    let op = crate::with_dtype!(dtype, T => <T as Combine>::op(reduce).map(drop));
+    op.ok_or_else(|| format!("not defined for {dtype}"))
+}
+
 fn combine_typed<T: Combine>(reduce: Reduce, a: &Value, b: &Value) -> Result<Value, String> {
-    let op = T::op(reduce).ok_or_else(|| format!("not defined for {}", a.dtype()))?;
+    defined(reduce, a.dtype())?;
+    let op = T::op(reduce).expect("defined");
     let out = elements::<T>(a)
         .into_iter()
         .zip(elements::<T>(b))
@@ -340,6 +347,7 @@ mod tests {
 
     #[test]
     fn what_cannot_combine_is_named() {
+        assert_eq!(run(Reduce::Sum, &[Value::U8(200)]).unwrap(), Value::U8(200));
         let e = run(Reduce::Sum, &[Value::U8(200), Value::U8(100)]).unwrap_err();
         assert_eq!(
             e.to_string(),
