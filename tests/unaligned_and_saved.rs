@@ -474,3 +474,67 @@ fn bad_unaligned_and_saved_requests_are_named() {
     );
     println!("5 bad requests named");
 }
+
+/// Two batches on three workers: the third worker sees no data and contributes nothing, and
+/// the reductions equal a 1-worker run's and the values computed here.
+#[test]
+fn a_reduction_tolerates_workers_that_saw_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Synthetic {
+        events: 100,
+        ..config()
+    };
+    let first = source.first_id;
+    let mut results = Vec::new();
+    for (name, plan) in [
+        ("one", Plan::Thread),
+        ("three", Plan::Process { workers: 3 }),
+    ] {
+        let path = dir.path().join(format!("{name}.h5"));
+        let out = SmallData::new(&path);
+        let result = out.result();
+        let source = source.clone();
+        execute_plan(&plan, move |worker| {
+            let (out, source) = (out.clone(), source.clone());
+            worker.dataflow(|scope| {
+                let events = scope.synthetic(&source);
+                let sums = events.clone().save_per_batch(
+                    Reduce::Sum,
+                    move |acc: &mut u64, e: &Event| *acc += e.id - first,
+                    |acc, event| event.set(Key::new("id_sum"), acc),
+                );
+                let all = events.clone().save_per_batch(
+                    Reduce::And,
+                    |acc: &mut Option<bool>, e: &Event| {
+                        *acc = Some(acc.unwrap_or(true) && e.id % 2 == 0)
+                    },
+                    |acc, event| event.set(Key::new("all_even"), acc.unwrap()),
+                );
+                events
+                    .map(Row::from)
+                    .concat(sums)
+                    .concat(all)
+                    .smalldata(out);
+            });
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+        let saved = result.lock().unwrap().clone().unwrap().saved;
+        let file = hdf5::File::open(&path).unwrap();
+        let id_sum = file
+            .dataset("id_sum")
+            .unwrap()
+            .read_scalar::<u64>()
+            .unwrap();
+        assert_eq!(id_sum, (0..100).sum::<u64>(), "{plan:?}");
+        let all_even = file
+            .dataset("all_even")
+            .unwrap()
+            .read_scalar::<bool>()
+            .unwrap();
+        assert!(!all_even, "{plan:?}");
+        results.push(saved);
+    }
+    assert_eq!(results[0], results[1]);
+    println!("2 batches, 3 workers: 2 saved summaries equal to 1 worker's and the reference");
+}
