@@ -506,7 +506,7 @@ fn a_reduction_tolerates_workers_that_saw_no_data() {
                 let all = events.clone().save_per_batch(
                     Reduce::And,
                     |acc: &mut Option<bool>, e: &Event| {
-                        *acc = Some(acc.unwrap_or(true) && e.id % 2 == 0)
+                        *acc = Some(acc.unwrap_or(true) && e.id.is_multiple_of(2))
                     },
                     |acc, event| event.set(Key::new("all_even"), acc.unwrap()),
                 );
