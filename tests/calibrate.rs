@@ -299,20 +299,9 @@ fn bad_constants_files_are_named() {
 /// without calibration, at 1 worker) with the same constants file, bit for bit.
 #[test]
 fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
-    const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let ok = |args: &[&str]| {
-        let out = std::process::Command::new(SHOTFLOW)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let ok = |args: &[&str]| drop(common::shotflow_ok(args));
     ok(&[
         "simulate",
         "--format",
@@ -547,18 +536,7 @@ fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
     const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
     let dir = tempfile::tempdir().unwrap();
     let constants = dir.path().join("demo-constants.h5");
-    let run = |args: &[String]| {
-        let out = std::process::Command::new(SHOTFLOW)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = |args: &[String]| common::shotflow_ok(args).stdout;
     run(&[
         "demo".into(),
         "--write-constants".into(),

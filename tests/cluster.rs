@@ -332,16 +332,7 @@ fn smalldata_from_two_processes_equals_one_process() {
         datasets(&dir.path().join("one.h5")),
         datasets(&dir.path().join("two.h5")),
     );
-    assert_eq!(
-        one.keys().collect::<Vec<_>>(),
-        two.keys().collect::<Vec<_>>()
-    );
-    for (name, value) in &one {
-        assert!(
-            two[name] == *value,
-            "{name} differs between 1 process and 2 processes"
-        );
-    }
+    common::assert_same_datasets(&two, &one, "between 1 process and 2 processes");
     // and the values are the reference's: the kept shots' photons, in event order
     let config = small_demo();
     let photons: Vec<u64> = (0..config.source.events)

@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use common::{datasets, spawn, wait_bounded};
+use common::{datasets, spawn, wait_bounded, Datasets};
 use rand::{Rng, SeedableRng};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
@@ -23,8 +22,6 @@ const BATCH: u64 = 256;
 /// Compact the tail at 4 mappings or files, in slices (never at once: the copies are in
 /// flight when kills and signals come); merge 2 compacted files of one level.
 const COMPACTION: &str = "4,4,2,0";
-
-type Datasets = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
 
 fn demo_args(output: &Path, events: u64, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -180,18 +177,7 @@ fn check_partial(path: &Path, reference: &Datasets) -> Master {
 
 /// Every dataset (the `shotflow/` group of run metadata excepted) equals the reference's.
 fn assert_identical(path: &Path, reference: &Datasets) -> usize {
-    let sets = datasets(path);
-    assert_eq!(
-        sets.keys().collect::<Vec<_>>(),
-        reference.keys().collect::<Vec<_>>()
-    );
-    for (name, value) in &sets {
-        assert!(
-            reference[name] == *value,
-            "{name} differs from the reference"
-        );
-    }
-    sets.len()
+    common::assert_same_datasets(&datasets(path), reference, "from the reference")
 }
 
 /// Which file is at `path` (an inode number alone may be reused by the next file).

@@ -6,7 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{result_datasets, small_demo_args, small_demo_output_args, spawn, wait_bounded};
+use common::{
+    assert_same_datasets, result_datasets, small_demo_args, small_demo_output_args, spawn,
+    wait_bounded,
+};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 const LIMIT: Duration = Duration::from_secs(240);
@@ -75,18 +78,11 @@ fn local_processes_give_what_one_process_gives() {
             let tag = format!("-w{writer}-");
             assert!(segments.iter().any(|n| n.contains(&tag)), "{segments:?}");
         }
-        let got = result_datasets(&master);
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            reference.keys().collect::<Vec<_>>()
+        compared += assert_same_datasets(
+            &result_datasets(&master),
+            &reference,
+            &format!("at {processes} processes"),
         );
-        for (name, value) in &reference {
-            assert!(
-                got[name] == *value,
-                "{name} differs at {processes} processes"
-            );
-        }
-        compared += reference.len();
         // The started processes are gone and their rendezvous directory with them.
         assert!(processes_with(&master.display().to_string()).is_empty());
     }
@@ -150,17 +146,12 @@ fn a_signal_to_the_first_process_stops_them_all_and_the_run_resumes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (a, b) = (result_datasets(&master), result_datasets(&whole));
-    for (name, value) in &b {
-        assert!(
-            a.get(name) == Some(value),
-            "{name} differs after the resume"
-        );
-    }
-    eprintln!(
-        "stopped by SIGTERM, resumed: {} datasets equal an uninterrupted run",
-        b.len()
+    let n = assert_same_datasets(
+        &result_datasets(&master),
+        &result_datasets(&whole),
+        "after the resume",
     );
+    eprintln!("stopped by SIGTERM, resumed: {n} datasets equal an uninterrupted run");
 }
 
 #[test]

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{result_datasets, small_demo_args, small_demo_output_args, spawn, wait_bounded};
+use common::{
+    assert_same_datasets, result_datasets, small_demo_args, small_demo_output_args, spawn,
+    wait_bounded,
+};
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
 const LIMIT: Duration = Duration::from_secs(240);
@@ -66,18 +69,11 @@ fn mpirun_with_mpi_bootstrap_equals_one_process() {
                 if workers == 1 { "" } else { "s" }
             )
         );
-        let got = result_datasets(&master);
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            reference.keys().collect::<Vec<_>>()
+        compared += assert_same_datasets(
+            &result_datasets(&master),
+            &reference,
+            &format!("under mpirun -n {processes}"),
         );
-        for (name, value) in &reference {
-            assert!(
-                got[name] == *value,
-                "{name} differs under mpirun -n {processes}"
-            );
-        }
-        compared += reference.len();
         let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
         assert!(left.is_empty(), "something used TMPDIR: {left:?}");
     }

@@ -64,11 +64,41 @@ pub fn small_demo_output_args(master: &std::path::Path, extra: &[&str]) -> Vec<S
     args
 }
 
+/// Runs `shotflow ARGS` to its end and returns its output, failing with the arguments and its
+/// stderr when it does not succeed.
+pub fn shotflow_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_shotflow"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A smalldata file's datasets as [`datasets`] reads them: name → (shape, bytes).
+pub type Datasets = std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+
+/// `got` holds exactly the datasets of `reference`, each equal byte for byte; `what` names
+/// the run in a failure. Returns how many datasets were compared.
+pub fn assert_same_datasets(got: &Datasets, reference: &Datasets, what: &str) -> usize {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>(),
+        "{what}: datasets"
+    );
+    for (name, value) in reference {
+        assert!(got[name] == *value, "{name} differs {what}");
+    }
+    reference.len()
+}
+
 /// Every dataset of a smalldata master but the run's own figures (`shotflow/report`: times and
 /// the worker layout), which differ between runs of the same data.
-pub fn result_datasets(
-    master: &std::path::Path,
-) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+pub fn result_datasets(master: &std::path::Path) -> Datasets {
     let mut all = datasets(master);
     all.retain(|name, _| !name.starts_with("shotflow/report"));
     all
@@ -301,9 +331,7 @@ pub fn run_reference(simulation: &shotflow::exdf::simulate::Simulation, energy_c
 
 /// Every dataset of two smalldata files, read back with the hdf5 crate, as raw bytes; the
 /// `shotflow/` group of run metadata excepted (it says how the result was made).
-pub fn datasets(
-    path: &std::path::Path,
-) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+pub fn datasets(path: &std::path::Path) -> Datasets {
     fn walk(
         group: &hdf5::Group,
         prefix: &str,

@@ -379,6 +379,8 @@ impl<'a> Block<'a> {
             let (below0, below1) = (gv < t0[k], gv < t1[k]);
             let above0 = !below0;
             let above1 = above0 & !below1;
+            // Each selection written out: a shared helper taking the three constants as an
+            // array compiled worse (mixed stages 1342 -> 1009 frames/s on SSE2, -7 % AVX-512).
             let offset = if above1 {
                 o2[k]
             } else if above0 {

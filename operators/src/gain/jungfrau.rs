@@ -494,6 +494,7 @@ fn calibrate_kernel(
             for k in 0..len {
                 let bits = v[k] >> 14;
                 let (is1, is3, is2) = (bits == 1, bits == 3, bits == 2);
+                // Written out, as in AGIPD's kernel: a shared helper compiled worse.
                 let p = if is3 {
                     p2[k]
                 } else if is1 {
