@@ -289,6 +289,12 @@ fn check_saved_names(saved: &[(String, Saved)], plan: &Plan) -> Result<(), Small
             || b.strip_prefix(a).is_some_and(|r| r.starts_with('/'))
     };
     for (at, (name, _)) in saved.iter().enumerate() {
+        if name.is_empty() || name.starts_with('/') {
+            return Err(SmallDataError::SavedCollides {
+                name: name.clone(),
+                other: "the file's root (a saved summary's path is relative: \"a/b\")".into(),
+            });
+        }
         let taken = plan
             .datasets
             .keys()
@@ -303,7 +309,7 @@ fn check_saved_names(saved: &[(String, Saved)], plan: &Plan) -> Result<(), Small
                     .map(|(n, _)| (n.as_str(), "another saved summary")),
             );
         for (other, what) in taken {
-            if name.is_empty() || name.starts_with('/') || clash(name, other) {
+            if clash(name, other) {
                 return Err(SmallDataError::SavedCollides {
                     name: name.clone(),
                     other: format!("{what} {other:?}"),
