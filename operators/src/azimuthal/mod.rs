@@ -117,8 +117,10 @@ pub struct AzimuthalMap {
     sectors: usize,
     lo: f64,
     hi: f64,
-    /// Bin of each pixel (row-major), `u16::MAX` when masked or out of range. Two bytes per
-    /// pixel keep the map's memory traffic at the frame's (maps needing more bins use `wide`).
+    /// Bin of each pixel (row-major); masked pixels and those out of range have the spare bin
+    /// `bins × sectors`, so the kernels add them there without a test. Every value is at most
+    /// `bins × sectors`: the kernels index their banks unchecked on that. Two bytes per pixel
+    /// keep the map's memory traffic at the frame's (maps needing more bins use `wide`).
     index: Vec<u16>,
     /// The same for maps of 65535 bins or more.
     wide: Vec<u32>,
@@ -264,14 +266,13 @@ impl AzimuthalMap {
                 b as u32
             })
             .collect();
-        let (index, wide) = if bins * sectors < u16::MAX as usize {
-            (
-                index
-                    .iter()
-                    .map(|&b| if b == u32::MAX { u16::MAX } else { b as u16 })
-                    .collect(),
-                Vec::new(),
-            )
+        let spare = bins * sectors;
+        let index: Vec<u32> = index
+            .into_iter()
+            .map(|b| if b == u32::MAX { spare as u32 } else { b })
+            .collect();
+        let (index, wide) = if spare < u16::MAX as usize {
+            (index.iter().map(|&b| b as u16).collect(), Vec::new())
         } else {
             (Vec::new(), index)
         };
@@ -336,11 +337,11 @@ impl AzimuthalMap {
         let mut norm = vec![0.0; self.norm.len()];
         for k in offset..offset + len {
             let bin = if self.wide.is_empty() {
-                (self.index[k] != u16::MAX).then_some(self.index[k] as usize)
+                self.index[k] as usize
             } else {
-                (self.wide[k] != u32::MAX).then_some(self.wide[k] as usize)
+                self.wide[k] as usize
             };
-            if let Some(b) = bin {
+            if let Some(b) = (bin < self.norm.len()).then_some(bin) {
                 norm[b] += self.weights.get(k).copied().unwrap_or(1.0);
             }
         }
@@ -447,7 +448,8 @@ impl AzimuthalMap {
         assert_eq!(sums.len(), self.bins * self.sectors);
         if let (Some(raw), false) = (T::as_u16(pixels), self.index.is_empty()) {
             // Raw 16-bit frames: integer banks are exact and their adds have 1-cycle latency.
-            scatter_u16(raw, &self.index[range], sums);
+            // SAFETY: every bin of the map is at most bins × sectors, the sums' length.
+            unsafe { scatter_u16(raw, &self.index[range], sums) };
         } else {
             let mut acc = self.accumulator();
             acc.add(offset, pixels);
@@ -515,10 +517,13 @@ impl Accumulator<'_> {
             "pixels {range:?} lie beyond the map's {}",
             map.shape.0 * map.shape.1
         );
-        if map.wide.is_empty() {
-            scatter(pixels, &map.index[range], offset, &mut self.banks);
-        } else {
-            scatter(pixels, &map.wide[range], offset, &mut self.banks);
+        // SAFETY: every bin of the map is at most bins × sectors, the banks' spare bin.
+        unsafe {
+            if map.wide.is_empty() {
+                scatter(pixels, &map.index[range], offset, &mut self.banks);
+            } else {
+                scatter(pixels, &map.wide[range], offset, &mut self.banks);
+            }
         }
     }
 
@@ -530,10 +535,8 @@ impl Accumulator<'_> {
             kernels::BANKS * stride,
             "sums are not the map's bins"
         );
-        for (b, s) in sums.iter_mut().enumerate() {
-            *s += (0..kernels::BANKS)
-                .map(|k| self.banks[k * stride + b])
-                .sum::<f64>();
+        for (s, bin) in sums.iter_mut().zip(self.banks.chunks_exact(kernels::BANKS)) {
+            *s += bin.iter().sum::<f64>();
         }
     }
 }

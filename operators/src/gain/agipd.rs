@@ -17,7 +17,7 @@ use ndarray::{Array3, Array4, ArrayView2, ArrayViewMut2, Axis};
 use super::jungfrau::StageCounts;
 use super::GainError;
 use crate::fused::{reduce, reduce_frame, Reduced, Reductions};
-use crate::simd::Isa;
+use crate::simd::{Isa, LANES};
 
 /// The constants of one AGIPD module.
 #[derive(Clone, Debug)]
@@ -333,6 +333,7 @@ struct Block<'a> {
 }
 
 impl<'a> Block<'a> {
+    #[inline(always)]
     fn of(planes: &CellPlanes<'a>, a: &'a [u16], g: &'a [u16], at: std::ops::Range<usize>) -> Self {
         Block {
             a: &a[at.clone()],
@@ -341,25 +342,6 @@ impl<'a> Block<'a> {
             o: planes.offset.map(|p| &p[at.clone()]),
             r: planes.relative.map(|p| &p[at.clone()]),
             bad: &planes.bad[at],
-        }
-    }
-
-    /// Whether every pixel is good and in high gain.
-    #[inline(always)]
-    fn high(&self) -> bool {
-        let (g, t0, bad) = (self.g, self.t[0], self.bad);
-        let n = g.len();
-        let (t0, bad) = (&t0[..n], &bad[..n]);
-        (0..n).fold(true, |all, k| all & ((g[k] as f32) < t0[k]) & !bad[k])
-    }
-
-    /// High gain only: reads the first stage's planes alone.
-    #[inline(always)]
-    fn calibrate_high(&self, out: &mut [f32]) {
-        let n = out.len();
-        let (a, o0, r0) = (&self.a[..n], &self.o[0][..n], &self.r[0][..n]);
-        for k in 0..n {
-            out[k] = (a[k] as f32 - o0[k]) * r0[k];
         }
     }
 
@@ -427,6 +409,27 @@ impl<'a> Block<'a> {
     }
 }
 
+/// Whether full block `j` of pixels is all good and in high gain.
+#[inline(always)]
+fn all_high(g: &[u16], t0: &[f32], bad: &[bool], j: usize) -> bool {
+    let b = j * LANES..(j + 1) * LANES;
+    let (g, t0, bad): (&[u16; LANES], &[f32; LANES], &[bool; LANES]) = (
+        g[b.clone()].try_into().unwrap(),
+        t0[b.clone()].try_into().unwrap(),
+        bad[b].try_into().unwrap(),
+    );
+    // A loop, not `fold`: `fold` with a closure was called, not inlined, from the kernels.
+    let mut all = true;
+    for k in 0..LANES {
+        all &= ((g[k] as f32) < t0[k]) & !bad[k];
+    }
+    all
+}
+
+/// Blocks ahead whose "all high" is known (and whose other planes are asked for when not):
+/// a memory latency's worth of blocks.
+const AHEAD: usize = 8;
+
 #[inline(always)]
 fn calibrate_kernel(
     planes: &CellPlanes<'_>,
@@ -436,49 +439,76 @@ fn calibrate_kernel(
     mut stages: Option<&mut [u8]>,
     counts: &mut [u64; 4],
 ) {
-    use crate::simd::LANES;
     let n = range.len();
     assert_eq!(out.len(), n, "output of the wrong size");
+    // Sliced once: the blocks below then index without bounds checks of their own (slicing
+    // ten planes per block of 16 pixels cost more than calibrating them).
+    let (a, g) = (&analog[range.clone()], &gain[range.clone()]);
+    let (t0, bad) = (
+        &planes.thresholds[0][range.clone()],
+        &planes.bad[range.clone()],
+    );
+    let (o0, r0) = (
+        &planes.offset[0][range.clone()],
+        &planes.relative[0][range.clone()],
+    );
+    let full = n / LANES;
+    // Closures here would be compiled without the caller's instruction set and called:
+    // everything in the loop is inlined code or `#[inline(always)]` functions.
+    let mut high_pixels = 0u64;
     // Most pixels of most frames sit in the high-gain stage: a block of pixels that all do
     // reads only the first stage's planes, and the others are left to the memory they are in.
     // Blocks not all in high gain are sparse (bright spots), so the lines of the other
     // stages' planes they read are out of sequence: each would wait a full memory latency.
-    // Looking AHEAD blocks ahead, such a block's lines are asked for early.
-    const AHEAD: usize = 8 * LANES;
-    let mut start = 0;
-    while start < n {
-        let len = LANES.min(n - start);
-        let at = range.start + start..range.start + start + len;
-        let block = Block::of(planes, analog, gain, at.clone());
-        let out = &mut out[start..start + len];
-        if start + AHEAD + LANES <= n {
-            let later = at.start + AHEAD..at.end + AHEAD;
-            if !Block::of(planes, analog, gain, later.clone()).high() {
+    // Each block's test is made AHEAD blocks early, kept in `known`, and such a block's lines
+    // are asked for then.
+    let mut known = [false; 2 * AHEAD];
+    for j in 0..AHEAD.min(full) {
+        known[j % (2 * AHEAD)] = all_high(g, t0, bad, j);
+    }
+    let blocks = n.div_ceil(LANES);
+    for j in 0..blocks {
+        let later = j + AHEAD;
+        if later < full {
+            let h = all_high(g, t0, bad, later);
+            known[later % (2 * AHEAD)] = h;
+            if !h {
+                let at = range.start + later * LANES;
                 let [_, t1] = planes.thresholds;
                 let [_, o1, o2] = planes.offset;
                 let [_, r1, r2] = planes.relative;
                 for plane in [t1, o1, o2, r1, r2] {
-                    crate::simd::prefetch(&plane[later.start]);
+                    crate::simd::prefetch(&plane[at]);
                 }
             }
         }
-        // Full blocks as fixed-size arrays: the compiler then unrolls and vectorises them.
-        if len == LANES && block.high() {
-            let out: &mut [f32; LANES] = out.try_into().expect("a full block");
-            block.calibrate_high(out);
-            counts[0] += LANES as u64;
+        let at = j * LANES..((j + 1) * LANES).min(n);
+        if j < full && known[j % (2 * AHEAD)] {
+            let b = j * LANES..(j + 1) * LANES;
+            let out: &mut [f32; LANES] = (&mut out[b.clone()]).try_into().unwrap();
+            let a: &[u16; LANES] = a[b.clone()].try_into().unwrap();
+            let (o0, r0): (&[f32; LANES], &[f32; LANES]) =
+                (o0[b.clone()].try_into().unwrap(), r0[b].try_into().unwrap());
+            for k in 0..LANES {
+                out[k] = (a[k] as f32 - o0[k]) * r0[k];
+            }
+            high_pixels += LANES as u64;
         } else {
-            let [medium, low, invalid] = block.calibrate_mixed(out);
-            counts[0] += (len as u32 - medium - low - invalid) as u64;
+            let global = range.start + at.start..range.start + at.end;
+            let block = Block::of(planes, analog, gain, global);
+            let [medium, low, invalid] = block.calibrate_mixed(&mut out[at.clone()]);
+            let len = at.len() as u32;
+            counts[0] += (len - medium - low - invalid) as u64;
             counts[1] += medium as u64;
             counts[2] += low as u64;
             counts[3] += invalid as u64;
         }
         if let Some(s) = stages.as_deref_mut() {
-            block.codes(&mut s[start..start + len]);
+            let global = range.start + at.start..range.start + at.end;
+            Block::of(planes, analog, gain, global).codes(&mut s[at]);
         }
-        start += len;
     }
+    counts[0] += high_pixels;
 }
 
 /// Random constants of `(cells, rows, cols)` around typical levels, with a fraction `bad` of bad
