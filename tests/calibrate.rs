@@ -169,6 +169,183 @@ fn the_operator_equals_direct_calibration_at_any_worker_count() {
     }
 }
 
+/// One frame's reductions: photons, per region sum, mean and max, per region count, the
+/// azimuthal sums.
+type Expected = (u64, Vec<[f64; 3]>, Vec<u64>, Vec<f64>);
+
+/// The fused operator (calibrate and reduce in one pass) equals the plain reductions of the
+/// directly calibrated frames (`count_photons`, `roi_stats`, `AzimuthalMap::accumulate`), bit
+/// for bit, at 1, 2 and 3 workers: 2-module JUNGFRAU and AGIPD data and a single ePix10ka.
+#[test]
+fn calibrate_reduce_equals_the_reductions_of_the_calibrated_frames() {
+    use shotflow::calibrate::{CalibrateReduce, FrameReductions};
+    use shotflow_operators::azimuthal::{AzimuthalMap, Geometry, Radial};
+    use shotflow_operators::photons::count_photons;
+    use shotflow_operators::roi::{roi_stats, Roi};
+
+    let (frame, cell) = (Key::new("det/raw"), Key::new("det/cellId"));
+    let geometry = Geometry {
+        distance: 0.1,
+        poni1: 0.0,
+        poni2: 0.0,
+        pixel1: 2e-4,
+        pixel2: 2e-4,
+        energy_kev: 9.3,
+    }
+    .with_center(-4.0, 30.0);
+    let map = Arc::new(
+        AzimuthalMap::new((ROWS, COLS), &geometry, Radial::QInvNm, 24, None, None, 1).unwrap(),
+    );
+    let rois = vec![
+        ("peak".to_string(), Roi::new(4..20, 10..50), Some(3.0)),
+        ("all".to_string(), Roi::new(0..ROWS, 0..COLS), None),
+    ];
+    let key = |suffix: &str| Key::new(&format!("det/raw_{suffix}"));
+    let mut compared = 0;
+    for (name, modules, agipd_data, cells, adu) in [
+        (
+            "jungfrau",
+            vec![jungfrau(1, 2), jungfrau(2, 2)],
+            false,
+            2u64,
+            9.3,
+        ),
+        ("agipd", vec![agipd(3, 8), agipd(4, 8)], true, 8, 60.0),
+        ("epix10ka", vec![epix10ka(5)], false, 1, 9.3),
+    ] {
+        let count = modules.len();
+        let mut input = events(40, count, agipd_data, cells);
+        if name == "epix10ka" {
+            // One unstacked frame of 14-bit values with gain bit 14 sometimes set.
+            for e in &mut input {
+                let raw = e
+                    .array::<u16>(frame)
+                    .unwrap()
+                    .index_axis(Axis(0), 0)
+                    .mapv(|v| v & 0x7fff);
+                e.set(frame, raw.into_dyn());
+            }
+        }
+        let reductions = Arc::new(FrameReductions {
+            adu_per_photon: Some(adu),
+            rois: rois.clone(),
+            azimuthal: Some(Arc::clone(&map)),
+        });
+        // The reference: each frame calibrated directly, then the plain reductions.
+        let reference: Vec<Vec<Expected>> = input
+            .iter()
+            .map(|e| {
+                let raw = e.array::<u16>(frame).unwrap();
+                let c = e.get::<u64>(cell).unwrap() as usize;
+                (0..count)
+                    .map(|m| {
+                        let part = if name == "epix10ka" {
+                            raw.view()
+                        } else {
+                            raw.index_axis(Axis(0), m)
+                        };
+                        let mut out = Array2::<f32>::zeros((ROWS, COLS));
+                        modules[m].calibrate(part, c, out.view_mut()).unwrap();
+                        let stats: Vec<_> = rois
+                            .iter()
+                            .map(|(_, roi, t)| roi_stats(out.view(), roi.clone(), *t))
+                            .collect();
+                        let mut sums = vec![0.0; map.bins_total()];
+                        map.accumulate(out.view(), &mut sums);
+                        (
+                            count_photons(out.view(), 0.0, adu),
+                            stats.iter().map(|s| [s.sum, s.mean, s.max]).collect(),
+                            stats.iter().map(|s| s.count).collect(),
+                            sums,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let modules = Arc::new(modules);
+        for workers in [1u16, 2, 3] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (out, m, input, r) = (
+                Arc::clone(&seen),
+                Arc::clone(&modules),
+                input.clone(),
+                Arc::clone(&reductions),
+            );
+            execute(&Launch::threads(workers), move |worker| {
+                let (out, m, r) = (Arc::clone(&out), Arc::clone(&m), Arc::clone(&r));
+                let mine: Vec<Event> = input
+                    .iter()
+                    .filter(|e| e.id as usize % worker.peers() == worker.index())
+                    .cloned()
+                    .collect();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    mine.to_stream(scope)
+                        .container::<Vec<_>>()
+                        .calibrate_reduce(frame, m, Some(cell), r)
+                        .ordered("Collect", move |_, events: &[Event]| {
+                            out.lock().unwrap().extend_from_slice(events)
+                        });
+                });
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap();
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), reference.len(), "{name}, {workers} workers");
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for (event, expected) in seen.iter().zip(&reference) {
+                let what = format!("{name}, {workers} workers, event {}", event.id);
+                assert!(!event.contains(frame), "{what}: the raw frame is replaced");
+                // One frame: scalars; a stack: one value per module.
+                let f64s = |k: Key| -> Vec<f64> {
+                    match event.array::<f64>(k) {
+                        Some(a) => a.iter().copied().collect(),
+                        None => vec![event.get::<f64>(k).expect("a value")],
+                    }
+                };
+                let u64s = |k: Key| -> Vec<u64> {
+                    match event.array::<u64>(k) {
+                        Some(a) => a.iter().copied().collect(),
+                        None => vec![event.get::<u64>(k).expect("a value")],
+                    }
+                };
+                let photons: Vec<u64> = expected.iter().map(|e| e.0).collect();
+                assert_eq!(u64s(key("photons")), photons, "{what}");
+                for (k, (roi, ..)) in rois.iter().enumerate() {
+                    for (j, stat) in ["sum", "mean", "max"].iter().enumerate() {
+                        let want: Vec<f64> = expected.iter().map(|e| e.1[k][j]).collect();
+                        assert_eq!(
+                            bits(&f64s(key(&format!("{roi}_{stat}")))),
+                            bits(&want),
+                            "{what} {roi} {stat}"
+                        );
+                    }
+                    let want: Vec<u64> = expected.iter().map(|e| e.2[k]).collect();
+                    assert_eq!(u64s(key(&format!("{roi}_count"))), want, "{what}");
+                }
+                let profile = event.array::<f64>(key("azimuthal")).unwrap();
+                let want_shape = if count == 1 || name == "epix10ka" {
+                    vec![map.bins_total()]
+                } else {
+                    vec![count, map.bins_total()]
+                };
+                assert_eq!(profile.shape(), want_shape.as_slice(), "{what}");
+                let want: Vec<f64> = expected.iter().flat_map(|e| e.3.clone()).collect();
+                assert_eq!(
+                    bits(&profile.iter().copied().collect::<Vec<_>>()),
+                    bits(&want),
+                    "{what}"
+                );
+                compared += count;
+            }
+        }
+    }
+    eprintln!(
+        "{compared} frames compared: photons, {} regions × 4 statistics, {} azimuthal bins",
+        rois.len(),
+        map.bins_total()
+    );
+}
+
 /// Each detector's constants file, written, read back by h5py (the documented layout) and by
 /// `load` (the same constants).
 #[test]

@@ -5,10 +5,13 @@
 
 #[cfg(feature = "hdf5")]
 pub mod constants_file;
+mod reduce;
+
+pub use reduce::{CalibrateReduce, FrameReductions};
 
 use std::sync::Arc;
 
-use ndarray::{Array3, ArrayD, Axis};
+use ndarray::{Array3, ArrayD, ArrayViewD, Axis};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
@@ -96,6 +99,124 @@ impl<'scope> Calibrate<'scope> for StreamVec<'scope, Batch, Event> {
     }
 }
 
+/// An event's raw frames, each with its constants and memory cell: what both calibrating
+/// operators walk.
+pub(crate) struct Frames<'e> {
+    raw: &'e ArrayD<u16>,
+    /// `(frames or modules, …)` rather than one frame.
+    pub(crate) stacked: bool,
+    /// One cell per frame (of one module) rather than one for the event.
+    per_frame: bool,
+    cells: Vec<usize>,
+    /// Frames (or modules) in the data.
+    pub(crate) count: usize,
+}
+
+impl<'e> Frames<'e> {
+    /// `event`'s raw `frame` checked against `modules` and the cells in `cell`; `None` when
+    /// the event has no such field.
+    pub(crate) fn of(
+        event: &'e Event,
+        frame: Key,
+        modules: &[ModuleConstants],
+        cell: Option<Key>,
+    ) -> Result<Option<Frames<'e>>, String> {
+        let Some(value) = event.value(frame) else {
+            return Ok(None);
+        };
+        let Some(Array::U16(raw)) = value.as_array() else {
+            return Err(format!(
+                "{} data where raw u16 frames were expected",
+                value.dtype().numpy_name()
+            ));
+        };
+        // One cell for the event (a scalar), or one per frame (an array: EXDF's
+        // `image.cellId`, `(frames,)` or `(frames, 1)`, beside `(frames, [2,] rows, cols)` data
+        // of one module).
+        let cells: Vec<usize> = match cell.map(|key| (key, event.value(key))) {
+            None | Some((_, None)) => vec![0],
+            Some((key, Some(value))) => {
+                let numbers = match value.as_array() {
+                    Some(a) => a.to_f64_vec(),
+                    None => value.as_f64().into_iter().collect(),
+                };
+                numbers
+                    .into_iter()
+                    .map(|c| match c >= 0.0 && c.fract() == 0.0 {
+                        true => Ok(c as usize),
+                        false => Err(format!("cell {c} in {}", key.name())),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let per_frame =
+            cell.is_some_and(|key| event.value(key).and_then(Value::as_array).is_some());
+        let Some(first) = modules.first() else {
+            return Err("no module constants".into());
+        };
+        let per_module = match first {
+            ModuleConstants::Agipd(_) => 3,
+            _ => 2,
+        };
+        let shape = raw.shape().to_vec();
+        let stacked = shape.len() == per_module + 1;
+        let count = if stacked { shape[0] } else { 1 };
+        let fits = if per_frame {
+            stacked && modules.len() == 1 && count == cells.len()
+        } else {
+            (shape.len() == per_module || stacked) && count == modules.len()
+        };
+        if !fits {
+            return Err(if per_frame {
+                format!(
+                    "data of shape {shape:?} with {} per-frame cells in {}, for {} module(s) of \
+                     {} constants: per-frame cells need one module's frames, one cell each",
+                    cells.len(),
+                    cell.map_or("", |k| k.name()),
+                    modules.len(),
+                    first.detector()
+                )
+            } else {
+                format!(
+                    "data of shape {shape:?} for {} module(s) of {} constants",
+                    modules.len(),
+                    first.detector()
+                )
+            });
+        }
+        Ok(Some(Frames {
+            raw,
+            stacked,
+            per_frame,
+            cells,
+            count,
+        }))
+    }
+
+    /// Frame (or module) `k`: its raw data, its constants, its cell, and what errors call it.
+    pub(crate) fn get<'m>(
+        &self,
+        k: usize,
+        modules: &'m [ModuleConstants],
+    ) -> (
+        ArrayViewD<'e, u16>,
+        &'m ModuleConstants,
+        usize,
+        &'static str,
+    ) {
+        let raw = if self.stacked {
+            self.raw.view().index_axis_move(Axis(0), k)
+        } else {
+            self.raw.view()
+        };
+        if self.per_frame {
+            (raw, &modules[0], self.cells[k], "frame")
+        } else {
+            (raw, &modules[k], self.cells[0], "module")
+        }
+    }
+}
+
 /// Calibrates `event`'s `frame` in place.
 fn calibrate_event(
     event: &mut Event,
@@ -104,86 +225,19 @@ fn calibrate_event(
     cell: Option<Key>,
     invalid: Key,
 ) -> Result<(), String> {
-    let Some(value) = event.value(frame) else {
+    let Some(frames) = Frames::of(event, frame, modules, cell)? else {
         return Ok(());
     };
-    let Some(Array::U16(raw)) = value.as_array() else {
-        return Err(format!(
-            "{} data where raw u16 frames were expected",
-            value.dtype().numpy_name()
-        ));
-    };
-    // One cell for the event (a scalar), or one per frame (an array: EXDF's `image.cellId`,
-    // `(frames,)` or `(frames, 1)`, beside `(frames, [2,] rows, cols)` data of one module).
-    let cells: Vec<usize> = match cell.map(|key| (key, event.value(key))) {
-        None | Some((_, None)) => vec![0],
-        Some((key, Some(value))) => {
-            let numbers = match value.as_array() {
-                Some(a) => a.to_f64_vec(),
-                None => value.as_f64().into_iter().collect(),
-            };
-            numbers
-                .into_iter()
-                .map(|c| match c >= 0.0 && c.fract() == 0.0 {
-                    true => Ok(c as usize),
-                    false => Err(format!("cell {c} in {}", key.name())),
-                })
-                .collect::<Result<_, _>>()?
-        }
-    };
-    let per_frame = cell.is_some_and(|key| event.value(key).and_then(Value::as_array).is_some());
-    let Some(first) = modules.first() else {
-        return Err("no module constants".into());
-    };
-    let per_module = match first {
-        ModuleConstants::Agipd(_) => 3,
-        _ => 2,
-    };
-    let (rows, cols) = first.pixels();
-    let shape = raw.shape().to_vec();
-    let stacked = shape.len() == per_module + 1;
-    let count = if stacked { shape[0] } else { 1 };
-    let fits = if per_frame {
-        stacked && modules.len() == 1 && count == cells.len()
-    } else {
-        (shape.len() == per_module || stacked) && count == modules.len()
-    };
-    if !fits {
-        return Err(if per_frame {
-            format!(
-                "data of shape {shape:?} with {} per-frame cells in {}, for {} module(s) of {} \
-                 constants: per-frame cells need one module's frames, one cell each",
-                cells.len(),
-                cell.map_or("", |k| k.name()),
-                modules.len(),
-                first.detector()
-            )
-        } else {
-            format!(
-                "data of shape {shape:?} for {} module(s) of {} constants",
-                modules.len(),
-                first.detector()
-            )
-        });
-    }
-    let mut out = Array3::<f32>::zeros((count, rows, cols));
+    let (rows, cols) = modules[0].pixels();
+    let mut out = Array3::<f32>::zeros((frames.count, rows, cols));
     let mut bad = 0;
-    for k in 0..count {
-        let frame = if stacked {
-            raw.index_axis(Axis(0), k)
-        } else {
-            raw.view()
-        };
-        let (constants, cell, what) = if per_frame {
-            (first, cells[k], "frame")
-        } else {
-            (&modules[k], cells[0], "module")
-        };
+    for k in 0..frames.count {
+        let (raw, constants, cell, what) = frames.get(k, modules);
         bad += constants
-            .calibrate(frame, cell, out.index_axis_mut(Axis(0), k))
+            .calibrate(raw, cell, out.index_axis_mut(Axis(0), k))
             .map_err(|e| format!("{what} {k}: {e}"))?;
     }
-    let calibrated: ArrayD<f32> = if stacked {
+    let calibrated: ArrayD<f32> = if frames.stacked {
         out.into_dyn()
     } else {
         out.index_axis_move(Axis(0), 0).into_dyn()

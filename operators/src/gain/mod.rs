@@ -32,6 +32,9 @@ pub enum GainError {
 
 use ndarray::{ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2};
 
+use crate::fused::{reduce_frame, Reduced, Reductions};
+use crate::simd::Isa;
+
 /// `raw` as a 2-D frame, or an error naming its shape.
 fn frame<'a>(raw: ArrayViewD<'a, u16>) -> Result<ArrayView2<'a, u16>, GainError> {
     let shape = raw.shape().to_vec();
@@ -103,16 +106,86 @@ impl ModuleConstants {
             ModuleConstants::Jungfrau(c) => Ok(c.calibrate(frame(raw)?, cell, out)?.invalid),
             ModuleConstants::Epix10ka(c) => Ok(c.calibrate(frame(raw)?, out)?.unmatched),
             ModuleConstants::Agipd(c) => {
-                if raw.ndim() != 3 || raw.shape()[0] != 2 {
-                    return Err(GainError::Shape(format!(
-                        "AGIPD data of shape {:?} where (2, rows, cols) (analog, gain) was expected",
-                        raw.shape()
-                    )));
-                }
-                let analog = frame(raw.index_axis(Axis(0), 0))?;
-                let gain = frame(raw.index_axis(Axis(0), 1))?;
+                let (analog, gain) = agipd_planes(raw)?;
                 Ok(c.calibrate(analog, gain, cell, out, None)?.invalid)
             }
         }
     }
+
+    /// Calibrates one module's raw data, as [`ModuleConstants::calibrate`] takes them, and
+    /// reduces the calibrated frame at once ([`crate::fused`]): the same bits as
+    /// [`ModuleConstants::calibrate`] followed by [`reduce_frame`], without the frame written
+    /// out (ePix10ka, which has no fused pass yet, is calibrated into `scratch` and reduced).
+    /// Returns the reductions and the pixels that had no valid stage.
+    ///
+    /// ```
+    /// use ndarray::{Array2, Array3, Array4};
+    /// use shotflow_operators::fused::{reduce_frame, Reductions};
+    /// use shotflow_operators::gain::{agipd::AgipdConstants, ModuleConstants};
+    /// use shotflow_operators::simd::Isa;
+    ///
+    /// let c = ModuleConstants::Agipd(AgipdConstants {
+    ///     thresholds: Array4::from_elem((1, 2, 4, 8), 5000.0),
+    ///     offset: Array4::from_elem((1, 3, 4, 8), 100.0),
+    ///     relative_gain: Array4::ones((1, 3, 4, 8)),
+    ///     bad: Array3::from_elem((1, 4, 8), false),
+    /// });
+    /// let raw = Array3::from_shape_fn((2, 4, 8), |(k, r, x)| if k == 0 { 100 + (r * x) as u16 } else { 10 });
+    /// let reductions = Reductions { adu_per_photon: Some(4.0), ..Reductions::default() };
+    /// let (fused, invalid) = c
+    ///     .calibrate_reduce(Isa::detect(), raw.view().into_dyn(), 0, &reductions, &mut Vec::new())
+    ///     .unwrap();
+    /// let mut frame = Array2::zeros((4, 8));
+    /// c.calibrate(raw.view().into_dyn(), 0, frame.view_mut()).unwrap();
+    /// assert_eq!(fused, reduce_frame(Isa::detect(), frame.view(), &reductions));
+    /// assert_eq!(invalid, 0);
+    /// ```
+    pub fn calibrate_reduce(
+        &self,
+        isa: Isa,
+        raw: ArrayViewD<'_, u16>,
+        cell: usize,
+        reductions: &Reductions<'_>,
+        scratch: &mut Vec<f32>,
+    ) -> Result<(Reduced, u64), GainError> {
+        match self {
+            ModuleConstants::Jungfrau(c) => {
+                let (reduced, counts) =
+                    c.calibrate_reduce(isa, frame(raw)?, cell, reductions, scratch)?;
+                Ok((reduced, counts.invalid))
+            }
+            ModuleConstants::Agipd(c) => {
+                let (analog, gain) = agipd_planes(raw)?;
+                let (reduced, counts) =
+                    c.calibrate_reduce(isa, analog, gain, cell, reductions, scratch)?;
+                Ok((reduced, counts.invalid))
+            }
+            ModuleConstants::Epix10ka(_) => {
+                let shape = self.pixels();
+                // `calibrate` writes every pixel: no zeroing.
+                scratch.resize(shape.0 * shape.1, 0.0);
+                let mut out = ArrayViewMut2::from_shape(shape, scratch.as_mut_slice())
+                    .expect("scratch sized to the frame");
+                let invalid = self.calibrate(raw, cell, out.view_mut())?;
+                Ok((reduce_frame(isa, out.view(), reductions), invalid))
+            }
+        }
+    }
+}
+
+/// AGIPD's `(2, rows, cols)` raw data as its analog and gain frames.
+fn agipd_planes(
+    raw: ArrayViewD<'_, u16>,
+) -> Result<(ArrayView2<'_, u16>, ArrayView2<'_, u16>), GainError> {
+    if raw.ndim() != 3 || raw.shape()[0] != 2 {
+        return Err(GainError::Shape(format!(
+            "AGIPD data of shape {:?} where (2, rows, cols) (analog, gain) was expected",
+            raw.shape()
+        )));
+    }
+    let (analog, gain) = (
+        raw.clone().index_axis_move(Axis(0), 0),
+        raw.index_axis_move(Axis(0), 1),
+    );
+    Ok((frame(analog)?, frame(gain)?))
 }
