@@ -18,6 +18,7 @@ use shotflow_operators::gain::epix10ka::Epix10kaConstants;
 use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
 use shotflow_operators::gain::ModuleConstants;
 use timely::dataflow::operators::ToStream;
+use timely::dataflow::StreamVec;
 
 const ROWS: usize = 32;
 const COLS: usize = 64;
@@ -87,6 +88,34 @@ fn events(n: u64, modules: usize, agipd: bool, cells: u64) -> Vec<Event> {
         .collect()
 }
 
+/// `input` through `operator` at `workers` workers (worker `k` takes the events whose id
+/// modulo the workers is `k`), collected in event order.
+fn run<F>(workers: u16, input: &[Event], operator: F) -> Vec<Event>
+where
+    F: for<'s> Fn(StreamVec<'s, u64, Event>) -> StreamVec<'s, u64, Event> + Send + Sync + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (out, input, operator) = (Arc::clone(&seen), input.to_vec(), Arc::new(operator));
+    execute(&Launch::threads(workers), move |worker| {
+        let (out, operator) = (Arc::clone(&out), Arc::clone(&operator));
+        let mine: Vec<Event> = input
+            .iter()
+            .filter(|e| e.id as usize % worker.peers() == worker.index())
+            .cloned()
+            .collect();
+        worker.dataflow::<u64, _, _>(|scope| {
+            operator(mine.to_stream(scope).container::<Vec<_>>())
+                .ordered("Collect", move |_, events: &[Event]| {
+                    out.lock().unwrap().extend_from_slice(events)
+                });
+        });
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
 /// The stream operator equals calibrating each event directly, at 1, 2 and 3 workers, for
 /// 2-module JUNGFRAU (2 storage cells) and 2-module AGIPD (8 memory cells) data.
 #[test]
@@ -125,27 +154,10 @@ fn the_operator_equals_direct_calibration_at_any_worker_count() {
             .collect();
         let modules = Arc::new(modules);
         for workers in [1u16, 2, 3] {
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let (out, m, input) = (Arc::clone(&seen), Arc::clone(&modules), input.clone());
-            execute(&Launch::threads(workers), move |worker| {
-                let (out, m) = (Arc::clone(&out), Arc::clone(&m));
-                let mine: Vec<Event> = input
-                    .iter()
-                    .filter(|e| e.id as usize % worker.peers() == worker.index())
-                    .cloned()
-                    .collect();
-                worker.dataflow::<u64, _, _>(|scope| {
-                    mine.to_stream(scope)
-                        .container::<Vec<_>>()
-                        .calibrate(frame, m, Some(cell))
-                        .ordered("Collect", move |_, events: &[Event]| {
-                            out.lock().unwrap().extend_from_slice(events)
-                        });
-                });
-                Ok::<_, std::convert::Infallible>(())
-            })
-            .unwrap();
-            let seen = seen.lock().unwrap();
+            let m = Arc::clone(&modules);
+            let seen = run(workers, &input, move |events| {
+                events.calibrate(frame, Arc::clone(&m), Some(cell))
+            });
             assert_eq!(seen.len(), reference.len(), "{name}, {workers} workers");
             for (event, (expected, bad)) in seen.iter().zip(&reference) {
                 let got = event.array::<f32>(frame).unwrap();
@@ -264,32 +276,10 @@ fn calibrate_reduce_equals_the_reductions_of_the_calibrated_frames() {
             .collect();
         let modules = Arc::new(modules);
         for workers in [1u16, 2, 3] {
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let (out, m, input, r) = (
-                Arc::clone(&seen),
-                Arc::clone(&modules),
-                input.clone(),
-                Arc::clone(&reductions),
-            );
-            execute(&Launch::threads(workers), move |worker| {
-                let (out, m, r) = (Arc::clone(&out), Arc::clone(&m), Arc::clone(&r));
-                let mine: Vec<Event> = input
-                    .iter()
-                    .filter(|e| e.id as usize % worker.peers() == worker.index())
-                    .cloned()
-                    .collect();
-                worker.dataflow::<u64, _, _>(|scope| {
-                    mine.to_stream(scope)
-                        .container::<Vec<_>>()
-                        .calibrate_reduce(frame, m, Some(cell), r)
-                        .ordered("Collect", move |_, events: &[Event]| {
-                            out.lock().unwrap().extend_from_slice(events)
-                        });
-                });
-                Ok::<_, std::convert::Infallible>(())
-            })
-            .unwrap();
-            let seen = seen.lock().unwrap();
+            let (m, r) = (Arc::clone(&modules), Arc::clone(&reductions));
+            let seen = run(workers, &input, move |events| {
+                events.calibrate_reduce(frame, Arc::clone(&m), Some(cell), Arc::clone(&r))
+            });
             assert_eq!(seen.len(), reference.len(), "{name}, {workers} workers");
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for (event, expected) in seen.iter().zip(&reference) {
