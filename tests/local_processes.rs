@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_datasets, result_datasets, small_demo_args, small_demo_output_args, spawn,
-    wait_bounded,
+    assert_same_datasets, one_process_demo, result_datasets, small_demo_args,
+    small_demo_output_args, spawn, wait_bounded,
 };
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
@@ -32,13 +32,7 @@ fn processes_with(needle: &str) -> Vec<i32> {
 fn local_processes_give_what_one_process_gives() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one.h5");
-    let out = wait_bounded(spawn(SHOTFLOW, &small_demo_output_args(&one, &[])), LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference = result_datasets(&one);
+    let reference = one_process_demo(&one, LIMIT);
     let mut compared = 0;
     for (processes, workers) in [(2, 1), (3, 2)] {
         let master = dir.path().join(format!("p{processes}w{workers}.h5"));

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_same_datasets, result_datasets, small_demo_args, small_demo_output_args, spawn,
-    wait_bounded,
+    assert_same_datasets, one_process_demo, result_datasets, small_demo_args,
+    small_demo_output_args, wait_bounded,
 };
 
 const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
@@ -19,13 +19,7 @@ const LIMIT: Duration = Duration::from_secs(240);
 fn mpirun_with_mpi_bootstrap_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one.h5");
-    let out = wait_bounded(spawn(SHOTFLOW, &small_demo_output_args(&one, &[])), LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference = result_datasets(&one);
+    let reference = one_process_demo(&one, LIMIT);
     // No rendezvous directory can be used: the processes' TMPDIR is empty and stays so.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();

@@ -79,6 +79,24 @@ pub fn shotflow_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> O
     out
 }
 
+/// The small demo run in one process (bounded by `limit`), writing `master`: the datasets
+/// that runs split across processes must equal.
+pub fn one_process_demo(master: &std::path::Path, limit: Duration) -> Datasets {
+    let out = wait_bounded(
+        spawn(
+            env!("CARGO_BIN_EXE_shotflow"),
+            &small_demo_output_args(master, &[]),
+        ),
+        limit,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    result_datasets(master)
+}
+
 /// A smalldata file's datasets as [`datasets`] reads them: name → (shape, bytes).
 pub type Datasets = std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>;
 

@@ -249,13 +249,14 @@ impl AzimuthalMap {
         let sector_width = 2.0 * std::f64::consts::PI / sectors as f64;
         let mut counts = vec![0u32; bins * sectors];
         let mut norm = vec![0.0f64; bins * sectors];
+        let spare = bins * sectors;
         let index: Vec<u32> = positions
             .iter()
             .enumerate()
             .map(|(k, &(radial, azimuth))| {
                 // NaN fails both comparisons, so test for it apart.
                 if masked(k) || radial.is_nan() || radial < lo || radial >= hi {
-                    return u32::MAX;
+                    return spare as u32;
                 }
                 let bin = (((radial - lo) / width) as usize).min(bins - 1);
                 let sector =
@@ -265,11 +266,6 @@ impl AzimuthalMap {
                 norm[b] += weights.as_ref().map_or(1.0, |w| w[k]);
                 b as u32
             })
-            .collect();
-        let spare = bins * sectors;
-        let index: Vec<u32> = index
-            .into_iter()
-            .map(|b| if b == u32::MAX { spare as u32 } else { b })
             .collect();
         let (index, wide) = if spare < u16::MAX as usize {
             (index.iter().map(|&b| b as u16).collect(), Vec::new())
@@ -341,8 +337,8 @@ impl AzimuthalMap {
             } else {
                 self.wide[k] as usize
             };
-            if let Some(b) = (bin < self.norm.len()).then_some(bin) {
-                norm[b] += self.weights.get(k).copied().unwrap_or(1.0);
+            if bin < norm.len() {
+                norm[bin] += self.weights.get(k).copied().unwrap_or(1.0);
             }
         }
         norm
