@@ -316,20 +316,21 @@ fn modules(best: Isa) {
     let (rows, cols) = (512usize, 128usize);
     let pixels = rows * cols;
     // Constants vary per cell and pixel; cheap formulas, not noise, so they build in seconds.
-    let agipd = AgipdConstants {
-        thresholds: Array4::from_shape_fn((cells, 2, rows, cols), |(k, t, r, c)| {
+    let agipd = AgipdConstants::new(
+        Array4::from_shape_fn((cells, 2, rows, cols), |(k, t, r, c)| {
             [5000.0, 6000.0][t] + ((k + r * 3 + c) % 40) as f32
         }),
-        offset: Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
+        Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
             [4000.0, 5000.0, 5500.0][s] + ((k * 3 + r + c * 5) % 30) as f32 * 0.5
         }),
-        relative_gain: Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
+        Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
             [1.0, 45.0, 1000.0][s] * (0.95 + ((k + r + c) % 10) as f32 * 0.01)
         }),
-        bad: Array3::from_shape_fn((cells, rows, cols), |(k, r, c)| {
+        Array3::from_shape_fn((cells, rows, cols), |(k, r, c)| {
             (k + r * 131 + c * 7) % 211 == 0
         }),
-    };
+    )
+    .unwrap();
     let constants_mb = cells * pixels * (8 * 4 + 1) / (1 << 20);
     let geometry = panel().with_center(-20.0, 64.0);
     let map =
@@ -358,9 +359,11 @@ fn modules(best: Isa) {
         best.name(),
         bandwidth / 1e9
     );
-    // Bytes a frame must bring from memory: analog and gain, the map, the bad pixels, and the
-    // constants of the stages its pixels are in (three planes for high gain; all eight when
-    // stages are mixed at random, since every cache line then holds every stage).
+    // Bytes a frame must bring from memory: analog and gain, the map, the constants of the
+    // stages its pixels are in (offset and gain for high gain, all eight planes when stages
+    // are mixed at random, since every cache line then holds every stage), the lowest
+    // threshold of every 16 pixels and the cell's list of bad pixels.
+    let bad_per_cell = agipd.bad().iter().filter(|b| **b).count() as f64 / cells as f64;
     for typical in [true, false] {
         let frames: Vec<(Array2<u16>, Array2<u16>)> =
             (0..cells).map(|f| agipd_frame(f, typical)).collect();
@@ -370,11 +373,12 @@ fn modules(best: Isa) {
             .sum::<usize>() as f64
             / (cells * pixels) as f64;
         let planes = if typical {
-            3.0 + 5.0 * (1.0 - high)
+            2.0 + 6.0 * (1.0 - high)
         } else {
             8.0
         };
-        let per_frame = pixels as f64 * (2.0 + 2.0 + 2.0 + 1.0 + 4.0 * planes);
+        let per_frame =
+            pixels as f64 * (2.0 + 2.0 + 2.0 + 4.0 * planes + 4.0 / 16.0) + 4.0 * bad_per_cell;
         println!(
             "\n{} ({:.0} % of pixels in high gain): at most {:.0} frames/s by memory \
              ({:.2} MB a frame)",

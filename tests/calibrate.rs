@@ -39,18 +39,21 @@ fn jungfrau(seed: u64, cells: usize) -> ModuleConstants {
 
 fn agipd(seed: u64, cells: usize) -> ModuleConstants {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    ModuleConstants::Agipd(AgipdConstants {
-        thresholds: Array4::from_shape_fn((cells, 2, ROWS, COLS), |(_, t, ..)| {
-            [5200.0, 6800.0][t] + rng.gen_range(-40.0..40.0f32)
-        }),
-        offset: Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
-            [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
-        }),
-        relative_gain: Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
-            [1.0, 45.0, 1000.0][s] * rng.gen_range(0.98..1.02f32)
-        }),
-        bad: Array3::from_shape_fn((cells, ROWS, COLS), |_| rng.gen::<f32>() < 0.005),
-    })
+    ModuleConstants::Agipd(
+        AgipdConstants::new(
+            Array4::from_shape_fn((cells, 2, ROWS, COLS), |(_, t, ..)| {
+                [5200.0, 6800.0][t] + rng.gen_range(-40.0..40.0f32)
+            }),
+            Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
+                [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
+            }),
+            Array4::from_shape_fn((cells, 3, ROWS, COLS), |(_, s, ..)| {
+                [1.0, 45.0, 1000.0][s] * rng.gen_range(0.98..1.02f32)
+            }),
+            Array3::from_shape_fn((cells, ROWS, COLS), |_| rng.gen::<f32>() < 0.005),
+        )
+        .unwrap(),
+    )
 }
 
 fn epix10ka(seed: u64) -> ModuleConstants {
@@ -544,12 +547,7 @@ fn agipd_module(seed: u64, cells: usize) -> ModuleConstants {
         normal([1.0, 45.0, 1000.0][s], [0.02, 1.0, 20.0][s])
     });
     let bad = Array3::from_shape_fn((cells, 512, 128), |_| normal(0.5, 0.5) < 0.005);
-    ModuleConstants::Agipd(AgipdConstants {
-        thresholds,
-        offset,
-        relative_gain,
-        bad,
-    })
+    ModuleConstants::Agipd(AgipdConstants::new(thresholds, offset, relative_gain, bad).unwrap())
 }
 
 /// `shotflow extract --calibrate SOURCE/image.data --constants FILE` of extra-data's mock SPB

@@ -160,12 +160,13 @@ fn agipd_equals_the_published_correction_in_numpy() {
             .unwrap()
     };
     let bad: Array3<u8> = file.dataset("bad").unwrap().read().unwrap();
-    let constants = AgipdConstants {
-        thresholds: read4("thresholds"),
-        offset: read4("offset"),
-        relative_gain: read4("relative_gain"),
-        bad: bad.mapv(|b| b != 0),
-    };
+    let constants = AgipdConstants::new(
+        read4("thresholds"),
+        read4("offset"),
+        read4("relative_gain"),
+        bad.mapv(|b| b != 0),
+    )
+    .unwrap();
     let cells: ndarray::Array1<u64> = file.dataset("cell").unwrap().read().unwrap();
     let analog: Array3<u16> = file.dataset("analog").unwrap().read().unwrap();
     let gain: Array3<u16> = file.dataset("gain").unwrap().read().unwrap();

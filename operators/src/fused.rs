@@ -235,7 +235,8 @@ mod tests {
         for cell in 0..cells {
             let (analog, gain) = test_frame(&mut rng, (rows, cols), 32);
             let mut frame = Array2::zeros((rows, cols));
-            c.calibrate(analog.view(), gain.view(), cell, frame.view_mut(), None)
+            let counts = c
+                .calibrate(analog.view(), gain.view(), cell, frame.view_mut(), None)
                 .unwrap();
             let unfused = reduce_frame(Isa::baseline(), frame.view(), &reductions);
             // The reductions' own functions on the calibrated frame.
@@ -251,7 +252,7 @@ mod tests {
             map.accumulate(frame.view(), &mut sums);
             assert_eq!(unfused.azimuthal, sums);
             for isa in Isa::available() {
-                let (fused, _) = c
+                let (fused, fused_counts) = c
                     .calibrate_reduce(
                         isa,
                         analog.view(),
@@ -262,6 +263,7 @@ mod tests {
                     )
                     .unwrap();
                 assert_eq!(fused, unfused, "{}", isa.name());
+                assert_eq!(fused_counts, counts, "{}", isa.name());
                 assert_eq!(reduce_frame(isa, frame.view(), &reductions), unfused);
                 frames += 1;
             }

@@ -138,14 +138,15 @@ pub fn load(path: &Path) -> Result<ModuleConstants, ConstantsError> {
                 .dataset("bad")
                 .and_then(|d| d.read::<u8, ndarray::Ix3>())
                 .map_err(hdf5_error(path, "bad"))?;
-            let constants = AgipdConstants {
-                thresholds: f4("thresholds")?,
-                offset: f4("offset")?,
-                relative_gain: f4("relative_gain")?,
-                bad: bad.mapv(|b| b != 0),
-            };
-            constants.check().map_err(|e| invalid(e.to_string()))?;
-            ModuleConstants::Agipd(constants)
+            ModuleConstants::Agipd(
+                AgipdConstants::new(
+                    f4("thresholds")?,
+                    f4("offset")?,
+                    f4("relative_gain")?,
+                    bad.mapv(|b| b != 0),
+                )
+                .map_err(|e| invalid(e.to_string()))?,
+            )
         }
         other => {
             return Err(invalid(format!(
@@ -210,10 +211,10 @@ pub fn save(path: &Path, module: &ModuleConstants) -> Result<(), ConstantsError>
             put(&file, path, "config", c.config.view())?;
         }
         ModuleConstants::Agipd(c) => {
-            put(&file, path, "thresholds", c.thresholds.view())?;
-            put(&file, path, "offset", c.offset.view())?;
-            put(&file, path, "relative_gain", c.relative_gain.view())?;
-            put(&file, path, "bad", c.bad.mapv(|b| b as u8).view())?;
+            put(&file, path, "thresholds", c.thresholds())?;
+            put(&file, path, "offset", c.offset())?;
+            put(&file, path, "relative_gain", c.relative_gain())?;
+            put(&file, path, "bad", c.bad().mapv(|b| b as u8).view())?;
         }
     }
     Ok(())

@@ -72,7 +72,7 @@ impl ModuleConstants {
         match self {
             ModuleConstants::Jungfrau(c) => (c.pedestal.shape()[2], c.pedestal.shape()[3]),
             ModuleConstants::Epix10ka(c) => c.config.dim(),
-            ModuleConstants::Agipd(c) => (c.thresholds.shape()[2], c.thresholds.shape()[3]),
+            ModuleConstants::Agipd(c) => c.shape(),
         }
     }
 
@@ -85,12 +85,12 @@ impl ModuleConstants {
     /// use ndarray::{Array2, Array3, Array4};
     /// use shotflow_operators::gain::{agipd::AgipdConstants, ModuleConstants};
     ///
-    /// let c = ModuleConstants::Agipd(AgipdConstants {
-    ///     thresholds: Array4::from_elem((1, 2, 2, 2), 5000.0),
-    ///     offset: Array4::from_elem((1, 3, 2, 2), 100.0),
-    ///     relative_gain: Array4::ones((1, 3, 2, 2)),
-    ///     bad: Array3::from_elem((1, 2, 2), false),
-    /// });
+    /// let c = ModuleConstants::Agipd(AgipdConstants::new(
+    ///     Array4::from_elem((1, 2, 2, 2), 5000.0),
+    ///     Array4::from_elem((1, 3, 2, 2), 100.0),
+    ///     Array4::ones((1, 3, 2, 2)),
+    ///     Array3::from_elem((1, 2, 2), false),
+    /// ).unwrap());
     /// let raw = Array3::from_shape_fn((2, 2, 2), |(k, ..)| if k == 0 { 150u16 } else { 10 });
     /// let mut out = Array2::zeros((2, 2));
     /// assert_eq!(c.calibrate(raw.view().into_dyn(), 0, out.view_mut()).unwrap(), 0);
@@ -124,12 +124,12 @@ impl ModuleConstants {
     /// use shotflow_operators::gain::{agipd::AgipdConstants, ModuleConstants};
     /// use shotflow_operators::simd::Isa;
     ///
-    /// let c = ModuleConstants::Agipd(AgipdConstants {
-    ///     thresholds: Array4::from_elem((1, 2, 4, 8), 5000.0),
-    ///     offset: Array4::from_elem((1, 3, 4, 8), 100.0),
-    ///     relative_gain: Array4::ones((1, 3, 4, 8)),
-    ///     bad: Array3::from_elem((1, 4, 8), false),
-    /// });
+    /// let c = ModuleConstants::Agipd(AgipdConstants::new(
+    ///     Array4::from_elem((1, 2, 4, 8), 5000.0),
+    ///     Array4::from_elem((1, 3, 4, 8), 100.0),
+    ///     Array4::ones((1, 3, 4, 8)),
+    ///     Array3::from_elem((1, 4, 8), false),
+    /// ).unwrap());
     /// let raw = Array3::from_shape_fn((2, 4, 8), |(k, r, x)| if k == 0 { 100 + (r * x) as u16 } else { 10 });
     /// let reductions = Reductions { adu_per_photon: Some(4.0), ..Reductions::default() };
     /// let (fused, invalid) = c
