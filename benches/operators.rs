@@ -223,6 +223,7 @@ fn reductions(isa: Isa, shape: (usize, usize)) {
         adu_per_photon: Some(60.0),
         rois: vec![(roi.clone(), Some(30.0))],
         azimuthal: Some(&map),
+        azimuthal_at: 0,
     };
     let mut all_read = constants.clone();
     all_read.push(bytes(&map_bytes));
@@ -339,6 +340,7 @@ fn modules(best: Isa) {
         adu_per_photon: Some(60.0),
         rois: vec![(Roi::new(100..300, 0..128), Some(30.0))],
         azimuthal: Some(&map),
+        azimuthal_at: 0,
     };
     // The plain sum's bandwidth: what memory gives one core.
     let big: Vec<u16> = (0..(256usize << 20) / 2).map(|k| k as u16).collect();
@@ -480,6 +482,7 @@ fn modules(best: Isa) {
         adu_per_photon: Some(9.0),
         rois: vec![(Roi::new(100..300, 200..800), Some(4.0))],
         azimuthal: Some(&map),
+        azimuthal_at: 0,
     };
     let frames: Vec<Array2<u16>> = (0..2 * cells)
         .map(|f| {

@@ -694,8 +694,9 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
 /// calibrates every module frame into photons before reducing it, and gives what the raw
 /// reductions give: the same curve and per-shot photon counts, and the same azimuthal profile
 /// in photons instead of ADU above the pedestal; for synthetic shots, a simulated EuXFEL run of
-/// two modules (one file for both) and a simulated XTC2 run, calibrated at 2 and 3 workers
-/// against raw at 1. Constants of another shape are named.
+/// two modules (one file for both) and a simulated XTC2 run, calibrated and reduced in one pass
+/// (`calibrate_reduce`) in 2 processes, at 3 workers and at 2 against raw at 1 worker.
+/// Constants of another shape are named.
 #[test]
 fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
     const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
@@ -714,10 +715,14 @@ fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
         .map(|a| if a == "run" { "xtc2".to_string() } else { a })
         .collect();
     let mut compared = (0, 0);
-    for (name, base, workers) in [
-        ("synthetic", common::small_demo_args(), 2),
-        ("run", common::small_run_args(), 3),
-        ("xtc2", xtc2, 2),
+    for (name, base, spread) in [
+        (
+            "synthetic",
+            common::small_demo_args(),
+            "--processes 2 --workers 1",
+        ),
+        ("run", common::small_run_args(), "--workers 3"),
+        ("xtc2", xtc2, "--workers 2"),
     ] {
         let base: Vec<String> = base.into_iter().filter(|a| a != "--no-output").collect();
         let output = |tag: &str| -> Vec<String> {
@@ -735,8 +740,8 @@ fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
             base.clone(),
             output("calibrated"),
             vec!["--constants".into(), constants.display().to_string()],
-            // The calibrated runs at other worker counts than the raw one's (1).
-            vec!["--workers".into(), workers.to_string()],
+            // The calibrated runs spread otherwise than the raw one (1 worker).
+            spread.split(' ').map(String::from).collect(),
         ]
         .concat());
         let curve = |stdout: &[u8]| {
@@ -764,7 +769,7 @@ fn the_demo_calibrated_with_its_own_constants_gives_the_raw_result() {
         compared.0 += p_raw.len();
         compared.1 += a_raw.len();
         eprintln!(
-            "{name} at {workers} workers: {} shots, {} profile bins equal",
+            "{name} at {spread}: {} shots, {} profile bins equal",
             p_raw.len(),
             a_raw.len()
         );

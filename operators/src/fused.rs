@@ -18,6 +18,7 @@
 //!     adu_per_photon: Some(10.0),
 //!     rois: vec![(Roi::new(8..40, 0..16), Some(5.0))],
 //!     azimuthal: None,
+//!     azimuthal_at: 0,
 //! };
 //! let pixels = raw.as_slice().unwrap();
 //! let fused = reduce(Isa::detect(), raw.dim(), 1, &reductions, &mut Vec::new(), |range, out| {
@@ -51,6 +52,9 @@ pub struct Reductions<'a> {
     /// Integrate azimuthally through this map (its sums; [`AzimuthalMap::normalize`] makes the
     /// profile).
     pub azimuthal: Option<&'a AzimuthalMap>,
+    /// Where the frame's first pixel lies among the map's: 0 for a map of the frame alone,
+    /// `m × rows × cols` for module `m` of a map of the whole detector.
+    pub azimuthal_at: usize,
 }
 
 /// What [`reduce`] and [`reduce_frame`] give.
@@ -76,10 +80,11 @@ struct Running<'r> {
 impl<'r> Running<'r> {
     fn new(reductions: &'r Reductions<'r>, shape: (usize, usize)) -> Running<'r> {
         if let Some(map) = reductions.azimuthal {
-            assert_eq!(
-                map.shape(),
-                shape,
-                "azimuthal map and frame differ in shape"
+            let (at, mapped) = (reductions.azimuthal_at, map.shape().0 * map.shape().1);
+            assert!(
+                at + shape.0 * shape.1 <= mapped,
+                "frame pixels {at}..{} lie beyond the azimuthal map's {mapped}",
+                at + shape.0 * shape.1
             );
         }
         Running {
@@ -110,7 +115,7 @@ impl<'r> Running<'r> {
             }
         }
         if let Some(acc) = self.accumulator.as_mut() {
-            acc.add(rows.start * self.cols, block);
+            acc.add(self.reductions.azimuthal_at + rows.start * self.cols, block);
         }
     }
 
@@ -230,6 +235,7 @@ mod tests {
             adu_per_photon: Some(60.0),
             rois: rois.clone(),
             azimuthal: Some(&map),
+            azimuthal_at: 0,
         };
         let mut frames = 0;
         for cell in 0..cells {

@@ -190,6 +190,7 @@ fn reduce_event(
             .map(|(_, roi, threshold)| (roi.clone(), *threshold))
             .collect(),
         azimuthal: reductions.azimuthal.as_deref(),
+        azimuthal_at: 0,
     };
     if let Some(map) = fused.azimuthal {
         if map.shape() != modules[0].pixels() {

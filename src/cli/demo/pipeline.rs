@@ -33,12 +33,14 @@ use shotflow::source::{Synthetic, SyntheticSource};
 use shotflow::xtc2::{Xtc2Run, Xtc2Selector, Xtc2Simulation, Xtc2Source};
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::binning::{ScanAxis, ScanBins};
+use shotflow_operators::fused::Reductions;
 use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
 use shotflow_operators::gain::ModuleConstants;
 use shotflow_operators::geometry::{AgipdLayout, Detector, GeometryError, Poni};
 use shotflow_operators::histogram::Histogram;
-use shotflow_operators::photons::{count_photons, PhotonCounter};
+use shotflow_operators::photons::PhotonCounter;
 use shotflow_operators::roi::{roi_stats, Roi};
+use shotflow_operators::simd::Isa;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Concat;
 
@@ -216,8 +218,9 @@ struct Profile {
 thread_local! {
     /// Maps per detector: built once per worker, used for every frame.
     static PROFILES: std::cell::RefCell<Vec<Arc<Profile>>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// The calibrated module frame (`--constants`), reused from frame to frame.
-    static CALIBRATED: std::cell::RefCell<ndarray::Array2<f32>> = std::cell::RefCell::new(ndarray::Array2::zeros((0, 0)));
+    /// The block of calibrated rows between calibration and reductions (`--constants`),
+    /// reused from frame to frame.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Flat panels per frame shape, for the synthetic shots.
     static FLAT: std::cell::RefCell<Vec<([usize; 2], Arc<Detector>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -295,21 +298,26 @@ fn frame_stats(
     let mut sums = vec![0.0; AZAV_BINS];
     let (mut photons, mut roi_sum) = (0, 0.0);
     if let Some(constants) = constants {
-        CALIBRATED.with_borrow_mut(|calibrated| {
-            if calibrated.dim() != (rows, columns) {
-                *calibrated = ndarray::Array2::zeros((rows, columns));
-            }
+        SCRATCH.with_borrow_mut(|scratch| {
             for (module, frame) in frames {
                 let c = &constants[if constants.len() == 1 { 0 } else { *module }];
-                c.calibrate(frame.into_dyn(), 0, calibrated.view_mut())
+                // Calibrated and reduced in one pass (`shotflow_operators::fused`): the same
+                // bits as calibrating the frame, then counting photons, summing the region and
+                // integrating, without the calibrated frame written out.
+                let reductions = Reductions {
+                    adu_per_photon: Some(1.0),
+                    rois: vec![(demo_roi([rows, columns]), Some(0.5))],
+                    azimuthal: Some(&profile.map),
+                    azimuthal_at: module * rows * columns,
+                };
+                let (reduced, _) = c
+                    .calibrate_reduce(Isa::detect(), frame.into_dyn(), 0, &reductions, scratch)
                     .expect("constants checked against the frames' shape at start");
-                let shape = [rows, columns];
-                photons += count_photons(calibrated.view(), 0.0, 1.0);
-                roi_sum += roi_stats(calibrated.view(), demo_roi(shape), Some(0.5)).sum;
-                let pixels = calibrated.as_slice().expect("a standard-layout array");
-                profile
-                    .map
-                    .accumulate_part(module * rows * columns, pixels, &mut sums);
+                photons += reduced.photons;
+                roi_sum += reduced.rois[0].sum;
+                for (s, v) in sums.iter_mut().zip(&reduced.azimuthal) {
+                    *s += v;
+                }
             }
         });
         let azav = profile.map.normalize(&sums);

@@ -321,7 +321,7 @@ impl AgipdConstants {
     /// ).unwrap();
     /// let analog = Array2::from_shape_fn((8, 16), |(r, c)| 4000 + (r * c) as u16);
     /// let gain = Array2::from_elem((8, 16), 4500u16);
-    /// let reductions = Reductions { adu_per_photon: Some(10.0), rois: vec![(Roi::new(0..4, 0..8), None)], azimuthal: None };
+    /// let reductions = Reductions { adu_per_photon: Some(10.0), rois: vec![(Roi::new(0..4, 0..8), None)], ..Reductions::default() };
     /// let (fused, counts) = c
     ///     .calibrate_reduce(Isa::detect(), analog.view(), gain.view(), 1, &reductions, &mut Vec::new())
     ///     .unwrap();
