@@ -1,5 +1,6 @@
 //! Gain-switching calibration against the facilities' own code, on the same synthetic
-//! constants and frames: JUNGFRAU against psana's `UtilsJungfrau.calib_jungfrau`.
+//! constants and frames: JUNGFRAU against psana's `UtilsJungfrau.calib_jungfrau` and PSI's
+//! `aare.apply_calibration`.
 
 mod common;
 
@@ -13,6 +14,69 @@ fn reference(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let path = dir.path().join("reference.h5");
     common::python_reference(script, [common::reference_script(script), path.clone()]);
     (dir, path)
+}
+
+/// JUNGFRAU, 4 frames of 512×1024 with every gain code, against PSI's aare: every pixel with a
+/// valid code agrees to float32 rounding (aare divides by the gain, this multiplies by its
+/// inverse, as psana does: relative 1e-6), and the pixels with the invalid code `0b10`, which
+/// aare calibrates as high gain, are 0 here and counted as invalid.
+#[test]
+fn jungfrau_agrees_with_aare() {
+    let (_dir, path) = reference("check_jungfrau_aare.py");
+    let file = hdf5::File::open(&path).unwrap();
+    let read3 = |name: &str| {
+        file.dataset(name)
+            .unwrap()
+            .read::<f32, ndarray::Ix3>()
+            .unwrap()
+    };
+    let (pedestal, gain, aare) = (read3("pedestal"), read3("gain"), read3("aare"));
+    let raw = file
+        .dataset("raw")
+        .unwrap()
+        .read::<u16, ndarray::Ix3>()
+        .unwrap();
+    let invalid = file.attr("invalid").unwrap().read_scalar::<i64>().unwrap() as u64;
+    let constants = JungfrauConstants::new(
+        pedestal.insert_axis(Axis(1)),
+        gain.view().insert_axis(Axis(1)),
+        None,
+        Unit::Energy,
+    )
+    .unwrap();
+    let (frames, rows, cols) = raw.dim();
+    let (mut compared, mut flagged, mut worst) = (0usize, 0u64, 0.0f64);
+    for frame in 0..frames {
+        let mut calibrated = Array2::<f32>::zeros((rows, cols));
+        let counts = constants
+            .calibrate(raw.slice(s![frame, .., ..]), 0, calibrated.view_mut())
+            .unwrap();
+        flagged += counts.invalid;
+        for ((y, x), &v) in calibrated.indexed_iter() {
+            let (code, r) = (raw[[frame, y, x]] >> 14, aare[[frame, y, x]]);
+            if code == 0b10 {
+                assert_eq!(
+                    v, 0.0,
+                    "frame {frame} pixel ({y}, {x}): invalid code not set to 0"
+                );
+                continue;
+            }
+            let relative = (v as f64 - r as f64).abs() / (r as f64).abs().max(f64::MIN_POSITIVE);
+            assert!(
+                v == r || relative <= 1e-6,
+                "frame {frame} pixel ({y}, {x}): {v} here, {r} in aare (raw {})",
+                raw[[frame, y, x]]
+            );
+            worst = worst.max(if v == r { 0.0 } else { relative });
+            compared += 1;
+        }
+    }
+    assert_eq!(flagged, invalid, "pixels with the invalid gain code");
+    assert!(compared > 2_000_000 && invalid > 10_000);
+    eprintln!(
+        "JUNGFRAU: {compared} pixels of {frames} frames of {rows}×{cols} agree with aare \
+         (worst relative difference {worst:.1e}); {invalid} with the invalid code are 0 and counted"
+    );
 }
 
 /// JUNGFRAU, 3 frames of 2 segments of 512×1024 with mixed stages and invalid gain codes:
