@@ -14,10 +14,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 $py - "$work" <<'PY'
 import json, sys, tarfile, urllib.parse, urllib.request
-index = "https://pypi.org/pypi/iminuit/2.33.0/json"
+index = "https://pypi.org/pypi/iminuit/json"
 with urllib.request.urlopen(index) as r:
-    release = json.load(r)
-sdist = next(u["url"] for u in release["urls"] if u["packagetype"] == "sdist")
+    releases = json.load(r)["releases"]
+sdist = next(u["url"] for u in releases["2.33.0"] if u["packagetype"] == "sdist")
 with urllib.request.urlopen(urllib.parse.urljoin(index, sdist)) as r:
     tarfile.open(fileobj=r, mode="r|gz").extractall(sys.argv[1])
 PY
