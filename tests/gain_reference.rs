@@ -7,6 +7,16 @@ mod common;
 use ndarray::{s, Array2, Array3, Axis};
 use shotflow_operators::gain::jungfrau::{CommonMode, JungfrauConstants, StageCounts, Unit};
 
+/// Dataset `name` of `file`, read whole.
+fn read<T: hdf5::H5Type, D: ndarray::Dimension>(
+    file: &hdf5::File,
+    name: &str,
+) -> ndarray::Array<T, D> {
+    file.dataset(name)
+        .and_then(|d| d.read::<T, D>())
+        .unwrap_or_else(|e| panic!("dataset {name} of {}: {e}", file.filename()))
+}
+
 /// Runs the reference script `script` (psana or numpy) into a fresh HDF5 file; the directory
 /// holding it lives as long as the returned guard.
 fn reference(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -24,18 +34,12 @@ fn reference(script: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 fn jungfrau_agrees_with_aare() {
     let (_dir, path) = reference("check_jungfrau_aare.py");
     let file = hdf5::File::open(&path).unwrap();
-    let read3 = |name: &str| {
-        file.dataset(name)
-            .unwrap()
-            .read::<f32, ndarray::Ix3>()
-            .unwrap()
-    };
-    let (pedestal, gain, aare) = (read3("pedestal"), read3("gain"), read3("aare"));
-    let raw = file
-        .dataset("raw")
-        .unwrap()
-        .read::<u16, ndarray::Ix3>()
-        .unwrap();
+    let (pedestal, gain, aare) = (
+        read::<f32, ndarray::Ix3>(&file, "pedestal"),
+        read::<f32, ndarray::Ix3>(&file, "gain"),
+        read::<f32, ndarray::Ix3>(&file, "aare"),
+    );
+    let raw = read::<u16, ndarray::Ix3>(&file, "raw");
     let invalid = file.attr("invalid").unwrap().read_scalar::<i64>().unwrap() as u64;
     let constants = JungfrauConstants::new(
         pedestal.insert_axis(Axis(1)),
@@ -86,20 +90,14 @@ fn jungfrau_agrees_with_aare() {
 fn jungfrau_equals_psana() {
     let (_dir, path) = reference("check_jungfrau.py");
     let file = hdf5::File::open(&path).unwrap();
-    let read4 = |name: &str| {
-        file.dataset(name)
-            .unwrap()
-            .read::<f32, ndarray::Ix4>()
-            .unwrap()
-    };
-    let (peds, offsets, gains) = (read4("pedestals"), read4("offsets"), read4("gains"));
-    let mask: Array3<u8> = file.dataset("mask").unwrap().read().unwrap();
-    let raw = file
-        .dataset("raw")
-        .unwrap()
-        .read::<u16, ndarray::Ix4>()
-        .unwrap();
-    let psana = read4("psana");
+    let (peds, offsets, gains) = (
+        read::<f32, ndarray::Ix4>(&file, "pedestals"),
+        read::<f32, ndarray::Ix4>(&file, "offsets"),
+        read::<f32, ndarray::Ix4>(&file, "gains"),
+    );
+    let mask: Array3<u8> = read(&file, "mask");
+    let raw = read::<u16, ndarray::Ix4>(&file, "raw");
+    let psana = read::<f32, ndarray::Ix4>(&file, "psana");
     let attr = |name: &str| file.attr(name).unwrap().read_scalar::<i64>().unwrap() as u64;
 
     let (frames, segments) = (raw.shape()[0], raw.shape()[1]);
@@ -145,7 +143,7 @@ fn jungfrau_equals_psana() {
     }
     // With psana's common mode: rows and columns (its default), and banks, rows and columns.
     for (mode, cormax) in [(3u8, 200.0f32), (7, 100.0)] {
-        let reference = read4(&format!("psana_cm{mode}"));
+        let reference = read::<f32, ndarray::Ix4>(&file, &format!("psana_cm{mode}"));
         let (mut exact, mut worst) = (0usize, 0f32);
         for segment in 0..segments {
             let pedestal = (&peds.slice(s![.., segment, .., ..])
@@ -217,25 +215,19 @@ fn agipd_equals_the_published_correction_in_numpy() {
     use shotflow_operators::gain::agipd::AgipdConstants;
     let (_dir, path) = reference("check_agipd.py");
     let file = hdf5::File::open(&path).unwrap();
-    let read4 = |name: &str| {
-        file.dataset(name)
-            .unwrap()
-            .read::<f32, ndarray::Ix4>()
-            .unwrap()
-    };
-    let bad: Array3<u8> = file.dataset("bad").unwrap().read().unwrap();
+    let bad: Array3<u8> = read(&file, "bad");
     let constants = AgipdConstants::new(
-        read4("thresholds"),
-        read4("offset"),
-        read4("relative_gain"),
+        read::<f32, ndarray::Ix4>(&file, "thresholds"),
+        read::<f32, ndarray::Ix4>(&file, "offset"),
+        read::<f32, ndarray::Ix4>(&file, "relative_gain"),
         bad.mapv(|b| b != 0),
     )
     .unwrap();
-    let cells: ndarray::Array1<u64> = file.dataset("cell").unwrap().read().unwrap();
-    let analog: Array3<u16> = file.dataset("analog").unwrap().read().unwrap();
-    let gain: Array3<u16> = file.dataset("gain").unwrap().read().unwrap();
-    let reference: Array3<f32> = file.dataset("reference").unwrap().read().unwrap();
-    let reference_stages: Array3<u8> = file.dataset("stages").unwrap().read().unwrap();
+    let cells: ndarray::Array1<u64> = read(&file, "cell");
+    let analog: Array3<u16> = read(&file, "analog");
+    let gain: Array3<u16> = read(&file, "gain");
+    let reference: Array3<f32> = read(&file, "reference");
+    let reference_stages: Array3<u8> = read(&file, "stages");
     let (frames, rows, cols) = analog.dim();
     let mut counts = StageCounts::default();
     for frame in 0..frames {
@@ -296,29 +288,13 @@ fn epix10ka_equals_psana() {
     use shotflow_operators::gain::epix10ka::{Epix10kaConstants, RangeCounts};
     let (_dir, path) = reference("check_epix10ka.py");
     let file = hdf5::File::open(&path).unwrap();
-    let peds = file
-        .dataset("pedestals")
-        .unwrap()
-        .read::<f32, ndarray::Ix4>()
-        .unwrap();
-    let gains = file
-        .dataset("gains")
-        .unwrap()
-        .read::<f32, ndarray::Ix4>()
-        .unwrap();
-    let mask: Array3<u8> = file.dataset("mask").unwrap().read().unwrap();
-    let config: Array3<u8> = file.dataset("config").unwrap().read().unwrap();
-    let raw = file
-        .dataset("raw")
-        .unwrap()
-        .read::<u16, ndarray::Ix4>()
-        .unwrap();
-    let psana = file
-        .dataset("psana")
-        .unwrap()
-        .read::<f32, ndarray::Ix4>()
-        .unwrap();
-    let ranges: Array2<i64> = file.dataset("ranges").unwrap().read().unwrap();
+    let peds = read::<f32, ndarray::Ix4>(&file, "pedestals");
+    let gains = read::<f32, ndarray::Ix4>(&file, "gains");
+    let mask: Array3<u8> = read(&file, "mask");
+    let config: Array3<u8> = read(&file, "config");
+    let raw = read::<u16, ndarray::Ix4>(&file, "raw");
+    let psana = read::<f32, ndarray::Ix4>(&file, "psana");
+    let ranges: Array2<i64> = read(&file, "ranges");
     let (frames, segments, rows, cols) = raw.dim();
     let mut unmatched = 0;
     for frame in 0..frames {
