@@ -298,18 +298,19 @@ fn frame_stats(
     let mut sums = vec![0.0; AZAV_BINS];
     let (mut photons, mut roi_sum) = (0, 0.0);
     if let Some(constants) = constants {
+        // Calibrated and reduced in one pass (`shotflow_operators::fused`): the same bits as
+        // calibrating the frame, then counting photons, summing the region and integrating,
+        // without the calibrated frame written out.
+        let mut reductions = Reductions {
+            adu_per_photon: Some(1.0),
+            rois: vec![(demo_roi([rows, columns]), Some(0.5))],
+            azimuthal: Some(&profile.map),
+            azimuthal_at: 0,
+        };
         SCRATCH.with_borrow_mut(|scratch| {
             for (module, frame) in frames {
                 let c = &constants[if constants.len() == 1 { 0 } else { *module }];
-                // Calibrated and reduced in one pass (`shotflow_operators::fused`): the same
-                // bits as calibrating the frame, then counting photons, summing the region and
-                // integrating, without the calibrated frame written out.
-                let reductions = Reductions {
-                    adu_per_photon: Some(1.0),
-                    rois: vec![(demo_roi([rows, columns]), Some(0.5))],
-                    azimuthal: Some(&profile.map),
-                    azimuthal_at: module * rows * columns,
-                };
+                reductions.azimuthal_at = module * rows * columns;
                 let (reduced, _) = c
                     .calibrate_reduce(Isa::detect(), frame.into_dyn(), 0, &reductions, scratch)
                     .expect("constants checked against the frames' shape at start");

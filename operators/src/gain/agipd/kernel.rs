@@ -3,7 +3,7 @@
 
 use ndarray::{Array4, Axis};
 
-use super::AgipdConstants;
+use super::{AgipdConstants, StageCounts};
 use crate::simd::LANES;
 
 /// One memory cell's constants as contiguous planes of the frame's pixels.
@@ -18,34 +18,33 @@ pub(crate) struct CellPlanes<'a> {
 }
 
 impl AgipdConstants {
-    /// Cell `cell`'s planes (the constants are in standard layout: [`AgipdConstants::new`]).
-    pub(super) fn planes(&self, cell: usize) -> Option<CellPlanes<'_>> {
-        fn plane(a: &Array4<f32>, cell: usize, k: usize) -> Option<&[f32]> {
+    /// Cell `cell`'s planes, and what the kernels derive for it.
+    pub(super) fn planes(&self, cell: usize) -> CellPlanes<'_> {
+        // `AgipdConstants::new` put every array in standard layout.
+        fn plane(a: &Array4<f32>, cell: usize, k: usize) -> &[f32] {
             a.view()
                 .index_axis_move(Axis(0), cell)
                 .index_axis_move(Axis(0), k)
                 .to_slice()
+                .expect("constants in standard layout")
         }
         let (rows, cols) = self.shape();
         let blocks = (rows * cols).div_ceil(LANES);
-        Some(CellPlanes {
-            thresholds: [
-                plane(&self.thresholds, cell, 0)?,
-                plane(&self.thresholds, cell, 1)?,
-            ],
-            offset: [
-                plane(&self.offset, cell, 0)?,
-                plane(&self.offset, cell, 1)?,
-                plane(&self.offset, cell, 2)?,
-            ],
-            relative: [
-                plane(&self.relative_gain, cell, 0)?,
-                plane(&self.relative_gain, cell, 1)?,
-                plane(&self.relative_gain, cell, 2)?,
-            ],
-            floor: self.floor.get(cell * blocks..(cell + 1) * blocks)?,
+        CellPlanes {
+            thresholds: [0, 1].map(|k| plane(&self.thresholds, cell, k)),
+            offset: [0, 1, 2].map(|k| plane(&self.offset, cell, k)),
+            relative: [0, 1, 2].map(|k| plane(&self.relative_gain, cell, k)),
+            floor: &self.floor[cell * blocks..(cell + 1) * blocks],
             bad: &self.bad_pixels[self.bad_at[cell]..self.bad_at[cell + 1]],
-        })
+        }
+    }
+
+    /// The pixels per stage and the bad ones, as the kernels count them.
+    pub(super) fn counted(counts: [u64; 4]) -> StageCounts {
+        StageCounts {
+            stages: [counts[0], counts[1], counts[2]],
+            invalid: counts[3],
+        }
     }
 }
 
@@ -308,7 +307,7 @@ mod tests {
                 Some(expected_stages.view_mut()),
             );
             assert!(want.stages.iter().all(|n| *n > 0) && want.invalid > 0);
-            let planes = c.planes(cell).unwrap();
+            let planes = c.planes(cell);
             for isa in Isa::available() {
                 let mut out = vec![0.0f32; rows * cols];
                 let mut codes = vec![0u8; rows * cols];

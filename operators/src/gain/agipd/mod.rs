@@ -230,12 +230,9 @@ impl AgipdConstants {
                 cells: self.cells(),
             });
         }
-        if let (Some(planes), Some(a), Some(g), Some(o)) = (
-            self.planes(cell),
-            analog.as_slice(),
-            gain.as_slice(),
-            out.as_slice_mut(),
-        ) {
+        if let (Some(a), Some(g), Some(o)) =
+            (analog.as_slice(), gain.as_slice(), out.as_slice_mut())
+        {
             let mut counts = [0u64; 4];
             let stages = match stages.as_mut() {
                 Some(s) => Some(s.as_slice_mut().ok_or_else(|| {
@@ -245,23 +242,20 @@ impl AgipdConstants {
             };
             calibrate_part(
                 Isa::detect(),
-                &planes,
+                &self.planes(cell),
                 (a, g),
                 0..a.len(),
                 o,
                 stages,
                 &mut counts,
             );
-            return Ok(StageCounts {
-                stages: [counts[0], counts[1], counts[2]],
-                invalid: counts[3],
-            });
+            return Ok(AgipdConstants::counted(counts));
         }
         Ok(self.calibrate_scalar(analog, gain, cell, out, stages))
     }
 
-    /// [`AgipdConstants::calibrate`] pixel by pixel, for frames or constants that are not
-    /// contiguous (and as the reference the vector kernels are tested against).
+    /// [`AgipdConstants::calibrate`] pixel by pixel, for frames that are not contiguous (and
+    /// as the reference the vector kernels are tested against).
     fn calibrate_scalar(
         &self,
         analog: ArrayView2<'_, u16>,
@@ -346,9 +340,7 @@ impl AgipdConstants {
                 cells: self.cells(),
             });
         }
-        let (Some(planes), Some(a), Some(g)) =
-            (self.planes(cell), analog.as_slice(), gain.as_slice())
-        else {
+        let (Some(a), Some(g)) = (analog.as_slice(), gain.as_slice()) else {
             // Not contiguous: calibrate the whole frame, then reduce it.
             let mut frame = ndarray::Array2::zeros(shape);
             let counts = self.calibrate(analog, gain, cell, frame.view_mut(), None)?;
@@ -362,17 +354,12 @@ impl AgipdConstants {
                 gain.shape()
             )));
         }
+        let planes = self.planes(cell);
         let mut counts = [0u64; 4];
         let reduced = reduce(isa, shape, 1, reductions, scratch, |range, out| {
             calibrate_part(isa, &planes, (a, g), range, out, None, &mut counts)
         });
-        Ok((
-            reduced,
-            StageCounts {
-                stages: [counts[0], counts[1], counts[2]],
-                invalid: counts[3],
-            },
-        ))
+        Ok((reduced, AgipdConstants::counted(counts)))
     }
 }
 
