@@ -270,7 +270,14 @@ fn calibrate_kernel(
         .take_while(|&&p| (p as usize) < range.end)
     {
         let p = p as usize;
-        counts[stage(gain[p], t0[p], t1[p])] -= 1;
+        // Below its block's floor, the pixel is in high gain without a look at its
+        // thresholds, whose lines the fast path never brought in.
+        let below = (gain[p] as f32) < planes.floor[p / LANES];
+        counts[if below {
+            0
+        } else {
+            stage(gain[p], t0[p], t1[p])
+        }] -= 1;
         counts[3] += 1;
         out[p - range.start] = 0.0;
         if let Some(s) = stages.as_deref_mut() {
