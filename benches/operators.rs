@@ -518,6 +518,25 @@ fn modules(best: Isa) {
             fused * per_frame / 1e9
         );
     }
+    let mut scratch = Vec::new();
+    let alone = rate(&frames, |k, f| {
+        jungfrau
+            .calibrate_reduce(
+                best,
+                f.view(),
+                k % cells,
+                &Reductions::default(),
+                &mut scratch,
+            )
+            .unwrap()
+            .1
+            .stages[0] as f64
+    });
+    println!(
+        "{:<40} {alone:>10.0} {:>8.2}",
+        "  calibration alone",
+        alone * per_frame / 1e9
+    );
     let mut frame = Array2::zeros((rows, cols));
     let unfused = rate(&frames, |k, f| {
         jungfrau
