@@ -2,6 +2,7 @@
 //! u16 frames, each beside its own reference measured in the same run: a plain pass over the
 //! bytes that reduction reads (the frame, plus the constants or map it uses), built for the
 //! same instruction set as the kernel (the CPU's best, `SHOTFLOW_ISA` caps it).
+//! Every rate is the best pass over the frames within one second (see `rate`).
 //!
 //! Then the full-module pipelines, calibrate → photons → ROI → azimuthal, fused and unfused:
 //! AGIPD with 352 memory cells of 3-stage constants (typical and all stages mixed) and
