@@ -5,9 +5,9 @@ file for the Rust test to compare with.
 usage: check_agipd.py OUT.h5 [SEED]
 
 The algorithm (EuXFEL's AGIPD correction): the gain stage is 0 where the gain value is below
-the pixel's first threshold, 1 below the second, else 2; the analog value minus the stage's
-offset, times the stage's relative gain, all per memory cell and pixel, in float32; bad
-pixels of the cell are 0.
+the pixel's first threshold, 1 below the second, else 2 (no value is below a NaN threshold);
+the analog value minus the stage's offset, times the stage's relative gain, all per memory
+cell and pixel, in float32; bad pixels of the cell are 0.
 """
 import sys
 
@@ -33,6 +33,8 @@ def main():
     rng = np.random.default_rng(int(sys.argv[2]) if len(sys.argv) > 2 else 2026)
     pix = (CELLS, ROWS, COLS)
     thresholds = np.stack([rng.normal(5200, 40, pix), rng.normal(6800, 40, pix)], axis=1).astype(np.float32)
+    # NaN thresholds, as constants files carry for broken pixels: no gain value is below one.
+    thresholds[rng.random(thresholds.shape) < 0.002] = np.nan
     offset = np.stack([rng.normal(4000, 30, pix), rng.normal(5000, 30, pix), rng.normal(5500, 30, pix)], axis=1).astype(np.float32)
     relative_gain = np.stack([rng.normal(1.0, 0.02, pix), rng.normal(45, 1, pix), rng.normal(1000, 20, pix)], axis=1).astype(np.float32)
     bad = rng.random(pix) < 0.005

@@ -36,7 +36,8 @@ pub struct AgipdConstants {
     offset: Array4<f32>,
     relative_gain: Array4<f32>,
     bad: Array3<bool>,
-    /// Per cell and block of [`LANES`] pixels, the lowest first threshold: `cells × blocks`.
+    /// Per cell and block of [`LANES`] pixels, the lowest first threshold: `cells × blocks`
+    /// (`−∞` for a block with a NaN first threshold, which no gain value is below).
     floor: Vec<f32>,
     /// Each cell's bad pixels in frame order: cell `k`'s are `bad_pixels[bad_at[k]..bad_at[k + 1]]`.
     bad_pixels: Vec<u32>,
@@ -123,10 +124,16 @@ impl AgipdConstants {
         for cell in 0..cells {
             let t0 = thresholds.slice(ndarray::s![cell, 0, .., ..]);
             let t0 = t0.as_slice().expect("standard layout");
-            floor.extend(
-                t0.chunks(LANES)
-                    .map(|c| c.iter().copied().fold(f32::INFINITY, f32::min)),
-            );
+            // `f32::min` passes over NaN, but a gain value is never below a NaN threshold (the
+            // pixel is in medium or low gain, as numpy's `gain < t0` has it): such a block must
+            // not look all high.
+            floor.extend(t0.chunks(LANES).map(|c| {
+                if c.iter().any(|t| t.is_nan()) {
+                    f32::NEG_INFINITY
+                } else {
+                    c.iter().copied().fold(f32::INFINITY, f32::min)
+                }
+            }));
             let flags = bad.index_axis(Axis(0), cell);
             let flags = flags.as_slice().expect("standard layout");
             bad_pixels.extend(
@@ -373,7 +380,12 @@ pub(crate) fn test_constants(
 ) -> AgipdConstants {
     AgipdConstants::new(
         Array4::from_shape_fn((cells, 2, rows, cols), |(_, t, ..)| {
-            [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
+            // A few NaN thresholds, as constants files carry for broken pixels.
+            if rng.gen::<f32>() < 0.005 {
+                f32::NAN
+            } else {
+                [5000.0, 6000.0][t] + rng.gen_range(-50.0..50.0f32)
+            }
         }),
         Array4::from_shape_fn((cells, 3, rows, cols), |(_, s, ..)| {
             [4000.0, 5000.0, 5500.0][s] + rng.gen_range(-30.0..30.0f32)
