@@ -466,7 +466,8 @@ fn bad_constants_files_are_named() {
 
 /// `shotflow extract --calibrate jungfrau/raw/raw --constants FILE` of a simulated XTC2 run,
 /// at 2 workers: every frame equals psana's `calib_jungfrau` of the same raw frames (extracted
-/// without calibration, at 1 worker) with the same constants file, bit for bit.
+/// without calibration, at 1 worker) with the same constants file, bit for bit. Two
+/// --calibrate fields are refused (an XTC2 field holds all its modules).
 #[test]
 fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,6 +531,28 @@ fn extract_calibrates_xtc2_jungfrau_as_psana_does() {
     let seen: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(seen["events"], 12);
     eprintln!("extract --calibrate: {seen} compared with psana bit for bit");
+    // An XTC2 detector field holds all its modules: one --calibrate, refused before anything
+    // is written.
+    let refused = dir.path().join("refused.h5");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotflow"))
+        .args(["extract", run.to_str().unwrap(), "--output"])
+        .arg(&refused)
+        .args([
+            "--calibrate",
+            "jungfrau/raw/raw",
+            "--calibrate",
+            "jungfrau/raw/raw",
+        ])
+        .args(["--constants", constants.to_str().unwrap()])
+        .args(common)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("calibrate one field"),
+        "{stderr}"
+    );
+    assert!(!refused.exists(), "a refused extraction wrote {refused:?}");
 }
 
 /// A whole AGIPD module's constants (512×128), stages at the levels the mock run's frames are
@@ -550,12 +573,13 @@ fn agipd_module(seed: u64, cells: usize) -> ModuleConstants {
     ModuleConstants::Agipd(AgipdConstants::new(thresholds, offset, relative_gain, bad).unwrap())
 }
 
-/// `shotflow extract --calibrate SOURCE/image.data --constants FILE` of extra-data's mock SPB
-/// run (module 0 filled with mixed-stage raw data), each frame with its cell from
-/// `image.cellId`, at 1, 2 and 3 workers and with 2 processes: every train's sum and mean of
-/// the calibrated frames equal numpy's published AGIPD correction of the frames extra-data
-/// reads. Then the errors: a field that is not selected, two constants files, and cells the
-/// constants do not have.
+/// `shotflow extract --calibrate SOURCE/image.data --constants FILE`, once per module, of
+/// extra-data's mock SPB run (modules 0 and 1 filled with mixed-stage raw data, each with its
+/// own constants), each frame with its cell from `image.cellId`, at 1, 2 and 3 workers and with
+/// 2 processes: every train's sum and mean of each module's calibrated frames equal numpy's
+/// published AGIPD correction of the frames extra-data reads. Then the errors: a field that is
+/// not selected, constants files that do not pair with the fields, a field given twice, and
+/// cells the constants do not have.
 #[test]
 fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
     const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
@@ -570,8 +594,12 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
     python(&["setup", run.to_str().unwrap()]);
     let constants = dir.path().join("agipd-constants.h5");
     save(&constants, &agipd_module(21, 64)).unwrap();
+    let constants1 = dir.path().join("agipd-constants-1.h5");
+    save(&constants1, &agipd_module(23, 64)).unwrap();
     let source = "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf";
     let field = format!("{source}/image.data");
+    let source1 = "SPB_DET_AGIPD1M-1/DET/1CH0:xtdf";
+    let field1 = format!("{source1}/image.data");
     let shotflow = |output: &Path, extra: &[&str]| {
         std::process::Command::new(SHOTFLOW)
             .args(["extract", run.to_str().unwrap(), "--select"])
@@ -592,14 +620,20 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
             run.to_str().unwrap(),
             "--select",
             &format!("{source}:image.data"),
+            "--select",
+            &format!("{source1}:image.data"),
             "--output",
             output.to_str().unwrap(),
             "--no-progress",
             "--no-report",
             "--calibrate",
             field.as_str(),
+            "--calibrate",
+            field1.as_str(),
             "--constants",
             constants.to_str().unwrap(),
+            "--constants",
+            constants1.to_str().unwrap(),
         ]
         .map(String::from)
         .to_vec()
@@ -639,20 +673,21 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
         python(&[
             "check",
             run.to_str().unwrap(),
-            constants.to_str().unwrap(),
             output.to_str().unwrap(),
             name,
+            constants.to_str().unwrap(),
+            constants1.to_str().unwrap(),
         ]);
     }
     // Bad requests, named.
     let bad = dir.path().join("bad.h5");
     let few_cells = dir.path().join("agipd-8-cells.h5");
     save(&few_cells, &agipd_module(22, 8)).unwrap();
-    let cases: [(Vec<&str>, &str); 3] = [
+    let cases: [(Vec<&str>, &str); 4] = [
         (
             vec![
                 "--calibrate",
-                "SPB_DET_AGIPD1M-1/DET/1CH0:xtdf/image.data",
+                field1.as_str(),
                 "--constants",
                 constants.to_str().unwrap(),
             ],
@@ -667,7 +702,20 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
                 "--constants",
                 constants.to_str().unwrap(),
             ],
-            "one constants file calibrates one source",
+            "--calibrate is given 1 time(s) and --constants 2",
+        ),
+        (
+            vec![
+                "--calibrate",
+                field.as_str(),
+                "--calibrate",
+                field.as_str(),
+                "--constants",
+                constants.to_str().unwrap(),
+                "--constants",
+                constants.to_str().unwrap(),
+            ],
+            "given twice",
         ),
         (
             vec![
@@ -686,6 +734,15 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
             !out.status.success() && stderr.contains(expected),
             "{args:?}: {stderr}"
         );
+        if *expected != "storage cell" {
+            // Refused before the extraction starts: nothing is written.
+            let written: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("bad"))
+                .collect();
+            assert!(written.is_empty(), "{args:?} wrote {written:?}");
+        }
     }
     eprintln!("{} bad requests named", cases.len());
 }

@@ -1,17 +1,17 @@
 """extra-data and numpy as the reference for `shotflow extract --calibrate` of EuXFEL AGIPD.
 
 usage: check_agipd_extract.py setup RUN_DIR
-       check_agipd_extract.py check RUN_DIR CONSTANTS.h5 OUTPUT.h5 LAUNCH
+       check_agipd_extract.py check RUN_DIR OUTPUT.h5 LAUNCH CONSTANTS.h5 [CONSTANTS.h5 ...]
 
 setup: writes extra-data's mock SPB run (make_spb_run) and fills the first FILLED trains of
-module 0's raw image.data (zeros in the mock, and left so after them) with analog and gain
-values of mixed stages, keeping the mock's cell ids.
+modules 0 and 1's raw image.data (zeros in the mock, and left so after them) with analog and
+gain values of mixed stages, keeping the mock's cell ids.
 
-check: reads module 0's frames and cell ids per train with extra-data, corrects every frame
-in numpy with the published AGIPD algorithm (check_agipd.correct) and the constants read
-from CONSTANTS.h5 with h5py, and compares each train's sum and mean of the corrected frames
-with shotflow's `<source>/image.data.sum` and `.mean` in OUTPUT (float64 sums of the same
-float32 values: relative 1e-9).
+check: for module k with the k-th CONSTANTS file, reads the module's frames and cell ids per
+train with extra-data, corrects every frame in numpy with the published AGIPD algorithm
+(check_agipd.correct) and the constants read from the file with h5py, and compares each
+train's sum and mean of the corrected frames with shotflow's `<source>/image.data.sum` and
+`.mean` in OUTPUT (float64 sums of the same float32 values: relative 1e-9).
 """
 import glob
 import os
@@ -25,47 +25,53 @@ from extra_data.tests import make_examples
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_agipd import correct  # noqa: E402
 
-SOURCE = "SPB_DET_AGIPD1M-1/DET/0CH0:xtdf"
 FILLED = 4
+MODULES = (0, 1)
+
+
+def source(module):
+    return f"SPB_DET_AGIPD1M-1/DET/{module}CH0:xtdf"
 
 
 def setup(run_dir):
     os.makedirs(run_dir, exist_ok=True)
     make_examples.make_spb_run(run_dir)
     rng = np.random.default_rng(15)
-    path = f"INSTRUMENT/{SOURCE}/image/data"
-    files = [f for f in glob.glob(os.path.join(run_dir, "*.h5")) if "AGIPD00" in f]
-    assert files, "no module-0 file in the mock run"
-    for name in files:
-        with h5py.File(name, "r+") as f:
-            data = f[path]
-            n = min(data.shape[0], FILLED * 64)
-            level = rng.choice([4700.0, 6000.0, 7600.0], size=(n, 512, 128), p=[0.9, 0.07, 0.03])
-            gain = np.clip(level + rng.normal(0, 300, level.shape), 0, 65535).astype(np.uint16)
-            analog = rng.integers(3800, 9000, size=(n, 512, 128)).astype(np.uint16)
-            data[:n, 0] = analog
-            data[:n, 1] = gain
-    print(f"mock SPB run, module 0 filled in {len(files)} file(s)")
+    for module in MODULES:
+        path = f"INSTRUMENT/{source(module)}/image/data"
+        files = [f for f in glob.glob(os.path.join(run_dir, "*.h5")) if f"AGIPD{module:02}" in f]
+        assert files, f"no module-{module} file in the mock run"
+        for name in sorted(files):
+            with h5py.File(name, "r+") as f:
+                data = f[path]
+                n = min(data.shape[0], FILLED * 64)
+                level = rng.choice([4700.0, 6000.0, 7600.0], size=(n, 512, 128), p=[0.9, 0.07, 0.03])
+                gain = np.clip(level + rng.normal(0, 300, level.shape), 0, 65535).astype(np.uint16)
+                analog = rng.integers(3800, 9000, size=(n, 512, 128)).astype(np.uint16)
+                data[:n, 0] = analog
+                data[:n, 1] = gain
+        print(f"mock SPB run, module {module} filled in {len(files)} file(s)")
 
 
-def check(run_dir, constants, output, workers):
+def check_module(run_dir, module, constants, output, workers):
+    src = source(module)
     with h5py.File(constants, "r") as f:
         assert f.attrs["detector"] in ("agipd", b"agipd"), f.attrs["detector"]
         thresholds, offset = f["thresholds"][:], f["offset"][:]
         relative_gain, bad = f["relative_gain"][:], f["bad"][:].astype(bool)
-    run = RunDirectory(run_dir).select(SOURCE, "image.*")
+    run = RunDirectory(run_dir).select(src, "image.*")
     with h5py.File(output, "r") as f:
-        sums = f[f"{SOURCE}/image.data.sum"][:]
-        means = f[f"{SOURCE}/image.data.mean"][:]
+        sums = f[f"{src}/image.data.sum"][:]
+        means = f[f"{src}/image.data.mean"][:]
         train_ids = f["timestamp"][:]
-        assert f"{SOURCE}/image.cellId" not in f, "cell ids are read for the calibration only"
+        assert f"{src}/image.cellId" not in f, "cell ids are read for the calibration only"
     frames, worst = 0, 0.0
     stages = np.zeros(4, np.int64)
     zero = {}  # frames of zeros depend on their cell only
     for row, (tid, data) in enumerate(run.trains()):
         assert train_ids[row] == tid, (train_ids[row], tid)
-        raw = data[SOURCE]["image.data"]
-        cells = data[SOURCE]["image.cellId"].reshape(-1)
+        raw = data[src]["image.data"]
+        cells = data[src]["image.cellId"].reshape(-1)
         total = 0.0
         for k in range(raw.shape[0]):
             cell = int(cells[k])
@@ -87,13 +93,19 @@ def check(run_dir, constants, output, workers):
             assert rel < 1e-9, (tid, ours, theirs)
     assert frames > 0 and stages[1] > 0 and stages[2] > 0, stages
     print(
-        f"{len(train_ids)} trains, {frames} frames ({frames * 512 * 128} pixels; stages {stages.tolist()}) "
+        f"module {module}: {len(train_ids)} trains, {frames} frames ({frames * 512 * 128} pixels; stages {stages.tolist()}) "
         f"with {workers}: sums and means equal numpy's to {worst:.1e}"
     )
+
+
+def check(run_dir, output, workers, *constants):
+    assert len(constants) == len(MODULES), (constants, MODULES)
+    for module, path in zip(MODULES, constants):
+        check_module(run_dir, module, path, output, workers)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(sys.argv[2])
     else:
-        check(*sys.argv[2:6])
+        check(*sys.argv[2:])

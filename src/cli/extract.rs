@@ -41,20 +41,34 @@ pub struct ExtractArgs {
     #[command(flatten)]
     pub(crate) geometry: crate::cli::profile::GeometryArgs,
     /// Calibrate this raw frame field with --constants before anything else reads it; its
-    /// output is the calibrated float32 frames. XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`.
-    /// EuXFEL: one module's `SOURCE/image.data` (AGIPD `(pulses, 2, rows, cols)`, JUNGFRAU
-    /// `(frames, rows, cols)`), each frame with its memory cell from the source's
-    /// `image.cellId`, which is read for it.
+    /// output is the calibrated float32 frames. XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`
+    /// (once). EuXFEL: a module's `SOURCE/image.data` (AGIPD `(pulses, 2, rows, cols)`,
+    /// JUNGFRAU `(frames, rows, cols)`), each frame with its memory cell from the source's
+    /// `image.cellId`, which is read for it; repeatable, one module each, so that --geometry
+    /// integrates a whole calibrated detector.
     #[arg(long, requires = "constants", value_name = "FIELD")]
-    pub(crate) calibrate: Option<String>,
-    /// Calibration constants, one HDF5 file per module in module order (the layout of
-    /// `shotflow::calibrate::constants_file`). Repeatable.
+    pub(crate) calibrate: Vec<String>,
+    /// Calibration constants, one HDF5 file per module (the layout of
+    /// `shotflow::calibrate::constants_file`). Repeatable: XTC2, the field's modules in order;
+    /// EuXFEL, one per --calibrate, in the same order.
     #[arg(long, requires = "calibrate", value_name = "FILE")]
     pub(crate) constants: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) durability: crate::cli::Durability,
     #[command(flatten)]
     pub(crate) launch: Launch,
+}
+
+impl ExtractArgs {
+    /// The calibrated fields for a fingerprint: as one optional field was written (`None`,
+    /// `Some("…")`), so that extractions begun with a single --calibrate still resume.
+    pub(crate) fn calibrate_fingerprint(&self) -> String {
+        match self.calibrate.as_slice() {
+            [] => "None".into(),
+            [field] => format!("Some({field:?})"),
+            fields => format!("{fields:?}"),
+        }
+    }
 }
 
 /// What determines the extracted data: the run's files (name, size, modification time), the
@@ -71,7 +85,7 @@ fn fingerprint(args: &ExtractArgs, run: &ExdfRun) -> Vec<(String, String)> {
         ("trains_per_batch".into(), args.trains_per_batch.to_string()),
     ];
     fingerprint.extend(args.geometry.fingerprint());
-    fingerprint.push(("calibrate".into(), format!("{:?}", args.calibrate)));
+    fingerprint.push(("calibrate".into(), args.calibrate_fingerprint()));
     fingerprint.push((
         "constants".into(),
         crate::cli::files_digest(args.constants.iter().map(|p| p.as_path())),
@@ -93,30 +107,27 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .map(|s| Selector::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let mut selected = run.select(&selectors)?;
-    let calibration = match &args.calibrate {
-        Some(field) => {
-            let (calibration, cells) = calibration(field, &args.constants, &selected)?;
-            if !selected.iter().any(|s| s.field == cells) {
-                let (source, key) = cells
-                    .name()
-                    .rsplit_once('/')
-                    .expect("a <source>/<key> field");
-                selectors.push(Selector::exact(source, key));
-                selected = run.select(&selectors)?;
-                if !selected.iter().any(|s| s.field == cells) {
-                    anyhow::bail!(
-                        "--calibrate {field}: the run has no {key} for {source}, which gives \
-                         each frame's memory cell"
-                    );
-                }
-                // Read for the calibration only, not extracted.
-                Some((calibration, cells, false))
-            } else {
-                Some((calibration, cells, true))
-            }
+    let calibrations = calibrations(&args.calibrate, &args.constants, &selected)?;
+    // The cell ids a calibration needs are read for it, and extracted only when selected.
+    let mut unextracted = Vec::new();
+    for (field, (_, cells)) in args.calibrate.iter().zip(&calibrations) {
+        if selected.iter().any(|s| s.field == *cells) {
+            continue;
         }
-        None => None,
-    };
+        let (source, key) = cells
+            .name()
+            .rsplit_once('/')
+            .expect("a <source>/<key> field");
+        selectors.push(Selector::exact(source, key));
+        selected = run.select(&selectors)?;
+        if !selected.iter().any(|s| s.field == *cells) {
+            anyhow::bail!(
+                "--calibrate {field}: the run has no {key} for {source}, which gives each \
+                 frame's memory cell"
+            );
+        }
+        unextracted.push(*cells);
+    }
     let selected = Arc::new(selected);
     let profile = args.geometry.profile(&selected)?;
     if let Some(p) = &profile {
@@ -131,14 +142,10 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         );
     }
     // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
-    let unextracted = match &calibration {
-        Some((_, cells, false)) => Some(*cells),
-        _ => None,
-    };
     let reduce: Arc<Vec<Plan>> = Arc::new(
         selected
             .iter()
-            .filter(|s| Some(s.field) != unextracted)
+            .filter(|s| !unextracted.contains(&s.field))
             .map(|s| {
                 let per_pulse = s.kind == SourceKind::Instrument && !s.key.shape.is_empty();
                 let name = s.field.name();
@@ -173,13 +180,12 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             output.clone(),
             profile.clone(),
         );
-        let calibration = calibration.clone();
+        let calibrations = calibrations.clone();
         worker.dataflow(|scope| {
-            let events = scope.exdf(run, selected, per);
-            let events = match calibration {
-                Some(((field, modules), cells, _)) => events.calibrate(field, modules, Some(cells)),
-                None => events,
-            };
+            let mut events = scope.exdf(run, selected, per);
+            for ((field, modules), cells) in calibrations {
+                events = events.calibrate(field, modules, Some(cells));
+            }
             events
                 .map(move |event| {
                     let mut row = Event::with_capacity(event.id, reduce.len() * 2);
@@ -219,35 +225,44 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     Ok(())
 }
 
-/// The field `--calibrate` names among the selected ones, its constants (one module), and the
-/// field of its memory cells (`<source>/image.cellId`).
+/// Per `--calibrate` field, in order: the field among the selected ones, its constants (one
+/// module: EuXFEL keeps each module in its own source, so the files pair with the fields) and
+/// the field of its memory cells (`<source>/image.cellId`).
 #[allow(clippy::type_complexity)]
-fn calibration(
-    field: &str,
+fn calibrations(
+    fields: &[String],
     constants: &[PathBuf],
     selected: &[shotflow::exdf::Selected],
-) -> Result<((Key, Arc<Vec<ModuleConstants>>), Key)> {
-    let Some(target) = selected.iter().find(|s| s.field.name() == field) else {
+) -> Result<Vec<((Key, Arc<Vec<ModuleConstants>>), Key)>> {
+    if fields.len() != constants.len() {
         anyhow::bail!(
-            "--calibrate {field}: not among the selected fields ({})",
-            selected
-                .iter()
-                .map(|s| s.field.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
-    if constants.len() != 1 {
-        anyhow::bail!(
-            "--calibrate {field}: EuXFEL keeps each module in its own source, so one constants \
-             file calibrates one source's frames; {} were given",
+            "--calibrate is given {} time(s) and --constants {}: EuXFEL keeps each module in its \
+             own source, so each --calibrate field takes one constants file, in the same order",
+            fields.len(),
             constants.len()
         );
     }
-    let modules = constants
+    let mut seen = std::collections::HashSet::new();
+    fields
         .iter()
-        .map(|path| shotflow::calibrate::constants_file::load(path))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cells = Key::new(&format!("{}/image.cellId", target.source));
-    Ok(((target.field, Arc::new(modules)), cells))
+        .zip(constants)
+        .map(|(field, path)| {
+            if !seen.insert(field) {
+                anyhow::bail!("--calibrate {field}: given twice");
+            }
+            let Some(target) = selected.iter().find(|s| s.field.name() == field) else {
+                anyhow::bail!(
+                    "--calibrate {field}: not among the selected fields ({})",
+                    selected
+                        .iter()
+                        .map(|s| s.field.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            let module = shotflow::calibrate::constants_file::load(path)?;
+            let cells = Key::new(&format!("{}/image.cellId", target.source));
+            Ok(((target.field, Arc::new(vec![module])), cells))
+        })
+        .collect()
 }

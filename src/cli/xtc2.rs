@@ -121,7 +121,7 @@ fn fingerprint(args: &ExtractArgs, run: &Xtc2Run) -> Vec<(String, String)> {
         ("select".into(), args.select.join(" ")),
         ("run number".into(), format!("{:?}", args.run_number)),
         ("events_per_batch".into(), args.events_per_batch.to_string()),
-        ("calibrate".into(), format!("{:?}", args.calibrate)),
+        ("calibrate".into(), args.calibrate_fingerprint()),
         (
             "constants".into(),
             crate::cli::files_digest(args.constants.iter().map(|p| p.as_path())),
@@ -168,6 +168,23 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
             names.join(", ")
         );
     }
+    // Before anything is written: constants that cannot be used stop the extraction here.
+    let calibration = match args.calibrate.as_slice() {
+        [] => None,
+        [field] => {
+            let modules = args
+                .constants
+                .iter()
+                .map(|path| shotflow::calibrate::constants_file::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((Key::new(field), Arc::new(modules)))
+        }
+        fields => anyhow::bail!(
+            "--calibrate {}: an XTC2 detector field holds all its modules, so calibrate one \
+             field, with its modules' constants in order",
+            fields.join(", ")
+        ),
+    };
     let selectors = Arc::new(selectors);
     let output = args
         .durability
@@ -192,17 +209,6 @@ pub fn extract(args: ExtractArgs) -> Result<()> {
     }
     let per = args.events_per_batch;
     let strings = Arc::new(strings);
-    let calibration = match &args.calibrate {
-        Some(field) => {
-            let modules = args
-                .constants
-                .iter()
-                .map(|path| shotflow::calibrate::constants_file::load(path))
-                .collect::<Result<Vec<_>, _>>()?;
-            Some((Key::new(field), Arc::new(modules)))
-        }
-        None => None,
-    };
     let outcome = execute_with(&plan, settings, move |worker| {
         let (run, selectors, output, strings, profile) = (
             Arc::clone(&run),
