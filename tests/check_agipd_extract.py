@@ -1,11 +1,16 @@
 """extra-data and numpy as the reference for `shotflow extract --calibrate` of EuXFEL AGIPD.
 
 usage: check_agipd_extract.py setup RUN_DIR
+       check_agipd_extract.py setup-1m RUN_DIR
        check_agipd_extract.py check RUN_DIR OUTPUT.h5 LAUNCH CONSTANTS.h5 [CONSTANTS.h5 ...]
 
 setup: writes extra-data's mock SPB run (make_spb_run) and fills the first FILLED trains of
 modules 0 and 1's raw image.data (zeros in the mock, and left so after them) with analog and
 gain values of mixed stages, keeping the mock's cell ids.
+
+setup-1m: writes a small raw AGIPD 1M run with extra-data's mock writer (16 modules, 3 trains
+of 8 pulses), every frame filled so; for `extract --geometry` of calibrated modules
+(check_extract_azimuthal.py checks it).
 
 check: for module k with the k-th CONSTANTS file, reads the module's frames and cell ids per
 train with extra-data, corrects every frame in numpy with the published AGIPD algorithm
@@ -21,6 +26,8 @@ import h5py
 import numpy as np
 from extra_data import RunDirectory
 from extra_data.tests import make_examples
+from extra_data.tests.mockdata import write_file
+from extra_data.tests.mockdata.detectors import AGIPDModule
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_agipd import correct  # noqa: E402
@@ -33,24 +40,40 @@ def source(module):
     return f"SPB_DET_AGIPD1M-1/DET/{module}CH0:xtdf"
 
 
-def setup(run_dir):
-    os.makedirs(run_dir, exist_ok=True)
-    make_examples.make_spb_run(run_dir)
-    rng = np.random.default_rng(15)
-    for module in MODULES:
+def fill(run_dir, modules, frames, rng):
+    """Fills the first `frames` raw frames of each module's image.data with analog and gain
+    values of mixed stages (about 90 % high gain)."""
+    for module in modules:
         path = f"INSTRUMENT/{source(module)}/image/data"
         files = [f for f in glob.glob(os.path.join(run_dir, "*.h5")) if f"AGIPD{module:02}" in f]
         assert files, f"no module-{module} file in the mock run"
         for name in sorted(files):
             with h5py.File(name, "r+") as f:
                 data = f[path]
-                n = min(data.shape[0], FILLED * 64)
+                n = min(data.shape[0], frames)
                 level = rng.choice([4700.0, 6000.0, 7600.0], size=(n, 512, 128), p=[0.9, 0.07, 0.03])
                 gain = np.clip(level + rng.normal(0, 300, level.shape), 0, 65535).astype(np.uint16)
                 analog = rng.integers(3800, 9000, size=(n, 512, 128)).astype(np.uint16)
                 data[:n, 0] = analog
                 data[:n, 1] = gain
-        print(f"mock SPB run, module {module} filled in {len(files)} file(s)")
+        print(f"mock run, module {module} filled in {len(files)} file(s)")
+
+
+def setup(run_dir):
+    os.makedirs(run_dir, exist_ok=True)
+    make_examples.make_spb_run(run_dir)
+    fill(run_dir, MODULES, FILLED * 64, np.random.default_rng(15))
+
+
+def setup_1m(run_dir):
+    """A small raw AGIPD 1M run written by extra-data's mock writer: 16 modules, 3 trains of 8
+    pulses (cells 0-7), every frame filled."""
+    os.makedirs(run_dir, exist_ok=True)
+    for m in range(16):
+        write_file(os.path.join(run_dir, f"RAW-R0001-AGIPD{m:02}-S00000.h5"),
+                   [AGIPDModule(f"SPB_DET_AGIPD1M-1/DET/{m}CH0", raw=True, frames_per_train=8)],
+                   ntrains=3, chunksize=32)
+    fill(run_dir, range(16), 3 * 8, np.random.default_rng(16))
 
 
 def check_module(run_dir, module, constants, output, workers):
@@ -107,5 +130,7 @@ def check(run_dir, output, workers, *constants):
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(sys.argv[2])
+    elif sys.argv[1] == "setup-1m":
+        setup_1m(sys.argv[2])
     else:
         check(*sys.argv[2:])

@@ -27,8 +27,8 @@ fn ok(out: Output, what: &str) -> String {
     stdout
 }
 
-/// An AGIPD 1M geometry written by extra_geom, and a 3-train run of 2 pulses simulated on it.
-fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
+/// An AGIPD 1M geometry written by extra_geom.
+fn agipd_geometry(dir: &Path) -> PathBuf {
     let geom = dir.join("agipd.geom");
     let write = "import sys, extra_geom\n\
         g = extra_geom.AGIPD_1MGeometry.from_quad_positions(\
@@ -42,6 +42,12 @@ fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
             .unwrap(),
         "extra_geom",
     );
+    geom
+}
+
+/// An AGIPD 1M geometry written by extra_geom, and a 3-train run of 2 pulses simulated on it.
+fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let geom = agipd_geometry(dir);
     let run = dir.join("r0001");
     ok(
         Command::new(SHOTFLOW)
@@ -136,7 +142,7 @@ fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
     )
     .unwrap();
     let (lo, hi) = map.range();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_extract_azimuthal.py");
+    let script = common::reference_script("check_extract_azimuthal.py");
     let report = ok(
         common::python_command()
             .arg(script)
@@ -243,4 +249,128 @@ fn the_demo_takes_a_geometry_file_and_bad_ones_are_named() {
         !dir.path().join("y.h5").exists(),
         "no output for a bad geometry"
     );
+}
+
+/// `extract --geometry` of a raw AGIPD 1M run (extra-data's mock writer: 16 modules, 3 trains
+/// of 8 pulses, mixed gain stages) with every module calibrated on the way (`--calibrate` and
+/// `--constants` per module, one file for all): the per-train profile equals numpy's AGIPD
+/// correction of the frames extra-data reads, stacked and integrated by pyFAI; 2 processes give
+/// 1 worker's datasets.
+#[test]
+fn the_profile_of_a_calibrated_agipd_1m_equals_numpys_correction_integrated_by_pyfai() {
+    use shotflow_operators::gain::agipd::AgipdConstants;
+    use shotflow_operators::gain::ModuleConstants;
+    let dir = tempfile::tempdir().unwrap();
+    let geom = agipd_geometry(dir.path());
+    let run = dir.path().join("raw");
+    eprint!(
+        "{}",
+        common::python_reference(
+            "extra-data",
+            [
+                common::reference_script("check_agipd_extract.py").as_os_str(),
+                "setup-1m".as_ref(),
+                run.as_os_str(),
+            ]
+        )
+    );
+    // The mock's cells are 0-7; stages at the levels the run is filled with.
+    let (cells, rows, cols) = (8, 512, 128);
+    let constants = dir.path().join("agipd.h5");
+    shotflow::calibrate::constants_file::save(
+        &constants,
+        &ModuleConstants::Agipd(
+            AgipdConstants::new(
+                ndarray::Array4::from_shape_fn((cells, 2, rows, cols), |(k, t, r, c)| {
+                    [5200.0, 6800.0][t] + ((k * 7 + r * 3 + c) % 80) as f32 - 40.0
+                }),
+                ndarray::Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
+                    [4000.0, 5000.0, 5500.0][s] + ((k + r + c * 5) % 60) as f32 - 30.0
+                }),
+                ndarray::Array4::from_shape_fn((cells, 3, rows, cols), |(k, s, r, c)| {
+                    [1.0, 45.0, 1000.0][s] * (0.98 + ((k + r * 3 + c) % 40) as f32 * 0.001)
+                }),
+                ndarray::Array3::from_shape_fn((cells, rows, cols), |(k, r, c)| {
+                    (k + r * 131 + c * 7) % 199 == 0
+                }),
+            )
+            .unwrap(),
+        ),
+    )
+    .unwrap();
+    let args = |output: &Path| {
+        let mut args = extract_args(&run, &geom, output);
+        for m in 0..16 {
+            args.extend([
+                "--calibrate".to_string(),
+                format!("SPB_DET_AGIPD1M-1/DET/{m}CH0:xtdf/image.data"),
+                "--constants".to_string(),
+                constants.display().to_string(),
+            ]);
+        }
+        args
+    };
+    let one = dir.path().join("w1.h5");
+    ok(
+        Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
+        "extract, 1 worker",
+    );
+    let rendezvous = tempfile::tempdir().unwrap();
+    let two = dir.path().join("p2.h5");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args = args(&two);
+            args.extend(cluster_args(2, p, 1, rendezvous.path()));
+            spawn(SHOTFLOW, &args)
+        })
+        .collect();
+    for child in children {
+        ok(
+            wait_bounded(child, std::time::Duration::from_secs(120)),
+            "extract, 2 processes",
+        );
+    }
+    let reference = datasets(&one);
+    assert_eq!(reference["SPB_DET_AGIPD1M-1/azav"].0, vec![3, BINS]);
+    assert!(
+        datasets(&two) == reference,
+        "2 processes: the datasets differ from 1 worker's"
+    );
+    let detector = geometry::load(&geom, None).unwrap();
+    let corrections = Corrections {
+        solid_angle: true,
+        polarization: Some(0.99),
+    };
+    let map = AzimuthalMap::for_detector(
+        &detector,
+        9.3,
+        Radial::QInvNm,
+        BINS,
+        None,
+        1,
+        corrections,
+        None,
+    )
+    .unwrap();
+    let (lo, hi) = map.range();
+    let report = ok(
+        common::python_command()
+            .arg(common::reference_script("check_extract_azimuthal.py"))
+            .arg(&run)
+            .arg(&geom)
+            .arg(&one)
+            .args([
+                format!("{lo:?}"),
+                format!("{hi:?}"),
+                BINS.to_string(),
+                "9.3".into(),
+                "0.99".into(),
+            ])
+            .arg(&constants)
+            .output()
+            .unwrap(),
+        "numpy and pyFAI reference",
+    );
+    eprint!("{report}");
+    assert!(report.trim_end().ends_with("ok"), "{report}");
 }

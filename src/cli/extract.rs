@@ -129,7 +129,11 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         unextracted.push(*cells);
     }
     let selected = Arc::new(selected);
-    let profile = args.geometry.profile(&selected)?;
+    let calibrated: Vec<(Key, (usize, usize))> = calibrations
+        .iter()
+        .map(|((field, modules), _)| (*field, modules[0].pixels()))
+        .collect();
+    let profile = args.geometry.profile(&selected, &calibrated)?;
     if let Some(p) = &profile {
         let centers = p.centers();
         outln!(
@@ -243,6 +247,9 @@ fn calibrations(
         );
     }
     let mut seen = std::collections::HashSet::new();
+    // A file given for several modules is loaded once (a module's constants can be GBs).
+    let mut loaded: std::collections::HashMap<&PathBuf, Arc<Vec<ModuleConstants>>> =
+        std::collections::HashMap::new();
     fields
         .iter()
         .zip(constants)
@@ -260,9 +267,16 @@ fn calibrations(
                         .join(", ")
                 );
             };
-            let module = shotflow::calibrate::constants_file::load(path)?;
+            let module = match loaded.get(path) {
+                Some(module) => Arc::clone(module),
+                None => {
+                    let module = Arc::new(vec![shotflow::calibrate::constants_file::load(path)?]);
+                    loaded.insert(path, Arc::clone(&module));
+                    module
+                }
+            };
             let cells = Key::new(&format!("{}/image.cellId", target.source));
-            Ok(((target.field, Arc::new(vec![module])), cells))
+            Ok(((target.field, module), cells))
         })
         .collect()
 }

@@ -92,12 +92,20 @@ impl GeometryArgs {
 
     /// The profile of the detector whose modules are among `selected`, or `None` without a
     /// geometry.
-    pub fn profile(&self, selected: &[Selected]) -> Result<Option<Arc<TrainProfile>>> {
+    ///
+    /// `calibrated`: the fields calibrated before the profile, with their calibrated frames'
+    /// `(rows, cols)` (an AGIPD module's raw frames hold analog and gain planes, its calibrated
+    /// ones one).
+    pub fn profile(
+        &self,
+        selected: &[Selected],
+        calibrated: &[(Key, (usize, usize))],
+    ) -> Result<Option<Arc<TrainProfile>>> {
         let Some((detector, energy, corrections)) = self.detector()? else {
             return Ok(None);
         };
         let path = self.geometry.as_ref().expect("a geometry");
-        let modules = module_fields(&detector, selected)
+        let modules = module_fields(&detector, selected, calibrated)
             .with_context(|| format!("--geometry {}", path.display()))?;
         TrainProfile::new(
             &detector,
@@ -192,7 +200,11 @@ impl EventProfile {
 
 /// The `image.data` field of each of the detector's modules, and the detector's name (the
 /// source name before `/DET/`): module `m` is source `…/DET/<m>CH…`, as extra-data numbers them.
-fn module_fields(detector: &Detector, selected: &[Selected]) -> Result<(String, Vec<Key>)> {
+fn module_fields(
+    detector: &Detector,
+    selected: &[Selected],
+    calibrated: &[(Key, (usize, usize))],
+) -> Result<(String, Vec<Key>)> {
     let (modules, rows, columns) = detector.shape();
     let mut found: Vec<Option<&Selected>> = vec![None; modules];
     let mut name = None;
@@ -210,11 +222,15 @@ fn module_fields(detector: &Detector, selected: &[Selected]) -> Result<(String, 
                 s.source
             );
         }
-        if s.key.shape.len() != 2 || s.key.shape[..] != [rows, columns] {
+        let frame = match calibrated.iter().find(|(field, _)| *field == s.field) {
+            Some((_, (r, c))) => vec![*r, *c],
+            None => s.key.shape.clone(),
+        };
+        if frame[..] != [rows, columns] {
             bail!(
-                "{}: image.data frames of {:?}, and the geometry's modules are {rows}×{columns}",
-                s.source,
-                s.key.shape
+                "{}: image.data frames of {frame:?}, and the geometry's modules are \
+                 {rows}×{columns}",
+                s.source
             );
         }
         found[m] = Some(s);
