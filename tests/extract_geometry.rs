@@ -83,26 +83,12 @@ fn extract_args(run: &Path, geom: &Path, output: &Path) -> Vec<String> {
     .collect()
 }
 
-#[test]
-fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let (geom, run) = agipd_run(dir.path());
-    let mut outputs = Vec::new();
-    for workers in [1, 2, 3] {
-        let output = dir.path().join(format!("w{workers}.h5"));
-        let mut args = extract_args(&run, &geom, &output);
-        args.extend(["--workers".to_string(), workers.to_string()]);
-        ok(
-            Command::new(SHOTFLOW).args(&args).output().unwrap(),
-            "extract",
-        );
-        outputs.push((format!("{workers} workers"), output));
-    }
+/// Runs the extraction `args(output)` as 2 processes of 1 worker on loopback.
+fn in_two_processes(args: impl Fn(&Path) -> Vec<String>, output: &Path) {
     let rendezvous = tempfile::tempdir().unwrap();
-    let output = dir.path().join("p2.h5");
     let children: Vec<_> = (0..2)
         .map(|p| {
-            let mut args = extract_args(&run, &geom, &output);
+            let mut args = args(output);
             args.extend(cluster_args(2, p, 1, rendezvous.path()));
             spawn(SHOTFLOW, &args)
         })
@@ -113,19 +99,13 @@ fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
             "2 processes",
         );
     }
-    outputs.push(("2 processes".into(), output));
-    let reference = datasets(&outputs[0].1);
-    let profile = &reference["SPB_DET_AGIPD1M-1/azav"];
-    assert_eq!(profile.0, vec![3, BINS], "3 trains × {BINS} bins");
-    for (name, path) in &outputs[1..] {
-        assert!(
-            datasets(path) == reference,
-            "{name}: the datasets differ from 1 worker's"
-        );
-    }
+}
 
-    // The bins' range, as extract computes it, for pyFAI's radial_range.
-    let detector = geometry::load(&geom, None).unwrap();
+/// tests/check_extract_azimuthal.py on `output`, extracted from `run` with [`extract_args`]
+/// (and every module calibrated with `constants`, when given): the bins' range as extract
+/// computes it, for pyFAI's radial_range. Returns its report, which must end in "ok".
+fn pyfai_agrees(run: &Path, geom: &Path, output: &Path, constants: Option<&Path>) -> String {
+    let detector = geometry::load(geom, None).unwrap();
     let corrections = Corrections {
         solid_angle: true,
         polarization: Some(0.99),
@@ -142,13 +122,12 @@ fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
     )
     .unwrap();
     let (lo, hi) = map.range();
-    let script = common::reference_script("check_extract_azimuthal.py");
     let report = ok(
         common::python_command()
-            .arg(script)
-            .arg(&run)
-            .arg(&geom)
-            .arg(&outputs[0].1)
+            .arg(common::reference_script("check_extract_azimuthal.py"))
+            .arg(run)
+            .arg(geom)
+            .arg(output)
             .args([
                 format!("{lo:?}"),
                 format!("{hi:?}"),
@@ -156,12 +135,45 @@ fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
                 "9.3".into(),
                 "0.99".into(),
             ])
+            .args(constants)
             .output()
             .unwrap(),
         "pyFAI reference",
     );
     eprint!("{report}");
     assert!(report.trim_end().ends_with("ok"), "{report}");
+    report
+}
+
+#[test]
+fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (geom, run) = agipd_run(dir.path());
+    let mut outputs = Vec::new();
+    for workers in [1, 2, 3] {
+        let output = dir.path().join(format!("w{workers}.h5"));
+        let mut args = extract_args(&run, &geom, &output);
+        args.extend(["--workers".to_string(), workers.to_string()]);
+        ok(
+            Command::new(SHOTFLOW).args(&args).output().unwrap(),
+            "extract",
+        );
+        outputs.push((format!("{workers} workers"), output));
+    }
+    let output = dir.path().join("p2.h5");
+    in_two_processes(|output| extract_args(&run, &geom, output), &output);
+    outputs.push(("2 processes".into(), output));
+    let reference = datasets(&outputs[0].1);
+    let profile = &reference["SPB_DET_AGIPD1M-1/azav"];
+    assert_eq!(profile.0, vec![3, BINS], "3 trains × {BINS} bins");
+    for (name, path) in &outputs[1..] {
+        assert!(
+            datasets(path) == reference,
+            "{name}: the datasets differ from 1 worker's"
+        );
+    }
+
+    pyfai_agrees(&run, &geom, &outputs[0].1, None);
     eprintln!(
         "{} outputs (1, 2, 3 workers, 2 processes) identical, {} datasets each",
         outputs.len(),
@@ -315,62 +327,13 @@ fn the_profile_of_a_calibrated_agipd_1m_equals_numpys_correction_integrated_by_p
         Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
         "extract, 1 worker",
     );
-    let rendezvous = tempfile::tempdir().unwrap();
     let two = dir.path().join("p2.h5");
-    let children: Vec<_> = (0..2)
-        .map(|p| {
-            let mut args = args(&two);
-            args.extend(cluster_args(2, p, 1, rendezvous.path()));
-            spawn(SHOTFLOW, &args)
-        })
-        .collect();
-    for child in children {
-        ok(
-            wait_bounded(child, std::time::Duration::from_secs(120)),
-            "extract, 2 processes",
-        );
-    }
+    in_two_processes(args, &two);
     let reference = datasets(&one);
     assert_eq!(reference["SPB_DET_AGIPD1M-1/azav"].0, vec![3, BINS]);
     assert!(
         datasets(&two) == reference,
         "2 processes: the datasets differ from 1 worker's"
     );
-    let detector = geometry::load(&geom, None).unwrap();
-    let corrections = Corrections {
-        solid_angle: true,
-        polarization: Some(0.99),
-    };
-    let map = AzimuthalMap::for_detector(
-        &detector,
-        9.3,
-        Radial::QInvNm,
-        BINS,
-        None,
-        1,
-        corrections,
-        None,
-    )
-    .unwrap();
-    let (lo, hi) = map.range();
-    let report = ok(
-        common::python_command()
-            .arg(common::reference_script("check_extract_azimuthal.py"))
-            .arg(&run)
-            .arg(&geom)
-            .arg(&one)
-            .args([
-                format!("{lo:?}"),
-                format!("{hi:?}"),
-                BINS.to_string(),
-                "9.3".into(),
-                "0.99".into(),
-            ])
-            .arg(&constants)
-            .output()
-            .unwrap(),
-        "numpy and pyFAI reference",
-    );
-    eprint!("{report}");
-    assert!(report.trim_end().ends_with("ok"), "{report}");
+    pyfai_agrees(&run, &geom, &one, Some(&constants));
 }
