@@ -108,25 +108,34 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut selected = run.select(&selectors)?;
     let calibrations = calibrations(&args.calibrate, &args.constants, &selected)?;
-    // The cell ids a calibration needs are read for it, and extracted only when selected.
-    let mut unextracted = Vec::new();
-    for (field, (_, cells)) in args.calibrate.iter().zip(&calibrations) {
-        if selected.iter().any(|s| s.field == *cells) {
-            continue;
+    // The cell ids a calibration needs are read for it, and extracted only when selected:
+    // their selectors are added, and the run selected again, once for all modules.
+    let unextracted: Vec<Key> = calibrations
+        .iter()
+        .map(|(_, cells)| *cells)
+        .filter(|cells| !selected.iter().any(|s| s.field == *cells))
+        .collect();
+    if !unextracted.is_empty() {
+        for cells in &unextracted {
+            let (source, key) = cells
+                .name()
+                .rsplit_once('/')
+                .expect("a <source>/<key> field");
+            selectors.push(Selector::exact(source, key));
         }
-        let (source, key) = cells
-            .name()
-            .rsplit_once('/')
-            .expect("a <source>/<key> field");
-        selectors.push(Selector::exact(source, key));
         selected = run.select(&selectors)?;
+    }
+    for (field, (_, cells)) in args.calibrate.iter().zip(&calibrations) {
         if !selected.iter().any(|s| s.field == *cells) {
+            let (source, key) = cells
+                .name()
+                .rsplit_once('/')
+                .expect("a <source>/<key> field");
             anyhow::bail!(
                 "--calibrate {field}: the run has no {key} for {source}, which gives each \
                  frame's memory cell"
             );
         }
-        unextracted.push(*cells);
     }
     let selected = Arc::new(selected);
     let calibrated: Vec<(Key, (usize, usize))> = calibrations

@@ -217,26 +217,15 @@ impl AgipdConstants {
         mut out: ArrayViewMut2<'_, f32>,
         mut stages: Option<ArrayViewMut2<'_, u8>>,
     ) -> Result<StageCounts, GainError> {
-        let pixels = &self.thresholds.shape()[2..];
-        let fits = |shape: &[usize]| shape == pixels;
-        if !fits(analog.shape())
-            || !fits(gain.shape())
-            || !fits(out.shape())
-            || stages.as_ref().is_some_and(|s| !fits(s.shape()))
-        {
-            return Err(GainError::Shape(format!(
-                "AGIPD frame {:?}, gain {:?}, output {:?} for constants of {pixels:?}",
-                analog.shape(),
-                gain.shape(),
-                out.shape()
-            )));
+        let mut arrays = vec![
+            ("frame", analog.shape()),
+            ("gain", gain.shape()),
+            ("output", out.shape()),
+        ];
+        if let Some(s) = stages.as_ref() {
+            arrays.push(("stage map", s.shape()));
         }
-        if cell >= self.cells() {
-            return Err(GainError::Cell {
-                cell,
-                cells: self.cells(),
-            });
-        }
+        self.check(&arrays, cell)?;
         if let (Some(a), Some(g), Some(o)) =
             (analog.as_slice(), gain.as_slice(), out.as_slice_mut())
         {
@@ -259,6 +248,28 @@ impl AgipdConstants {
             return Ok(AgipdConstants::counted(counts));
         }
         Ok(self.calibrate_scalar(analog, gain, cell, out, stages))
+    }
+
+    /// An error unless every named array has the constants' pixels and `cell` is one of theirs.
+    fn check(&self, arrays: &[(&str, &[usize])], cell: usize) -> Result<(), GainError> {
+        let pixels = &self.thresholds.shape()[2..];
+        if arrays.iter().any(|(_, shape)| *shape != pixels) {
+            let named: Vec<String> = arrays
+                .iter()
+                .map(|(name, shape)| format!("{name} {shape:?}"))
+                .collect();
+            return Err(GainError::Shape(format!(
+                "AGIPD {} for constants of {pixels:?}",
+                named.join(", ")
+            )));
+        }
+        if cell >= self.cells() {
+            return Err(GainError::Cell {
+                cell,
+                cells: self.cells(),
+            });
+        }
+        Ok(())
     }
 
     /// [`AgipdConstants::calibrate`] pixel by pixel, for frames that are not contiguous (and
@@ -341,26 +352,13 @@ impl AgipdConstants {
         scratch: &mut Vec<f32>,
     ) -> Result<(Reduced, StageCounts), GainError> {
         let shape = analog.dim();
-        if cell >= self.cells() {
-            return Err(GainError::Cell {
-                cell,
-                cells: self.cells(),
-            });
-        }
+        self.check(&[("frame", analog.shape()), ("gain", gain.shape())], cell)?;
         let (Some(a), Some(g)) = (analog.as_slice(), gain.as_slice()) else {
             // Not contiguous: calibrate the whole frame, then reduce it.
             let mut frame = ndarray::Array2::zeros(shape);
             let counts = self.calibrate(analog, gain, cell, frame.view_mut(), None)?;
             return Ok((reduce_frame(isa, frame.view(), reductions), counts));
         };
-        let pixels = &self.thresholds.shape()[2..];
-        if analog.shape() != pixels || gain.shape() != pixels {
-            return Err(GainError::Shape(format!(
-                "AGIPD frame {:?}, gain {:?} for constants of {pixels:?}",
-                analog.shape(),
-                gain.shape()
-            )));
-        }
         let planes = self.planes(cell);
         let mut counts = [0u64; 4];
         let reduced = reduce(isa, shape, 1, reductions, scratch, |range, out| {
