@@ -638,38 +638,7 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
         .map(String::from)
         .to_vec()
     };
-    for name in ["1 worker", "2 workers", "3 workers", "2 processes"] {
-        let output = dir
-            .path()
-            .join(format!("calibrated-{}.h5", name.replace(' ', "-")));
-        let outputs = if name == "2 processes" {
-            let rendezvous = tempfile::tempdir().unwrap();
-            let children: Vec<_> = (0..2)
-                .map(|p| {
-                    let launch = common::cluster_args(2, p, 1, rendezvous.path());
-                    common::spawn(SHOTFLOW, &[args(&output), launch].concat())
-                })
-                .collect();
-            children
-                .into_iter()
-                .map(|c| common::wait_bounded(c, std::time::Duration::from_secs(300)))
-                .collect()
-        } else {
-            let workers = name.split(' ').next().unwrap().to_string();
-            let launch = vec!["--workers".to_string(), workers];
-            let child = common::spawn(SHOTFLOW, &[args(&output), launch].concat());
-            vec![common::wait_bounded(
-                child,
-                std::time::Duration::from_secs(300),
-            )]
-        };
-        for out in outputs {
-            assert!(
-                out.status.success(),
-                "{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+    at_every_launch(dir.path(), &args, |output, name| {
         python(&[
             "check",
             run.to_str().unwrap(),
@@ -677,8 +646,8 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
             name,
             constants.to_str().unwrap(),
             constants1.to_str().unwrap(),
-        ]);
-    }
+        ])
+    });
     // Bad requests, named.
     let bad = dir.path().join("bad.h5");
     let few_cells = dir.path().join("agipd-8-cells.h5");
@@ -745,6 +714,124 @@ fn extract_calibrates_euxfel_agipd_frames_with_their_cells() {
         }
     }
     eprintln!("{} bad requests named", cases.len());
+}
+
+/// `shotflow extract --calibrate SOURCE/data.adc --constants FILE` of a raw EuXFEL JUNGFRAU
+/// run from extra-data's mock writer (16 frames a train, the gain bits apart in `data.gain`,
+/// storage cells 0–3 from `data.memoryCell`), at 1, 2 and 3 workers and with 2 processes:
+/// every train's sum and mean of the calibrated frames equal psana's `calib_jungfrau` of the
+/// same frames (their gain bits put back over their ADC values) with the constants of each
+/// frame's cell, and the pixels of gain 2 are counted per train. An ADC value of more than 14
+/// bits is named with its train and pixel.
+#[test]
+fn extract_calibrates_euxfel_jungfrau_as_psana_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("jungfrau");
+    let script = common::reference_script("check_jungfrau_euxfel.py");
+    let python = |args: &[&str]| {
+        let mut all = vec![script.to_str().unwrap()];
+        all.extend_from_slice(args);
+        eprint!("{}", common::python_reference("extra-data and psana", all));
+    };
+    python(&["setup", run.to_str().unwrap()]);
+    // Four storage cells of a whole 512×1024 module, stages at psana's usual levels.
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(31);
+    let pedestal = Array4::from_shape_fn((3, 4, 512, 1024), |(s, ..)| {
+        [3000.0, 14000.0, 14500.0][s] + rng.gen_range(-50.0..50.0f32)
+    });
+    let gain = Array4::from_shape_fn((3, 4, 512, 1024), |(s, ..)| {
+        [40.0, 1.5, 0.1][s] * rng.gen_range(0.95..1.05f32)
+    });
+    let mask = Array2::from_shape_fn((512, 1024), |_| (rng.gen::<f32>() > 0.02) as u8);
+    let constants = dir.path().join("jungfrau-constants.h5");
+    save(
+        &constants,
+        &ModuleConstants::Jungfrau(
+            JungfrauConstants::new(pedestal, gain.view(), Some(mask), Unit::Energy).unwrap(),
+        ),
+    )
+    .unwrap();
+    let source = "SPB_IRDA_JF4M/DET/JNGFR01:daqOutput";
+    let field = format!("{source}/data.adc");
+    let args = |output: &Path| -> Vec<String> {
+        [
+            "extract",
+            run.to_str().unwrap(),
+            "--select",
+            &format!("{source}:data.adc"),
+            "--output",
+            output.to_str().unwrap(),
+            "--no-progress",
+            "--no-report",
+            "--calibrate",
+            &field,
+            "--constants",
+            constants.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    at_every_launch(dir.path(), &args, |output, name| {
+        python(&[
+            "check",
+            run.to_str().unwrap(),
+            output.to_str().unwrap(),
+            name,
+            constants.to_str().unwrap(),
+        ])
+    });
+    // A 15-bit ADC value in the second train: named, and the extraction fails.
+    python(&["corrupt", run.to_str().unwrap()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shotflow"))
+        .args(args(&dir.path().join("corrupt.h5")))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("ADC value 20000 at [0, 5, 7, 9] has more than 14 bits")
+            && stderr.contains(&field),
+        "{stderr}"
+    );
+    eprintln!("named: {}", stderr.trim());
+}
+
+/// Runs `shotflow args(output)` at 1, 2 and 3 workers and in 2 processes, each into its own
+/// output, and hands each output and the launch's name to `check`.
+fn at_every_launch(dir: &Path, args: &dyn Fn(&Path) -> Vec<String>, check: impl Fn(&Path, &str)) {
+    const SHOTFLOW: &str = env!("CARGO_BIN_EXE_shotflow");
+    for name in ["1 worker", "2 workers", "3 workers", "2 processes"] {
+        let output = dir.join(format!("calibrated-{}.h5", name.replace(' ', "-")));
+        let outputs = if name == "2 processes" {
+            let rendezvous = tempfile::tempdir().unwrap();
+            let children: Vec<_> = (0..2)
+                .map(|p| {
+                    let launch = common::cluster_args(2, p, 1, rendezvous.path());
+                    common::spawn(SHOTFLOW, &[args(&output), launch].concat())
+                })
+                .collect();
+            children
+                .into_iter()
+                .map(|c| common::wait_bounded(c, std::time::Duration::from_secs(300)))
+                .collect()
+        } else {
+            let workers = name.split(' ').next().unwrap().to_string();
+            let launch = vec!["--workers".to_string(), workers];
+            let child = common::spawn(SHOTFLOW, &[args(&output), launch].concat());
+            vec![common::wait_bounded(
+                child,
+                std::time::Duration::from_secs(300),
+            )]
+        };
+        for out in outputs {
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        check(&output, name);
+    }
 }
 
 /// `shotflow demo --constants FILE` with the demo's own constants (`--write-constants`)

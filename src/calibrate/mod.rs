@@ -5,8 +5,10 @@
 
 #[cfg(feature = "hdf5")]
 pub mod constants_file;
+mod gain_bits;
 mod reduce;
 
+pub use gain_bits::FoldGainBits;
 pub use reduce::{CalibrateReduce, FrameReductions};
 
 use std::sync::Arc;
@@ -29,7 +31,9 @@ pub trait Calibrate<'scope> {
     /// from the integer field `cell`, 0 without one: a scalar for the whole event, or an array
     /// of one cell per frame (EXDF's `image.cellId`, `(frames,)` or `(frames, 1)`), when the
     /// data are one module's frames `(frames, rows, cols)` (AGIPD `(frames, 2, rows, cols)`),
-    /// calibrated into `(frames, rows, cols)`. The pixels that had no valid gain stage are
+    /// calibrated into `(frames, rows, cols)`. Rows of several frames each, with as many
+    /// cells (EuXFEL JUNGFRAU's `(trains, 16, rows, cols)` and `data.memoryCell`
+    /// `(trains, 16)`), are that many frames. The pixels that had no valid gain stage are
     /// counted in the u64 field `<frame>_invalid_pixels`.
     ///
     /// An event whose data do not fit the constants ends the run with a message naming the
@@ -77,7 +81,7 @@ impl<'scope> Calibrate<'scope> for StreamVec<'scope, Batch, Event> {
         modules: Arc<Vec<ModuleConstants>>,
         cell: Option<Key>,
     ) -> StreamVec<'scope, Batch, Event> {
-        let invalid = Key::new(&format!("{}_invalid_pixels", frame.name()));
+        let invalid = invalid_pixels(frame);
         let mut failed = false;
         self.map(move |mut event| {
             if failed {
@@ -99,10 +103,22 @@ impl<'scope> Calibrate<'scope> for StreamVec<'scope, Batch, Event> {
     }
 }
 
+/// The u64 field where [`Calibrate::calibrate`] counts the pixels of `frame` that had no valid
+/// gain stage: `<frame>_invalid_pixels`.
+///
+/// ```
+/// use shotflow::event::Key;
+/// let key = shotflow::calibrate::invalid_pixels(Key::new("JNGFR01:daqOutput/data.adc"));
+/// assert_eq!(key.name(), "JNGFR01:daqOutput/data.adc_invalid_pixels");
+/// ```
+pub fn invalid_pixels(frame: Key) -> Key {
+    Key::new(&format!("{}_invalid_pixels", frame.name()))
+}
+
 /// An event's raw frames, each with its constants and memory cell: what both calibrating
 /// operators walk.
 pub(crate) struct Frames<'e> {
-    raw: &'e ArrayD<u16>,
+    raw: ArrayViewD<'e, u16>,
     /// `(frames or modules, …)` rather than one frame.
     pub(crate) stacked: bool,
     /// One cell per frame (of one module) rather than one for the event.
@@ -158,7 +174,17 @@ impl<'e> Frames<'e> {
             ModuleConstants::Agipd(_) => 3,
             _ => 2,
         };
-        let shape = raw.shape().to_vec();
+        let mut shape = raw.shape().to_vec();
+        let mut raw = raw.view();
+        // EXDF rows of several frames each (JUNGFRAU's `(trains, cells, rows, cols)`, with
+        // `(trains, cells)` cells) are that many frames, one cell each.
+        if per_frame && shape.len() > per_module + 1 {
+            let frames = shape[..shape.len() - per_module].iter().product();
+            shape = [vec![frames], shape[shape.len() - per_module..].to_vec()].concat();
+            raw = raw
+                .into_shape_with_order(shape.clone())
+                .map_err(|e| format!("frames of shape {:?}: {e}", value.shape()))?;
+        }
         let stacked = shape.len() == per_module + 1;
         let count = if stacked { shape[0] } else { 1 };
         let fits = if per_frame {
@@ -205,9 +231,9 @@ impl<'e> Frames<'e> {
         &'static str,
     ) {
         let raw = if self.stacked {
-            self.raw.view().index_axis_move(Axis(0), k)
+            self.raw.clone().index_axis_move(Axis(0), k)
         } else {
-            self.raw.view()
+            self.raw.clone()
         };
         if self.per_frame {
             (raw, &modules[0], self.cells[k], "frame")

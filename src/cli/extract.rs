@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
-use shotflow::calibrate::Calibrate;
+use shotflow::calibrate::{Calibrate, FoldGainBits};
 use shotflow::event::{Event, Key, Value};
 use shotflow::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
 use shotflow::runtime::{execute_with, Launch};
@@ -42,10 +42,13 @@ pub struct ExtractArgs {
     pub(crate) geometry: crate::cli::profile::GeometryArgs,
     /// Calibrate this raw frame field with --constants before anything else reads it; its
     /// output is the calibrated float32 frames. XTC2: `jungfrau/raw/raw`, `epix10ka/raw/raw`
-    /// (once). EuXFEL: a module's `SOURCE/image.data` (AGIPD `(pulses, 2, rows, cols)`,
-    /// JUNGFRAU `(frames, rows, cols)`), each frame with its memory cell from the source's
-    /// `image.cellId`, which is read for it; repeatable, one module each, so that --geometry
-    /// integrates a whole calibrated detector.
+    /// (once). EuXFEL: a module's `SOURCE/image.data` (AGIPD `(pulses, 2, rows, cols)`),
+    /// each frame with its memory cell from the source's `image.cellId`, or a JUNGFRAU
+    /// module's `SOURCE/data.adc` (`(16, rows, cols)` a train), each frame with its storage
+    /// cell from `data.memoryCell` and its gain bits from `data.gain`; what a calibration
+    /// reads is read for it. Repeatable, one module each, so that --geometry integrates a
+    /// whole calibrated detector. Pixels without a valid gain stage are counted per train in
+    /// `FIELD_invalid_pixels`.
     #[arg(long, requires = "constants", value_name = "FIELD")]
     pub(crate) calibrate: Vec<String>,
     /// Calibration constants, one HDF5 file per module (the layout of
@@ -112,12 +115,13 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     // their selectors are added, and the run selected again, once for all modules.
     let unextracted: Vec<Key> = calibrations
         .iter()
-        .map(|(_, cells)| *cells)
-        .filter(|cells| !selected.iter().any(|s| s.field == *cells))
+        .flat_map(|c| [Some(c.cells), c.gain])
+        .flatten()
+        .filter(|read| !selected.iter().any(|s| s.field == *read))
         .collect();
     if !unextracted.is_empty() {
-        for cells in &unextracted {
-            let (source, key) = cells
+        for read in &unextracted {
+            let (source, key) = read
                 .name()
                 .rsplit_once('/')
                 .expect("a <source>/<key> field");
@@ -125,22 +129,28 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         }
         selected = run.select(&selectors)?;
     }
-    for (field, (_, cells)) in args.calibrate.iter().zip(&calibrations) {
-        if !selected.iter().any(|s| s.field == *cells) {
-            let (source, key) = cells
+    for (field, c) in args.calibrate.iter().zip(&calibrations) {
+        let needed = [
+            (Some(c.cells), "each frame's memory cell"),
+            (c.gain, "each pixel's gain bits"),
+        ];
+        for (read, what) in needed {
+            let Some(read) = read.filter(|read| !selected.iter().any(|s| s.field == *read)) else {
+                continue;
+            };
+            let (source, key) = read
                 .name()
                 .rsplit_once('/')
                 .expect("a <source>/<key> field");
             anyhow::bail!(
-                "--calibrate {field}: the run has no {key} for {source}, which gives each \
-                 frame's memory cell"
+                "--calibrate {field}: the run has no {key} for {source}, which gives {what}"
             );
         }
     }
     let selected = Arc::new(selected);
     let calibrated: Vec<(Key, (usize, usize))> = calibrations
         .iter()
-        .map(|((field, modules), _)| (*field, modules[0].pixels()))
+        .map(|c| (c.field, c.modules[0].pixels()))
         .collect();
     let profile = args.geometry.profile(&selected, &calibrated)?;
     if let Some(p) = &profile {
@@ -154,7 +164,8 @@ pub fn run(args: ExtractArgs) -> Result<()> {
             args.geometry.unit
         );
     }
-    // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean.
+    // Pulse-resolved (instrument, several rows per train) arrays become per-train sum and mean;
+    // a calibrated field's pixels without a valid gain stage are counted per train.
     let reduce: Arc<Vec<Plan>> = Arc::new(
         selected
             .iter()
@@ -172,6 +183,11 @@ pub fn run(args: ExtractArgs) -> Result<()> {
                     }),
                 )
             })
+            .chain(
+                calibrations
+                    .iter()
+                    .map(|c| (shotflow::calibrate::invalid_pixels(c.field), None)),
+            )
             .collect(),
     );
     let output = args
@@ -196,8 +212,11 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         let calibrations = calibrations.clone();
         worker.dataflow(|scope| {
             let mut events = scope.exdf(run, selected, per);
-            for ((field, modules), cells) in calibrations {
-                events = events.calibrate(field, modules, Some(cells));
+            for c in calibrations {
+                if let Some(gain) = c.gain {
+                    events = events.fold_gain_bits(c.field, gain);
+                }
+                events = events.calibrate(c.field, c.modules, Some(c.cells));
             }
             events
                 .map(move |event| {
@@ -238,15 +257,28 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     Ok(())
 }
 
-/// Per `--calibrate` field, in order: the field among the selected ones, its constants (one
-/// module: EuXFEL keeps each module in its own source, so the files pair with the fields) and
-/// the field of its memory cells (`<source>/image.cellId`).
-#[allow(clippy::type_complexity)]
+/// One `--calibrate` field of an EuXFEL run and what calibrating it reads.
+#[derive(Clone)]
+struct Calibration {
+    field: Key,
+    /// One module's constants: EuXFEL keeps each module in its own source, so the files pair
+    /// with the fields.
+    modules: Arc<Vec<ModuleConstants>>,
+    /// The field of its frames' memory cells.
+    cells: Key,
+    /// The field of its pixels' gain bits, where they are stored apart (JUNGFRAU's
+    /// `data.gain`).
+    gain: Option<Key>,
+}
+
+/// Per `--calibrate` field, in order: what calibrating it reads. AGIPD's `image.data` takes
+/// its cells from `image.cellId`; JUNGFRAU's `data.adc` its cells from `data.memoryCell` and
+/// its gain bits from `data.gain`.
 fn calibrations(
     fields: &[String],
     constants: &[PathBuf],
     selected: &[shotflow::exdf::Selected],
-) -> Result<Vec<((Key, Arc<Vec<ModuleConstants>>), Key)>> {
+) -> Result<Vec<Calibration>> {
     if fields.len() != constants.len() {
         anyhow::bail!(
             "--calibrate is given {} time(s) and --constants {}: EuXFEL keeps each module in its \
@@ -284,8 +316,17 @@ fn calibrations(
                     module
                 }
             };
-            let cells = Key::new(&format!("{}/image.cellId", target.source));
-            Ok(((target.field, module), cells))
+            let beside = |key: &str| Key::new(&format!("{}/{key}", target.source));
+            let (cells, gain) = match target.key.name.as_str() {
+                "data.adc" => (beside("data.memoryCell"), Some(beside("data.gain"))),
+                _ => (beside("image.cellId"), None),
+            };
+            Ok(Calibration {
+                field: target.field,
+                modules: module,
+                cells,
+                gain,
+            })
         })
         .collect()
 }

@@ -1,0 +1,117 @@
+//! EuXFEL stores a JUNGFRAU frame as two fields: `data.adc`, the 14-bit ADC values, and
+//! `data.gain`, each pixel's gain bits (0, 1 or 3) as bytes. The detector sends both in one
+//! 16-bit word, gain bits on top, which is what psana and [`super::Calibrate`] read; this
+//! operator puts the two back together, so one calibration serves both facilities.
+
+use ndarray::{ArrayD, Zip};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
+
+use crate::event::{Array, Event, Key};
+use crate::flow::Batch;
+use crate::runtime::fail;
+
+/// Folds a separate gain field into the top bits of raw JUNGFRAU frames.
+pub trait FoldGainBits<'scope> {
+    /// Replaces the u16 ADC values at `adc` by the detector's raw words: `gain << 14 | adc`,
+    /// with the u8 gain bits at `gain` (same shape). A gain of 2 (`0b10`, no valid stage) is
+    /// kept, so that the calibration flags and counts its pixel as psana does. ADC values of
+    /// 2^14 or more and gains above 3 end the run with a message naming the event, the field
+    /// and the first such pixel. Events without both fields pass unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use ndarray::ArrayD;
+    /// use shotflow::calibrate::FoldGainBits;
+    /// use shotflow::prelude::*;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let (adc, gain) = (Key::new("JNGFR01:daqOutput/data.adc"), Key::new("JNGFR01:daqOutput/data.gain"));
+    /// let event = Event::new(1)
+    ///     .with(adc, ArrayD::from_shape_vec(vec![1, 3], vec![5u16, 6, 7]).unwrap())
+    ///     .with(gain, ArrayD::from_shape_vec(vec![1, 3], vec![0u8, 1, 3]).unwrap());
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let out = Arc::clone(&seen);
+    /// timely::example(move |scope| {
+    ///     vec![event].to_stream(scope).container::<Vec<_>>()
+    ///         .fold_gain_bits(adc, gain)
+    ///         .ordered("Collect", move |_, events: &[Event]| out.lock().unwrap().extend_from_slice(events));
+    /// });
+    /// let events = seen.lock().unwrap();
+    /// let words = events[0].array::<u16>(adc).unwrap();
+    /// assert_eq!(words.as_slice().unwrap(), &[5, 0x4006, 0xC007]);
+    /// ```
+    fn fold_gain_bits(self, adc: Key, gain: Key) -> StreamVec<'scope, Batch, Event>;
+}
+
+impl<'scope> FoldGainBits<'scope> for StreamVec<'scope, Batch, Event> {
+    fn fold_gain_bits(self, adc: Key, gain: Key) -> StreamVec<'scope, Batch, Event> {
+        let mut failed = false;
+        self.map(move |mut event| {
+            if !failed {
+                if let Err(message) = fold(&mut event, adc, gain) {
+                    failed = true;
+                    fail(format!(
+                        "folding {} into {} of event {}: {message}",
+                        gain.name(),
+                        adc.name(),
+                        event.id
+                    ));
+                }
+            }
+            event
+        })
+    }
+}
+
+fn fold(event: &mut Event, adc: Key, gain: Key) -> Result<(), String> {
+    let (Some(a), Some(g)) = (event.value(adc), event.value(gain)) else {
+        return Ok(());
+    };
+    let (Some(Array::U16(a)), Some(Array::U8(g))) = (a.as_array(), g.as_array()) else {
+        return Err(format!(
+            "{} ADC values and {} gain bits, where u16 and u8 were expected",
+            a.dtype().numpy_name(),
+            g.dtype().numpy_name()
+        ));
+    };
+    if a.shape() != g.shape() {
+        return Err(format!(
+            "ADC values of shape {:?} and gain bits of shape {:?}",
+            a.shape(),
+            g.shape()
+        ));
+    }
+    let flat = |k: usize| -> Vec<usize> {
+        let mut at = vec![0; a.ndim()];
+        let mut k = k;
+        for (d, n) in at.iter_mut().zip(a.shape()).rev() {
+            *d = k % n;
+            k /= n;
+        }
+        at
+    };
+    if let Some(k) = a.iter().position(|v| *v >= 1 << 14) {
+        return Err(format!(
+            "ADC value {} at {:?} has more than 14 bits",
+            a.iter().nth(k).unwrap(),
+            flat(k)
+        ));
+    }
+    if let Some(k) = g.iter().position(|v| *v > 3) {
+        return Err(format!(
+            "gain {} at {:?} is not 0, 1, 2 or 3",
+            g.iter().nth(k).unwrap(),
+            flat(k)
+        ));
+    }
+    let mut words = ArrayD::<u16>::zeros(a.raw_dim());
+    Zip::from(&mut words)
+        .and(a)
+        .and(g)
+        .for_each(|w, &a, &g| *w = (g as u16) << 14 | a);
+    event.set(adc, words);
+    Ok(())
+}
