@@ -734,23 +734,8 @@ fn extract_calibrates_euxfel_jungfrau_as_psana_does() {
         eprint!("{}", common::python_reference("extra-data and psana", all));
     };
     python(&["setup", run.to_str().unwrap()]);
-    // Four storage cells of a whole 512×1024 module, stages at psana's usual levels.
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(31);
-    let pedestal = Array4::from_shape_fn((3, 4, 512, 1024), |(s, ..)| {
-        [3000.0, 14000.0, 14500.0][s] + rng.gen_range(-50.0..50.0f32)
-    });
-    let gain = Array4::from_shape_fn((3, 4, 512, 1024), |(s, ..)| {
-        [40.0, 1.5, 0.1][s] * rng.gen_range(0.95..1.05f32)
-    });
-    let mask = Array2::from_shape_fn((512, 1024), |_| (rng.gen::<f32>() > 0.02) as u8);
     let constants = dir.path().join("jungfrau-constants.h5");
-    save(
-        &constants,
-        &ModuleConstants::Jungfrau(
-            JungfrauConstants::new(pedestal, gain.view(), Some(mask), Unit::Energy).unwrap(),
-        ),
-    )
-    .unwrap();
+    save(&constants, &common::jungfrau_module_constants(31, 4)).unwrap();
     let source = "SPB_IRDA_JF4M/DET/JNGFR01:daqOutput";
     let field = format!("{source}/data.adc");
     let args = |output: &Path| -> Vec<String> {

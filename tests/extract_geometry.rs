@@ -2,7 +2,9 @@
 //! 16 AGIPD 1M modules whose photons follow an extra_geom-written CrystFEL file, extracted
 //! with its per-train azimuthal profile at 1, 2 and 3 workers and on 2 processes, equals
 //! extra-data's stacked modules integrated by pyFAI over extra_geom's pixel corners
-//! (tests/check_extract_azimuthal.py). The demo takes the same file.
+//! (tests/check_extract_azimuthal.py). Raw AGIPD and EuXFEL JUNGFRAU runs, calibrated on the
+//! way, equal their facility's correction integrated the same way. The demo takes the same
+//! file.
 
 mod common;
 
@@ -64,11 +66,16 @@ fn agipd_run(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn extract_args(run: &Path, geom: &Path, output: &Path) -> Vec<String> {
+    profile_args(run, MODULES, geom, output)
+}
+
+/// `shotflow extract RUN --select SELECT` with the detector's profile through `geom`.
+fn profile_args(run: &Path, select: &str, geom: &Path, output: &Path) -> Vec<String> {
     [
         "extract",
         &run.display().to_string(),
         "--select",
-        MODULES,
+        select,
         "--geometry",
         &geom.display().to_string(),
         "--bins",
@@ -231,9 +238,7 @@ fn the_demo_takes_a_geometry_file_and_bad_ones_are_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains(
-            "no selected image.data source for modules [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]"
-        ),
+        stderr.contains("for modules [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] of the geometry"),
         "{stderr}"
     );
 
@@ -336,4 +341,91 @@ fn the_profile_of_a_calibrated_agipd_1m_equals_numpys_correction_integrated_by_p
         "2 processes: the datasets differ from 1 worker's"
     );
     pyfai_agrees(&run, &geom, &one, Some(&constants));
+}
+
+/// `extract --geometry` of a raw EuXFEL JUNGFRAU run of two modules (extra-data's mock writer:
+/// 3 trains of 16 frames, gain bits in data.gain, storage cells 0-3) on an extra_geom
+/// geometry, every module calibrated on the way: the per-train profile equals psana's
+/// `calib_jungfrau` of every frame with its cell, stacked and integrated by pyFAI over
+/// extra_geom's pixel corners; 2 processes give 1 worker's datasets. A raw (uncalibrated)
+/// JUNGFRAU module is refused with the reason.
+#[test]
+fn the_profile_of_a_calibrated_euxfel_jungfrau_equals_psanas_calibration_integrated_by_pyfai() {
+    let dir = tempfile::tempdir().unwrap();
+    let geom = dir.path().join("jungfrau.geom");
+    // Two modules, one above the other, the beam between them.
+    let write = "import sys, extra_geom\n\
+        g = extra_geom.JUNGFRAUGeometry.from_module_positions(\
+        offsets=[(-515, 20), (-515, -534)])\n\
+        g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n";
+    ok(
+        common::python_command()
+            .args(["-c", write])
+            .arg(&geom)
+            .output()
+            .unwrap(),
+        "extra_geom",
+    );
+    let run = dir.path().join("raw");
+    eprint!(
+        "{}",
+        common::python_reference(
+            "extra-data",
+            [
+                common::reference_script("check_jungfrau_euxfel.py").as_os_str(),
+                "setup".as_ref(),
+                run.as_os_str(),
+                "2".as_ref(),
+            ]
+        )
+    );
+    let constants = dir.path().join("jungfrau.h5");
+    shotflow::calibrate::constants_file::save(
+        &constants,
+        &common::jungfrau_module_constants(41, 4),
+    )
+    .unwrap();
+    let select = "SPB_IRDA_JF4M/DET/JNGFR*:daqOutput:data.adc";
+    let args = |output: &Path| {
+        let mut args = profile_args(&run, select, &geom, output);
+        for m in 1..=2 {
+            args.extend([
+                "--calibrate".to_string(),
+                format!("SPB_IRDA_JF4M/DET/JNGFR{m:02}:daqOutput/data.adc"),
+                "--constants".to_string(),
+                constants.display().to_string(),
+            ]);
+        }
+        args
+    };
+    let one = dir.path().join("w1.h5");
+    ok(
+        Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
+        "extract, 1 worker",
+    );
+    let two = dir.path().join("p2.h5");
+    in_two_processes(args, &two);
+    let reference = datasets(&one);
+    assert_eq!(reference["SPB_IRDA_JF4M/azav"].0, vec![3, BINS]);
+    assert!(
+        datasets(&two) == reference,
+        "2 processes: the datasets differ from 1 worker's"
+    );
+    pyfai_agrees(&run, &geom, &one, Some(&constants));
+    // Raw data.adc rows hold a train's 16 frames without their gain bits: refused, saying so.
+    let out = Command::new(SHOTFLOW)
+        .args(profile_args(
+            &run,
+            select,
+            &geom,
+            &dir.path().join("raw.h5"),
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--calibrate it"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("raw.h5").exists());
 }

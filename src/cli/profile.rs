@@ -198,8 +198,9 @@ impl EventProfile {
     }
 }
 
-/// The `image.data` field of each of the detector's modules, and the detector's name (the
-/// source name before `/DET/`): module `m` is source `…/DET/<m>CH…`, as extra-data numbers them.
+/// The frame field of each of the detector's modules, and the detector's name (the source name
+/// before `/DET/`), as extra-data numbers modules: AGIPD, LPD and DSSC's `image.data` of
+/// `…/DET/<m>CH…` is module `m`; JUNGFRAU's `data.adc` of `…/DET/JNGFR<n>:…` is module `n - 1`.
 fn module_fields(
     detector: &Detector,
     selected: &[Selected],
@@ -208,12 +209,21 @@ fn module_fields(
     let (modules, rows, columns) = detector.shape();
     let mut found: Vec<Option<&Selected>> = vec![None; modules];
     let mut name = None;
-    for s in selected.iter().filter(|s| s.key.name == "image.data") {
+    for s in selected {
         let Some((detector_name, rest)) = s.source.split_once("/DET/") else {
             continue;
         };
+        let (rest, first) = match (s.key.name.as_str(), rest.strip_prefix("JNGFR")) {
+            ("image.data", None) => (rest, 0),
+            ("data.adc", Some(rest)) => (rest, 1),
+            _ => continue,
+        };
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Ok(m) = digits.parse::<usize>() else {
+        let Some(m) = digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(first))
+        else {
             continue;
         };
         if m >= modules {
@@ -227,10 +237,16 @@ fn module_fields(
             None => s.key.shape.clone(),
         };
         if frame[..] != [rows, columns] {
+            // Raw JUNGFRAU rows hold a train's 16 frames, without their gain bits.
+            let hint = match first {
+                1 => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
+                _ => "",
+            };
             bail!(
-                "{}: image.data frames of {frame:?}, and the geometry's modules are \
-                 {rows}×{columns}",
-                s.source
+                "{}: {} frames of {frame:?}, and the geometry's modules are \
+                 {rows}×{columns}{hint}",
+                s.source,
+                s.key.name
             );
         }
         found[m] = Some(s);
@@ -239,8 +255,9 @@ fn module_fields(
     let missing: Vec<usize> = (0..modules).filter(|m| found[*m].is_none()).collect();
     if !missing.is_empty() {
         bail!(
-            "no selected image.data source for modules {missing:?} of the geometry's {modules} \
-             (select them, e.g. 'SPB_DET_AGIPD1M-1/DET/*CH0:xtdf')"
+            "no selected module frames (image.data; JUNGFRAU's data.adc) for modules \
+             {missing:?} of the geometry's {modules} (select them, e.g. \
+             'SPB_DET_AGIPD1M-1/DET/*CH0:xtdf' or 'SPB_IRDA_JF4M/DET/JNGFR*:daqOutput:data.adc')"
         );
     }
     let fields = found.iter().map(|s| s.expect("checked").field).collect();

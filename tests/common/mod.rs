@@ -439,3 +439,24 @@ pub fn assert_saved_curve(master: &std::path::Path, json: &serde_json::Value) ->
     }
     points.len() * 5
 }
+
+/// Constants of a whole JUNGFRAU module (512×1024) for `cells` storage cells, stages at psana's
+/// usual levels, 2 % of pixels masked.
+pub fn jungfrau_module_constants(
+    seed: u64,
+    cells: usize,
+) -> shotflow_operators::gain::ModuleConstants {
+    use rand::{Rng, SeedableRng};
+    use shotflow_operators::gain::jungfrau::{JungfrauConstants, Unit};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let pedestal = ndarray::Array4::from_shape_fn((3, cells, 512, 1024), |(s, ..)| {
+        [3000.0, 14000.0, 14500.0][s] + rng.gen_range(-50.0..50.0f32)
+    });
+    let gain = ndarray::Array4::from_shape_fn((3, cells, 512, 1024), |(s, ..)| {
+        [40.0, 1.5, 0.1][s] * rng.gen_range(0.95..1.05f32)
+    });
+    let mask = ndarray::Array2::from_shape_fn((512, 1024), |_| (rng.gen::<f32>() > 0.02) as u8);
+    shotflow_operators::gain::ModuleConstants::Jungfrau(
+        JungfrauConstants::new(pedestal, gain.view(), Some(mask), Unit::Energy).unwrap(),
+    )
+}
