@@ -3,11 +3,11 @@
 //! 16-bit word, gain bits on top, which is what psana and [`super::Calibrate`] read; this
 //! operator puts the two back together, so one calibration serves both facilities.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::Zip;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use crate::event::{Array, Event, Key};
+use crate::event::{Array, Event, Key, Value};
 use crate::flow::Batch;
 use crate::runtime::fail;
 
@@ -84,7 +84,8 @@ fn fold(event: &mut Event, adc: Key, gain: Key) -> Result<(), String> {
             g.shape()
         ));
     }
-    let flat = |k: usize| -> Vec<usize> {
+    // One read of each to check them (an OR of all), and where one fails, its index.
+    let at = |k: usize| -> Vec<usize> {
         let mut at = vec![0; a.ndim()];
         let mut k = k;
         for (d, n) in at.iter_mut().zip(a.shape()).rev() {
@@ -93,25 +94,34 @@ fn fold(event: &mut Event, adc: Key, gain: Key) -> Result<(), String> {
         }
         at
     };
-    if let Some(k) = a.iter().position(|v| *v >= 1 << 14) {
+    if a.iter().fold(0, |m, v| m | v) >> 14 != 0 {
+        let (k, v) = a
+            .iter()
+            .enumerate()
+            .find(|(_, v)| **v >> 14 != 0)
+            .expect("one");
         return Err(format!(
-            "ADC value {} at {:?} has more than 14 bits",
-            a.iter().nth(k).unwrap(),
-            flat(k)
+            "ADC value {v} at {:?} has more than 14 bits",
+            at(k)
         ));
     }
-    if let Some(k) = g.iter().position(|v| *v > 3) {
-        return Err(format!(
-            "gain {} at {:?} is not 0, 1, 2 or 3",
-            g.iter().nth(k).unwrap(),
-            flat(k)
-        ));
+    if g.iter().fold(0, |m, v| m | v) > 3 {
+        let (k, v) = g.iter().enumerate().find(|(_, v)| **v > 3).expect("one");
+        return Err(format!("gain {v} at {:?} is not 0, 1, 2 or 3", at(k)));
     }
-    let mut words = ArrayD::<u16>::zeros(a.raw_dim());
+    let (Some(Value::Array(g)), Some(Value::Array(words))) =
+        (event.remove(gain), event.remove(adc))
+    else {
+        unreachable!("checked above")
+    };
+    let (Array::U8(g), Array::U16(mut words)) = (*g, *words) else {
+        unreachable!("checked above")
+    };
+    // In place: a train of 16 JUNGFRAU frames is 16 MB.
     Zip::from(&mut words)
-        .and(a)
-        .and(g)
-        .for_each(|w, &a, &g| *w = (g as u16) << 14 | a);
+        .and(&g)
+        .for_each(|w, &g| *w |= (g as u16) << 14);
     event.set(adc, words);
+    event.set(gain, g);
     Ok(())
 }
