@@ -152,6 +152,31 @@ fn pyfai_agrees(run: &Path, geom: &Path, output: &Path, constants: Option<&Path>
     report
 }
 
+/// The extraction `args(output)` of `run`, its modules calibrated with `constants`, at 1
+/// worker and in 2 processes: the same datasets, `<detector>/azav` of 3 trains × [`BINS`], and
+/// pyFAI's profile of the frames the facility's reference calibrates ([`pyfai_agrees`]).
+fn calibrated_profile_agrees(
+    (run, geom, constants): (&Path, &Path, &Path),
+    dir: &Path,
+    detector: &str,
+    args: impl Fn(&Path) -> Vec<String>,
+) {
+    let one = dir.join("w1.h5");
+    ok(
+        Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
+        "extract, 1 worker",
+    );
+    let two = dir.join("p2.h5");
+    in_two_processes(args, &two);
+    let reference = datasets(&one);
+    assert_eq!(reference[&format!("{detector}/azav")].0, vec![3, BINS]);
+    assert!(
+        datasets(&two) == reference,
+        "2 processes: the datasets differ from 1 worker's"
+    );
+    pyfai_agrees(run, geom, &one, Some(constants));
+}
+
 #[test]
 fn extracted_azimuthal_profiles_of_agipd_1m_equal_pyfais_at_any_worker_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,20 +352,12 @@ fn the_profile_of_a_calibrated_agipd_1m_equals_numpys_correction_integrated_by_p
         }
         args
     };
-    let one = dir.path().join("w1.h5");
-    ok(
-        Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
-        "extract, 1 worker",
+    calibrated_profile_agrees(
+        (&run, &geom, &constants),
+        dir.path(),
+        "SPB_DET_AGIPD1M-1",
+        args,
     );
-    let two = dir.path().join("p2.h5");
-    in_two_processes(args, &two);
-    let reference = datasets(&one);
-    assert_eq!(reference["SPB_DET_AGIPD1M-1/azav"].0, vec![3, BINS]);
-    assert!(
-        datasets(&two) == reference,
-        "2 processes: the datasets differ from 1 worker's"
-    );
-    pyfai_agrees(&run, &geom, &one, Some(&constants));
 }
 
 /// `extract --geometry` of a raw EuXFEL JUNGFRAU run of two modules (extra-data's mock writer:
@@ -398,20 +415,7 @@ fn the_profile_of_a_calibrated_euxfel_jungfrau_equals_psanas_calibration_integra
         }
         args
     };
-    let one = dir.path().join("w1.h5");
-    ok(
-        Command::new(SHOTFLOW).args(args(&one)).output().unwrap(),
-        "extract, 1 worker",
-    );
-    let two = dir.path().join("p2.h5");
-    in_two_processes(args, &two);
-    let reference = datasets(&one);
-    assert_eq!(reference["SPB_IRDA_JF4M/azav"].0, vec![3, BINS]);
-    assert!(
-        datasets(&two) == reference,
-        "2 processes: the datasets differ from 1 worker's"
-    );
-    pyfai_agrees(&run, &geom, &one, Some(&constants));
+    calibrated_profile_agrees((&run, &geom, &constants), dir.path(), "SPB_IRDA_JF4M", args);
     // Raw data.adc rows hold a train's 16 frames without their gain bits: refused, saying so.
     let out = Command::new(SHOTFLOW)
         .args(profile_args(
