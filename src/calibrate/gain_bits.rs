@@ -17,7 +17,8 @@ pub trait FoldGainBits<'scope> {
     /// with the u8 gain bits at `gain` (same shape). A gain of 2 (`0b10`, no valid stage) is
     /// kept, so that the calibration flags and counts its pixel as psana does. ADC values of
     /// 2^14 or more and gains above 3 end the run with a message naming the event, the field
-    /// and the first such pixel. Events without both fields pass unchanged.
+    /// and the first such pixel, and so does an event with ADC values but no gain bits (its
+    /// stages would be unknown). Events without ADC values pass unchanged.
     ///
     /// # Examples
     ///
@@ -67,8 +68,11 @@ impl<'scope> FoldGainBits<'scope> for StreamVec<'scope, Batch, Event> {
 }
 
 fn fold(event: &mut Event, adc: Key, gain: Key) -> Result<(), String> {
-    let (Some(a), Some(g)) = (event.value(adc), event.value(gain)) else {
+    let Some(a) = event.value(adc) else {
         return Ok(());
+    };
+    let Some(g) = event.value(gain) else {
+        return Err("ADC values without gain bits: their stages are unknown".into());
     };
     let (Some(Array::U16(a)), Some(Array::U8(g))) = (a.as_array(), g.as_array()) else {
         return Err(format!(
@@ -124,4 +128,58 @@ fn fold(event: &mut Event, adc: Key, gain: Key) -> Result<(), String> {
     event.set(adc, words);
     event.set(gain, g);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayD;
+
+    fn event(adc: Vec<u16>, gain: Option<Vec<u8>>) -> Event {
+        let n = adc.len();
+        let e = Event::new(3).with(
+            Key::new("m/data.adc"),
+            ArrayD::from_shape_vec(vec![1, n], adc).unwrap(),
+        );
+        match gain {
+            Some(g) => e.with(
+                Key::new("m/data.gain"),
+                ArrayD::from_shape_vec(vec![1, g.len()], g).unwrap(),
+            ),
+            None => e,
+        }
+    }
+
+    /// Every gain code over 14-bit values, and each way the two fields can disagree, named.
+    #[test]
+    fn gain_bits_fold_over_adc_values_and_bad_fields_are_named() {
+        let (adc, gain) = (Key::new("m/data.adc"), Key::new("m/data.gain"));
+        let mut e = event(vec![0, 1, 0x3fff, 77], Some(vec![0, 1, 2, 3]));
+        fold(&mut e, adc, gain).unwrap();
+        let words = e.array::<u16>(adc).unwrap();
+        assert_eq!(words.as_slice().unwrap(), &[0, 0x4001, 0xbfff, 0xc04d]);
+        assert_eq!(e.array::<u8>(gain).unwrap().len(), 4, "the gain bits stay");
+        let cases = [
+            (
+                event(vec![1, 0x4000], Some(vec![0, 0])),
+                "ADC value 16384 at [0, 1] has more than 14 bits",
+            ),
+            (
+                event(vec![1, 2], Some(vec![0, 4])),
+                "gain 4 at [0, 1] is not 0, 1, 2 or 3",
+            ),
+            (
+                event(vec![1, 2], Some(vec![0])),
+                "ADC values of shape [1, 2] and gain bits of shape [1, 1]",
+            ),
+            (event(vec![1, 2], None), "ADC values without gain bits"),
+        ];
+        for (mut e, expected) in cases {
+            let error = fold(&mut e, adc, gain).unwrap_err();
+            assert!(error.contains(expected), "{error}");
+        }
+        let mut no_adc = Event::new(4);
+        fold(&mut no_adc, adc, gain).unwrap();
+        eprintln!("4 words folded, 4 bad events named");
+    }
 }
