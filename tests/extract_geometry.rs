@@ -31,20 +31,30 @@ fn ok(out: Output, what: &str) -> String {
 
 /// An AGIPD 1M geometry written by extra_geom.
 fn agipd_geometry(dir: &Path) -> PathBuf {
-    let geom = dir.join("agipd.geom");
-    let write = "import sys, extra_geom\n\
-        g = extra_geom.AGIPD_1MGeometry.from_quad_positions(\
-        quad_pos=[(-520, 630), (-545, -5), (525, -155), (545, 480)])\n\
-        g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n";
+    extra_geom_writes(
+        &dir.join("agipd.geom"),
+        "AGIPD_1MGeometry.from_quad_positions(\
+         quad_pos=[(-520, 630), (-545, -5), (525, -155), (545, 480)])",
+    )
+}
+
+/// The CrystFEL file extra_geom writes at `path` for `extra_geom.<geometry>` (9.3 keV, the
+/// sample 0.12 m away).
+fn extra_geom_writes(path: &Path, geometry: &str) -> PathBuf {
+    let write = format!(
+        "import sys, extra_geom\n\
+         g = extra_geom.{geometry}\n\
+         g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n"
+    );
     ok(
         common::python_command()
-            .args(["-c", write])
-            .arg(&geom)
+            .args(["-c", &write])
+            .arg(path)
             .output()
             .unwrap(),
         "extra_geom",
     );
-    geom
+    path.to_path_buf()
 }
 
 /// An AGIPD 1M geometry written by extra_geom, and a 3-train run of 2 pulses simulated on it.
@@ -369,19 +379,10 @@ fn the_profile_of_a_calibrated_agipd_1m_equals_numpys_correction_integrated_by_p
 #[test]
 fn the_profile_of_a_calibrated_euxfel_jungfrau_equals_psanas_calibration_integrated_by_pyfai() {
     let dir = tempfile::tempdir().unwrap();
-    let geom = dir.path().join("jungfrau.geom");
     // Two modules, one above the other, the beam between them.
-    let write = "import sys, extra_geom\n\
-        g = extra_geom.JUNGFRAUGeometry.from_module_positions(\
-        offsets=[(-515, 20), (-515, -534)])\n\
-        g.write_crystfel_geom(sys.argv[1], photon_energy=9300, clen=0.12)\n";
-    ok(
-        common::python_command()
-            .args(["-c", write])
-            .arg(&geom)
-            .output()
-            .unwrap(),
-        "extra_geom",
+    let geom = extra_geom_writes(
+        &dir.path().join("jungfrau.geom"),
+        "JUNGFRAUGeometry.from_module_positions(offsets=[(-515, 20), (-515, -534)])",
     );
     let run = dir.path().join("raw");
     eprint!(

@@ -238,8 +238,8 @@ fn module_fields(
         };
         if frame[..] != [rows, columns] {
             // Raw JUNGFRAU rows hold a train's 16 frames, without their gain bits.
-            let hint = match first {
-                1 => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
+            let hint = match s.key.name.as_str() {
+                "data.adc" => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
                 _ => "",
             };
             bail!(
