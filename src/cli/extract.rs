@@ -115,8 +115,8 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     // their selectors are added, and the run selected again, once for all modules.
     let unextracted: Vec<Key> = calibrations
         .iter()
-        .flat_map(|c| [Some(c.cells), c.gain])
-        .flatten()
+        .flat_map(Calibration::reads)
+        .map(|(read, _)| read)
         .filter(|read| !selected.iter().any(|s| s.field == *read))
         .collect();
     if !unextracted.is_empty() {
@@ -130,14 +130,10 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         selected = run.select(&selectors)?;
     }
     for (field, c) in args.calibrate.iter().zip(&calibrations) {
-        let needed = [
-            (Some(c.cells), "each frame's memory cell"),
-            (c.gain, "each pixel's gain bits"),
-        ];
-        for (read, what) in needed {
-            let Some(read) = read.filter(|read| !selected.iter().any(|s| s.field == *read)) else {
+        for (read, what) in c.reads() {
+            if selected.iter().any(|s| s.field == read) {
                 continue;
-            };
+            }
             let (source, key) = read
                 .name()
                 .rsplit_once('/')
@@ -269,6 +265,15 @@ struct Calibration {
     /// The field of its pixels' gain bits, where they are stored apart (JUNGFRAU's
     /// `data.gain`).
     gain: Option<Key>,
+}
+
+impl Calibration {
+    /// The fields calibrating it reads beside the frames, each with what it gives.
+    fn reads(&self) -> Vec<(Key, &'static str)> {
+        let mut reads = vec![(self.cells, "each frame's memory cell")];
+        reads.extend(self.gain.map(|gain| (gain, "each pixel's gain bits")));
+        reads
+    }
 }
 
 /// Per `--calibrate` field, in order: what calibrating it reads. AGIPD's `image.data` takes
