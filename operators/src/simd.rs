@@ -188,23 +188,15 @@ dispatched! {
 
 #[inline(always)]
 fn sum_words_kernel(bytes: &[u8]) -> u64 {
+    // One reduction over contiguous words, which the compiler vectorises with plain loads.
+    // (Eight lanes added block by block were vectorised across blocks with gathers under
+    // AVX-512: half the memory's speed on a Skylake-SP core.)
     let words = bytes.chunks_exact(8);
     let mut last = [0u8; 8];
     last[..words.remainder().len()].copy_from_slice(words.remainder());
-    let mut lanes = [0u64; 8];
-    let mut blocks = bytes.chunks_exact(64);
-    for block in &mut blocks {
-        for (k, lane) in lanes.iter_mut().enumerate() {
-            let word = u64::from_le_bytes(block[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-            *lane = lane.wrapping_add(word);
-        }
-    }
-    let tail = blocks
-        .remainder()
-        .chunks_exact(8)
+    words
         .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-        .fold(u64::from_le_bytes(last), u64::wrapping_add);
-    lanes.iter().fold(tail, |a, b| a.wrapping_add(*b))
+        .fold(u64::from_le_bytes(last), u64::wrapping_add)
 }
 
 dispatched! {
