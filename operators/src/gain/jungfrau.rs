@@ -515,21 +515,8 @@ fn calibrate_kernel(
             for k in 0..len {
                 let bits = v[k] >> 14;
                 let (is1, is3, is2) = (bits == 1, bits == 3, bits == 2);
-                // Written out, as in AGIPD's kernel: a shared helper compiled worse.
-                let p = if is3 {
-                    p2[k]
-                } else if is1 {
-                    p1[k]
-                } else {
-                    p0[k]
-                };
-                let f = if is3 {
-                    f2[k]
-                } else if is1 {
-                    f1[k]
-                } else {
-                    f0[k]
-                };
+                let p = super::of_stage(is1, is3, [p0[k], p1[k], p2[k]]);
+                let f = super::of_stage(is1, is3, [f0[k], f1[k], f2[k]]);
                 let adc = (v[k] & ADC_MASK) as f32;
                 let value = finish((adc - p) * f * (mask[k] as f32), scale);
                 out[k] = if is2 { 0.0 } else { value };

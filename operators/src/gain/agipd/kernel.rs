@@ -100,19 +100,8 @@ impl<'a> Block<'a> {
             let (below0, below1) = (gv < t0[k], gv < t1[k]);
             let above0 = !below0;
             let above1 = above0 & !below1;
-            // Every stage's constants read, then chosen by their bits: written as a choice
-            // between loads, the compiler made it one load through a chosen address, which it
-            // vectorised as gathers (a fifth of AVX-512 calibration's time on a Skylake-SP).
-            let (m0, m1) = (
-                0u32.wrapping_sub(above0 as u32),
-                0u32.wrapping_sub(above1 as u32),
-            );
-            let pick = |v0: f32, v1: f32, v2: f32| {
-                let medium = (v1.to_bits() & m0) | (v0.to_bits() & !m0);
-                f32::from_bits((v2.to_bits() & m1) | (medium & !m1))
-            };
-            let offset = pick(o0[k], o1[k], o2[k]);
-            let relative = pick(r0[k], r1[k], r2[k]);
+            let offset = super::super::of_stage(above0, above1, [o0[k], o1[k], o2[k]]);
+            let relative = super::super::of_stage(above0, above1, [r0[k], r1[k], r2[k]]);
             out[k] = (a[k] as f32 - offset) * relative;
             medium += (above0 & !above1) as u32;
             low += above1 as u32;
