@@ -1,7 +1,7 @@
 //! Per-reduction speed, single thread, on 512×128 u16 frames (an AGIPD module) and 1024×1024
 //! u16 frames, each beside its own reference measured in the same run: a plain pass over the
 //! bytes that reduction reads (the frame, plus the constants or map it uses), built for the
-//! same instruction set as the kernel (the CPU's best, `SHOTFLOW_ISA` caps it).
+//! same instruction set as the kernel (`Isa::detect`'s choice, `SHOTFLOW_ISA` sets it).
 //! Every rate is the best pass over the frames within one second (see `rate`).
 //!
 //! Then the full-module pipelines, calibrate → photons → ROI → azimuthal, fused and unfused:
