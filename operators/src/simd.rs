@@ -50,8 +50,9 @@ impl Isa {
         }
     }
 
-    /// The best instruction set for this CPU, asked once: the widest it has, except AVX2 where
-    /// 512-bit arithmetic lowers the core's clock ([`avx512_lowers_clock`]).
+    /// The best instruction set for this CPU, asked once: the widest it has, except AVX2 on
+    /// Intel's Skylake-SP generation (Skylake-SP, Cascade Lake, Cooper Lake), where 512-bit
+    /// arithmetic lowers the core's clock.
     /// `SHOTFLOW_ISA=sse2|avx2|avx512` chooses any that the CPU has (to compare the paths, or
     /// to rule one out); an unknown value is ignored with a message on stderr.
     pub fn detect() -> Isa {
