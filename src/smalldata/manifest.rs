@@ -222,5 +222,18 @@ mod tests {
             "events: 10 before, (not given) now; frame: (not given) before, none now; \
              seed: 1 before, 2 now; summaries: [Stats(\"x\")] before, [] now"
         );
+        // A partial result of another version is not continued, even with the same inputs:
+        // that version may write other datasets.
+        let older = Manifest {
+            version: "0.1.0".into(),
+            ..manifest.clone()
+        };
+        assert_eq!(
+            older.mismatch(&manifest.fingerprint, &summaries).unwrap(),
+            format!(
+                "shotflow version: 0.1.0 before, {} now",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
     }
 }
