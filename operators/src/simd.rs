@@ -126,8 +126,8 @@ impl Isa {
 /// Skylake-SP and -X, Cascade Lake, Cooper Lake), whose clock drops while it runs 512-bit
 /// arithmetic, for every instruction it runs then. On such a Xeon (2 cores of a VM at 2.0 GHz)
 /// AGIPD calibration ran at 7,320 frames/s with AVX2 against 6,420 with AVX-512, and the whole
-/// module chain no slower, in alternating processes; later Intel cores and AMD's do not drop
-/// their clock so far, and there AVX-512 was the fastest.
+/// module chain no slower, in alternating processes. On a Sapphire/Emerald Rapids VM AVX-512
+/// was the fastest; AMD's cores with AVX-512 were not measured.
 fn avx512_lowers_clock() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
