@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use shotflow::calibrate::{Calibrate, FoldGainBits};
 use shotflow::event::{Event, Key, Value};
+use shotflow::exdf::modules::{ModuleLayout, XTDF};
 use shotflow::exdf::{ExdfRun, ExdfSource, Selector, SourceKind};
 use shotflow::runtime::{execute_with, Launch};
 use shotflow::smalldata::{SmallData, SmallDataExt};
@@ -322,10 +323,9 @@ fn calibrations(
                 }
             };
             let beside = |key: &str| Key::new(&format!("{}/{key}", target.source));
-            let (cells, gain) = match target.key.name.as_str() {
-                "data.adc" => (beside("data.memoryCell"), Some(beside("data.gain"))),
-                _ => (beside("image.cellId"), None),
-            };
+            // Frames of another name (LPD's, DSSC's) keep their cells where XTDF does.
+            let layout = ModuleLayout::of_frames(&target.key.name).unwrap_or(XTDF);
+            let (cells, gain) = (beside(layout.cells), layout.gain.map(beside));
             Ok(Calibration {
                 field: target.field,
                 modules: module,

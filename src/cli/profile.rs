@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use shotflow::event::{Event, Key};
+use shotflow::exdf::modules::ModuleLayout;
 use shotflow::exdf::Selected;
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::geometry::{self, Detector};
@@ -210,19 +211,11 @@ fn module_fields(
     let mut found: Vec<Option<&Selected>> = vec![None; modules];
     let mut name = None;
     for s in selected {
-        let Some((detector_name, rest)) = s.source.split_once("/DET/") else {
+        let Some(layout) = ModuleLayout::of_frames(&s.key.name) else {
             continue;
         };
-        let (rest, first) = match (s.key.name.as_str(), rest.strip_prefix("JNGFR")) {
-            ("image.data", None) => (rest, 0),
-            ("data.adc", Some(rest)) => (rest, 1),
-            _ => continue,
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Some(m) = digits
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(first))
+        let (Some(m), Some((detector_name, _))) =
+            (layout.module(&s.source), s.source.split_once("/DET/"))
         else {
             continue;
         };
@@ -238,9 +231,9 @@ fn module_fields(
         };
         if frame[..] != [rows, columns] {
             // Raw JUNGFRAU rows hold a train's 16 frames, without their gain bits.
-            let hint = match s.key.name.as_str() {
-                "data.adc" => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
-                _ => "",
+            let hint = match layout.gain {
+                Some(_) => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
+                None => "",
             };
             bail!(
                 "{}: {} frames of {frame:?}, and the geometry's modules are \

@@ -28,6 +28,7 @@
 
 pub mod explode;
 pub mod file;
+pub mod modules;
 mod run;
 pub mod simulate;
 mod source;
