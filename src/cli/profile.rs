@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use shotflow::event::{Event, Key};
-use shotflow::exdf::modules::ModuleLayout;
+use shotflow::exdf::modules::{ModuleLayout, JUNGFRAU};
 use shotflow::exdf::Selected;
 use shotflow_operators::azimuthal::{AzimuthalMap, Corrections, Radial};
 use shotflow_operators::geometry::{self, Detector};
@@ -231,9 +231,10 @@ fn module_fields(
         };
         if frame[..] != [rows, columns] {
             // Raw JUNGFRAU rows hold a train's 16 frames, without their gain bits.
-            let hint = match layout.gain {
-                Some(_) => " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)",
-                None => "",
+            let hint = if layout == JUNGFRAU {
+                " (JUNGFRAU's raw data.adc is profiled calibrated: --calibrate it)"
+            } else {
+                ""
             };
             bail!(
                 "{}: {} frames of {frame:?}, and the geometry's modules are \
